@@ -15,7 +15,7 @@ import keras
 from keras import layers
 
 from .heads import Head
-from .layers import regularizer
+from .layers import BN_MOMENTUM, regularizer
 from .registry import preset, register_model
 
 
@@ -38,14 +38,14 @@ def basic_block(
     reg = regularizer(l1, l2)
     conv = dict(padding="same", use_bias=False, kernel_regularizer=reg)
     y = layers.Conv2D(filters, kernel_size, strides=stride, name=f"{name}_conv1", **conv)(x)
-    y = layers.BatchNormalization(name=f"{name}_bn1")(y)
+    y = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn1")(y)
     y = layers.Activation(activation, name=f"{name}_act1")(y)
     y = layers.Conv2D(filters, kernel_size, name=f"{name}_conv2", **conv)(y)
-    y = layers.BatchNormalization(name=f"{name}_bn2")(y)
+    y = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn2")(y)
     shortcut = x
     if stride != 1 or x.shape[-1] != filters:
         shortcut = layers.Conv2D(filters, 1, strides=stride, name=f"{name}_proj_conv", **conv)(x)
-        shortcut = layers.BatchNormalization(name=f"{name}_proj_bn")(shortcut)
+        shortcut = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_proj_bn")(shortcut)
     y = layers.Add(name=f"{name}_add")([y, shortcut])
     return layers.Activation(activation, name=f"{name}_out")(y)
 
@@ -86,7 +86,7 @@ def _resnet(
         kernel_regularizer=regularizer(l1, l2),
         name="stem_conv",
     )(inputs)
-    x = layers.BatchNormalization(name="stem_bn")(x)
+    x = layers.BatchNormalization(momentum=BN_MOMENTUM, name="stem_bn")(x)
     x = layers.Activation(activation, name="stem_act")(x)
     for stage in range(1, n_stages + 1):
         filters = n_base * 2 ** (stage - 1)

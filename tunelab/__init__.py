@@ -1,1 +1,35 @@
-"""tunelab"""
+"""tunelab: Optuna hyperparameter search over Keras image classifiers, tracked in MLflow.
+
+    import tunelab
+    study = tunelab.tune("study.yaml", n_trials=5)      # or tunelab.tune() for the default
+
+The framework rooms install inside this package: ``tunelab.models`` (Keras),
+``tunelab.search`` (Optuna) and ``tunelab.tracking`` (MLflow). They are imported lazily so
+that ``import tunelab`` stays fast.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from tunelab.config import ConfigError, StudyConfig, load_config  # noqa: E402
+
+__version__ = "0.1.0"
+__all__ = ["ConfigError", "StudyConfig", "load_config", "run_worker", "tune"]
+
+
+def tune(*args, **kwargs):
+    from tunelab.runner import tune as _tune
+
+    return _tune(*args, **kwargs)
+
+
+tune.__doc__ = "Run or resume a study; see tunelab.runner.tune."
+
+
+def run_worker(**kwargs):
+    from tunelab.runner import run_worker as _run_worker
+
+    return _run_worker(**kwargs)

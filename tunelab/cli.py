@@ -1,1 +1,87 @@
-def main(): print("ok")
+"""The command line: parse, then call the library functions that notebooks call too."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from tunelab.config import ConfigError  # noqa: E402
+
+TUNE_FLAGS = {  # flag -> (config key, type, help)
+    "--dataset": ("dataset.source", str, "'digits' or a MedMNIST-style .npz file"),
+    "--model": ("model", str, "a registered model: lenet, alexnet, vgg16, resnet, mlp, ..."),
+    "--n-trials": ("n_trials", int, "trials in the whole study"),
+    "--timeout": ("timeout", float, "seconds for the whole study"),
+    "--max-epochs": ("max_epochs", int, "epochs per trial at most"),
+    "--study-name": ("study_name", str, "the study to create or resume"),
+    "--storage": ("storage", str, "Optuna storage: a journal file path or a database URL"),
+    "--tracking-uri": ("tracking_uri", str, "MLflow tracking URI (sqlite:///... or http://...)"),
+    "--seed": ("seed", int, "base random seed; trial N uses seed + N"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tunelab", description="Hyperparameter search for Keras image classifiers, "
+        "tracked in MLflow.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    tune = sub.add_parser("tune", help="run or resume a tuning study",
+                          description="Run a study from a YAML file (or the embedded default: "
+                          "digits, stores under ./mlruns); flags override the file.")
+    tune.add_argument("config", nargs="?", help="study YAML file")
+    for flag, (key, kind, text) in TUNE_FLAGS.items():
+        tune.add_argument(flag, type=kind, help=f"{text} (config: {key})")
+    tune.add_argument("--in-process", action="store_true",
+                      help="run trials in this process instead of recycled worker processes")
+    tune.add_argument("--print-config", action="store_true",
+                      help="print the resolved config and exit without training")
+
+    worker = sub.add_parser("worker", help="join an existing study and run its trials")
+    worker.add_argument("--storage", required=True)
+    worker.add_argument("--study-name", required=True)
+    worker.add_argument("--tracking-uri")
+    worker.add_argument("--max-trials", type=int, help="exit after this many trials")
+    worker.add_argument("--deadline", type=float, help=argparse.SUPPRESS)
+    worker.add_argument("--started-at", type=float, help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "tune":
+            return _tune(args)
+        if args.command == "worker":
+            from tunelab.runner import run_worker
+
+            run_worker(study_name=args.study_name, storage=args.storage,
+                       tracking_uri=args.tracking_uri, max_trials=args.max_trials,
+                       deadline=args.deadline, started_at=args.started_at)
+            return 0
+    except ConfigError as err:
+        print(f"tunelab: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except RuntimeError as err:
+        print(f"tunelab: error: {err}", file=sys.stderr)
+        return 1
+    return 1
+
+
+def _tune(args: argparse.Namespace) -> int:
+    from tunelab.config import load_config
+
+    overrides = {key: getattr(args, flag[2:].replace("-", "_"))
+                 for flag, (key, _, _) in TUNE_FLAGS.items()}
+    config = load_config(args.config, overrides)
+    if args.print_config:
+        print(config.to_yaml(), end="")
+        return 0
+    from tunelab.runner import tune
+
+    tune(config, in_process=args.in_process)
+    return 0

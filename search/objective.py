@@ -1,0 +1,228 @@
+"""The objective: one trial = suggest hyperparameters, build, train, report, record.
+
+It joins the rooms through plain interfaces: ``tunelab.models`` for Keras, a tracker (any
+object with ``trial_run(...)``; the MLflow one lives in ``tunelab.tracking``) and a progress
+printer. Every trial's history and summary also go into the Optuna storage as user
+attributes, so nothing is lost when tracking fails.
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+import optuna
+from optuna_integration import KerasPruningCallback
+
+from tunelab.models.data import Dataset
+from tunelab.models.training import TrainingSettings
+
+from .progress import Progress
+from .space import SearchSpace
+from .study import best_trial, counted_trials, over_budget
+from .summary import summarize
+
+TRAINING_KEYS = ("learning_rate", "batch_size", "optimizer", "momentum", "loss")
+
+
+class TrialFailed(Exception):
+    """A trial that failed for a reason of its own; the study goes on."""
+
+
+class TrialDiverged(TrialFailed):
+    pass
+
+
+class BudgetReached(TrialFailed):
+    pass
+
+
+class TrialObserver(Protocol):
+    run_id: str | None
+
+    def epoch_ended(self, epoch: int, logs: Mapping[str, float]) -> None: ...
+
+    def finish(self, *, state: str, **details: Any) -> None: ...
+
+
+class _NoTracking:
+    run_id = None
+
+    def epoch_ended(self, epoch: int, logs: Mapping[str, float]) -> None:
+        pass
+
+    def finish(self, *, state: str, **details: Any) -> None:
+        pass
+
+
+@dataclass
+class Objective:
+    model_name: str
+    space: SearchSpace
+    data: Dataset
+    training: TrainingSettings
+    metric: str
+    direction: str
+    n_trials: int | None = None
+    seed: int = 0
+    config: Mapping[str, Any] = field(default_factory=dict)
+    tracker: Any = None  # has trial_run(number, params, *, seed, config, data_info)
+    progress: Progress | None = None
+    tensorboard: bool = False
+
+    def __post_init__(self):
+        self.data_info = {"fingerprint": self.data.fingerprint(),
+                          "class_names": list(self.data.class_names),
+                          "class_counts": self.data.class_counts(),
+                          "input_shape": list(self.data.input_shape)}
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        import keras
+
+        from tunelab.models import Head, build_model
+        from tunelab.models.training import model_summary, predict_proba, train
+
+        study = trial.study
+        if over_budget(study, trial.number, self.n_trials):
+            trial.set_user_attr("skipped", "the trial budget was already filled")
+            raise BudgetReached("the trial budget was already filled by other workers")
+        params = self.space.suggest(trial)
+        seed = self.seed + trial.number
+        keras.backend.clear_session()
+        keras.utils.set_random_seed(seed)
+        loss = params.get("loss") or ("binary_crossentropy" if self.data.n_classes == 2
+                                      else "categorical_crossentropy")
+        head = Head(loss, self.data.n_classes)
+        model_params = {k: v for k, v in params.items() if k not in TRAINING_KEYS}
+        model = build_model(self.model_name, self.data.input_shape, self.data.n_classes,
+                            loss=loss, **model_params)
+        settings = replace(self.training, **{k: params[k] for k in TRAINING_KEYS
+                                                         if k in params and k != "loss"})
+        n_params = int(model.count_params())
+        trial.set_user_attr("seed", seed)
+        trial.set_user_attr("n_params", n_params)
+        best = best_trial(study)
+        if self.progress:
+            self.progress.trial_started(trial.number, counted_trials(study) + 1,
+                                        (best.value, best.number) if best else None)
+        run = (self.tracker.trial_run(trial.number, {"model": self.model_name, "loss": loss,
+                                                      **params},
+                                      seed=seed, config=self.config, data_info=self.data_info,
+                                      extra_tags={"optuna.trial_number": trial.number})
+               if self.tracker else _NoTracking())
+        if run.run_id:
+            trial.set_user_attr("mlflow_run_id", run.run_id)
+        history: dict[str, list[float]] = {}
+
+        def on_epoch(epoch: int, logs: dict[str, float]) -> None:
+            for key, value in logs.items():
+                history.setdefault(key, []).append(value)
+            run.epoch_ended(epoch, logs)
+            if self.progress:
+                self.progress.epoch(trial.number, epoch, logs)
+
+        callbacks: list[Any] = [KerasPruningCallback(trial, self.metric)]
+        tb_dir = None
+        if self.tensorboard:
+            tb_dir = tempfile.mkdtemp(prefix=f"tunelab-tb-{trial.number}-")
+            callbacks.append(keras.callbacks.TensorBoard(log_dir=tb_dir))
+        common = {"model_summary": model_summary(model), "artifacts_dir": tb_dir,
+                  "class_names": self.data.class_names}
+        started = time.time()
+        try:
+            result = train(model, head, self.data, settings, callbacks=callbacks,
+                           on_epoch=on_epoch)
+        except optuna.TrialPruned:
+            epochs = len(history.get("loss", []))
+            reason = f"pruned at epoch {epochs}"
+            self._record(trial, history, state="PRUNED", reason=reason, started=started)
+            run.finish(state="PRUNED", history=history, reason=reason, **common,
+                       summary=self._summary(history))
+            self._report(trial.number, "PRUNED", None, reason)
+            raise
+        except BaseException as err:
+            reason = f"{type(err).__name__}: {err}"
+            state = "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED"
+            self._record(trial, history, state="FAILED", reason=reason, started=started)
+            run.finish(state=state, history=history or None, reason=reason, **common)
+            self._report(trial.number, "FAILED", None, reason)
+            raise
+        if result.diverged:
+            self._record(trial, history, state="FAILED", reason=result.reason, started=started)
+            run.finish(state="FAILED", history=history, reason=result.reason, **common)
+            self._report(trial.number, "FAILED", None, result.reason)
+            raise TrialDiverged(result.reason)
+        summary = summarize(result.history, self.metric, self.direction)
+        summary["n_params"] = n_params
+        summary["train_seconds"] = time.time() - started
+        summary["process_rss_mb"] = current_rss_mb()
+        summary["process_peak_rss_mb"] = _max_rss_mb()
+        y_pred = predict_proba(model, head, self.data.val.x).argmax(axis=1)
+        value = float(summary[f"best_{self.metric}"])
+        self._record(trial, result.history, state="COMPLETE", summary=summary, started=started)
+        run.finish(state="COMPLETE", summary=summary, history=result.history,
+                   y_true=self.data.val.y, y_pred=y_pred, **common)
+        self._report(trial.number, "COMPLETE", value,
+                     f"best epoch {int(summary['best_epoch'])}/{int(summary['epochs_trained'])}")
+        return value
+
+    def _summary(self, history: dict[str, list[float]]) -> dict[str, float] | None:
+        try:
+            return summarize(history, self.metric, self.direction)
+        except (KeyError, ValueError):
+            return None
+
+    def _record(self, trial: optuna.Trial, history: Mapping[str, list[float]], *, state: str,
+                started: float, reason: str = "", summary: Mapping[str, float] | None = None,
+                ) -> None:
+        trial.set_user_attr("history", {k: [round(v, 6) for v in vs]
+                                        for k, vs in history.items()})
+        trial.set_user_attr("summary", dict(summary or self._summary(dict(history)) or {}))
+        trial.set_user_attr("state", state)
+        trial.set_user_attr("train_seconds", round(time.time() - started, 3))
+        if reason:
+            trial.set_user_attr("reason", reason)
+
+    def _report(self, number: int, state: str, value: float | None, detail: str) -> None:
+        if self.progress:
+            self.progress.trial_finished(number, state, value, detail)
+
+
+def _max_rss_mb() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (2**20 if sys.platform == "darwin" else 1024)
+
+
+def current_rss_mb() -> float:
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20
+
+
+def run_trials(study: optuna.Study, objective: Objective, *, n_trials: int | None,
+               max_trials_here: int | None = None, deadline: float | None = None,
+               poll_seconds: float = 2.0) -> str:
+    """Run trials until the study's budget is met, the deadline passes, or this process has
+    run ``max_trials_here`` (then it should be recycled). Returns which of the three."""
+    done_here = 0
+    while True:
+        if n_trials is not None:
+            counted = counted_trials(study)
+            if counted >= n_trials:
+                return "budget"
+            running = len(study.get_trials(deepcopy=False,
+                                           states=(optuna.trial.TrialState.RUNNING,)))
+            if counted + running >= n_trials:
+                time.sleep(poll_seconds)  # others' running trials may still fill the budget
+                continue
+        if deadline is not None and time.time() >= deadline:
+            return "deadline"
+        if max_trials_here is not None and done_here >= max_trials_here:
+            return "recycle"
+        study.optimize(objective, n_trials=1, catch=(TrialFailed,))
+        done_here += 1

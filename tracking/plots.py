@@ -1,0 +1,61 @@
+"""Figures people would rather look at than read: learning curves and confusion matrices."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+
+def learning_curves(history: Mapping[str, Sequence[float]], title: str = "",
+                    best_epoch: int | None = None) -> Figure:
+    """Loss and accuracy, train against validation, side by side as the labs plot them."""
+    panels = [k for k in ("loss", "accuracy") if k in history]
+    fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(5 * max(1, len(panels)), 3.6))
+    axes = np.atleast_1d(axes)
+    for ax, key in zip(axes, panels):
+        epochs = np.arange(1, len(history[key]) + 1)
+        ax.plot(epochs, history[key], "o-", ms=3, label=f"train {key}")
+        if f"val_{key}" in history:
+            ax.plot(epochs, history[f"val_{key}"], "s-", ms=3, label=f"validation {key}")
+        if best_epoch is not None:
+            ax.axvline(best_epoch, color="grey", ls="--", lw=1, label=f"best epoch {best_epoch}")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(key)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def confusion_matrix(y_true: Sequence[int], y_pred: Sequence[int],
+                     class_names: Sequence[str], title: str = "") -> Figure:
+    n = len(class_names)
+    matrix = np.zeros((n, n), dtype=int)
+    np.add.at(matrix, (np.asarray(y_true, dtype=int), np.asarray(y_pred, dtype=int)), 1)
+    size = max(3.5, 0.45 * n + 2)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(matrix, cmap="Blues")
+    threshold = matrix.max() / 2 if matrix.size else 0
+    for i in range(n):
+        for j in range(n):
+            ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=8,
+                    color="white" if matrix[i, j] > threshold else "black")
+    ax.set_xticks(range(n), class_names, rotation=45 if n > 4 else 0)
+    ax.set_yticks(range(n), class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    accuracy = np.trace(matrix) / max(1, matrix.sum())
+    ax.set_title(f"{title}\naccuracy {accuracy:.3f} on {matrix.sum()} images".strip())
+    fig.tight_layout()
+    return fig
+
+
+def close(fig: Figure) -> None:
+    plt.close(fig)

@@ -1,0 +1,238 @@
+"""MLflow runs of a study: one parent run per study, one nested run per trial.
+
+Runs are found again by tags (``tunelab.study``, ``tunelab.trial``), so a resumed study reuses
+its parent run and never duplicates a finished trial's run. A tracking failure is reported
+once per run and never stops the study: the Optuna storage keeps every trial's results.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunTag
+
+from . import plots
+from .store import artifact_root, package_versions, resolve_tracking_uri
+
+STUDY_TAG = "tunelab.study"
+TRIAL_TAG = "tunelab.trial"
+ROLE_TAG = "tunelab.role"
+PARENT_TAG = "mlflow.parentRunId"
+MAX_PARAM_LENGTH = 6000
+
+
+def _guarded(method):
+    """Run an MLflow call; on failure report it once for this run and carry on."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        if self.broken:
+            return None
+        try:
+            return method(self, *args, **kwargs)
+        except Exception as err:  # any MLflow or network failure must not stop the study
+            self.broken = True
+            print(f"tunelab: tracking error for {self.label}, its MLflow run is incomplete "
+                  f"({type(err).__name__}: {err}); the Optuna storage keeps the results, "
+                  "`tunelab sync` can log them later", file=sys.stderr)
+            return None
+
+    return wrapper
+
+
+class _Run:
+    def __init__(self, client: MlflowClient, run_id: str | None, label: str):
+        self.client, self.run_id, self.label = client, run_id, label
+        self.broken = run_id is None
+
+    @_guarded
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        items = [Param(k, _param_value(v)) for k, v in params.items()]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, params=items[i:i + 100], synchronous=True)
+
+    @_guarded
+    def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, step) for k, v in metrics.items()
+                 if isinstance(v, (int, float))]
+        self.client.log_batch(self.run_id, metrics=items, synchronous=True)
+
+    @_guarded
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        items = [RunTag(k, str(v)) for k, v in tags.items()]
+        self.client.log_batch(self.run_id, tags=items, synchronous=True)
+
+    @_guarded
+    def log_figure(self, fig, name: str) -> None:
+        try:
+            self.client.log_figure(self.run_id, fig, name, save_kwargs={"dpi": 110})
+        finally:
+            plots.close(fig)
+
+    @_guarded
+    def log_text(self, text: str, name: str) -> None:
+        self.client.log_text(self.run_id, text, name)
+
+    @_guarded
+    def log_dict(self, data: Mapping[str, Any], name: str) -> None:
+        self.client.log_dict(self.run_id, dict(data), name)
+
+    @_guarded
+    def log_dir(self, path: str | Path, artifact_path: str) -> None:
+        self.client.log_artifacts(self.run_id, str(path), artifact_path)
+
+    @_guarded
+    def end(self, status: str) -> None:
+        self.client.set_terminated(self.run_id, status=status)
+
+
+def _param_value(value: Any) -> str:
+    text = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+    return text[:MAX_PARAM_LENGTH]
+
+
+class TrialRun(_Run):
+    """The nested run of one trial; the objective reports to it as it trains."""
+
+    def __init__(self, client: MlflowClient, run_id: str | None, number: int):
+        super().__init__(client, run_id, f"trial {number}")
+        self.number = number
+
+    def epoch_ended(self, epoch: int, logs: Mapping[str, float]) -> None:
+        self.log_metrics(logs, step=epoch)
+
+    def finish(self, *, state: str, summary: Mapping[str, float] | None = None,
+               history: Mapping[str, Sequence[float]] | None = None,
+               y_true: Sequence[int] | None = None, y_pred: Sequence[int] | None = None,
+               class_names: Sequence[str] = (), model_summary: str | None = None,
+               reason: str = "", artifacts_dir: str | Path | None = None) -> None:
+        """Final metrics, plots and the terminal state (complete, pruned, failed)."""
+        tags = {"tunelab.state": state}
+        if reason:
+            tags["tunelab.reason"] = reason
+        self.set_tags(tags)
+        if summary:
+            self.log_metrics(summary)
+        if history:
+            best = int(summary["best_epoch"]) if summary and "best_epoch" in summary else None
+            title = f"trial {self.number} ({state.lower()})"
+            self.log_figure(plots.learning_curves(history, title, best), "learning_curves.png")
+        if y_true is not None and y_pred is not None:
+            self.log_figure(plots.confusion_matrix(y_true, y_pred, class_names,
+                                                   f"trial {self.number}, validation"),
+                            "confusion_matrix.png")
+        if model_summary:
+            self.log_text(model_summary, "model_summary.txt")
+        if artifacts_dir and Path(artifacts_dir).exists():
+            self.log_dir(artifacts_dir, "tensorboard")
+        self.end({"COMPLETE": "FINISHED", "PRUNED": "FINISHED"}.get(state, "FAILED"))
+
+
+class StudyTracker:
+    """The study's experiment and parent run, and the factory of trial runs."""
+
+    def __init__(self, tracking_uri: str, study_name: str, parent_run_id: str | None = None):
+        self.tracking_uri = resolve_tracking_uri(tracking_uri)
+        self.client = MlflowClient(tracking_uri=self.tracking_uri)
+        self.study_name = study_name
+        self.experiment_id = self._experiment()
+        self.parent = _Run(self.client, parent_run_id or self._parent_run_id(), "the study run")
+
+    def _experiment(self) -> str:
+        experiment = self.client.get_experiment_by_name(self.study_name)
+        if experiment is not None:
+            if experiment.lifecycle_stage == "deleted":
+                self.client.restore_experiment(experiment.experiment_id)
+            return experiment.experiment_id
+        root = artifact_root(self.tracking_uri)
+        location = f"{root}/{self.study_name}" if root else None
+        return self.client.create_experiment(self.study_name, artifact_location=location,
+                                             tags={STUDY_TAG: self.study_name})
+
+    def _find(self, filter_string: str):
+        runs = self.client.search_runs([self.experiment_id], filter_string=filter_string,
+                                       max_results=1, order_by=["attributes.start_time DESC"])
+        return runs[0] if runs else None
+
+    def _parent_run_id(self) -> str | None:
+        found = self._find(f"tags.`{ROLE_TAG}` = 'study'")
+        return found.info.run_id if found else None
+
+    def start_study(self, *, config: Mapping[str, Any], space: Mapping[str, Any],
+                    data_info: Mapping[str, Any]) -> str:
+        """Create the parent run, or reopen it when the study is resumed."""
+        if self.parent.run_id is None:
+            run = self.client.create_run(self.experiment_id, run_name=self.study_name,
+                                         tags={ROLE_TAG: "study", STUDY_TAG: self.study_name})
+            self.parent = _Run(self.client, run.info.run_id, "the study run")
+        else:
+            self.client.update_run(self.parent.run_id, status="RUNNING")
+        self.parent.log_params({"model": config.get("model"), "seed": config.get("seed"),
+                                "n_trials": config.get("n_trials"),
+                                "max_epochs": config.get("max_epochs"),
+                                "sampler": config.get("sampler", {}).get("kind"),
+                                "pruner": config.get("pruner", {}).get("kind"),
+                                "objective": config.get("objective", {}).get("metric"),
+                                "dataset": config.get("dataset", {}).get("source"),
+                                "data_fingerprint": data_info.get("fingerprint")})
+        self.parent.log_dict(config, "config.yaml")
+        self.parent.log_dict(space, "search_space.json")
+        self.parent.log_dict({"packages": package_versions(), **data_info}, "environment.json")
+        return self.parent.run_id or ""
+
+    def trial_run(self, number: int, params: Mapping[str, Any], *, seed: int,
+                  config: Mapping[str, Any], data_info: Mapping[str, Any],
+                  extra_tags: Mapping[str, Any] = ()) -> TrialRun:
+        try:
+            found = self._find(f"tags.`{TRIAL_TAG}` = '{number}'")
+            if found is not None:
+                run_id = found.info.run_id
+                self.client.update_run(run_id, status="RUNNING")
+            else:
+                tags = {STUDY_TAG: self.study_name, TRIAL_TAG: str(number), ROLE_TAG: "trial"}
+                if self.parent.run_id:
+                    tags[PARENT_TAG] = self.parent.run_id
+                run_id = self.client.create_run(self.experiment_id,
+                                                run_name=f"trial-{number:04d}",
+                                                tags={**tags, **dict(extra_tags)}).info.run_id
+        except Exception as err:
+            print(f"tunelab: tracking error for trial {number}, not logged to MLflow "
+                  f"({type(err).__name__}: {err})", file=sys.stderr)
+            return TrialRun(self.client, None, number)
+        run = TrialRun(self.client, run_id, number)
+        run.log_params({**params, "seed": seed,
+                        "data_fingerprint": data_info.get("fingerprint")})
+        run.log_dict(config, "config.yaml")
+        run.log_dict({"packages": package_versions(), **data_info}, "environment.json")
+        return run
+
+    def finish_study(self, *, status: str, figures: Mapping[str, Any],
+                     summary: Mapping[str, Any], notes: Sequence[str] = ()) -> None:
+        for name, fig in figures.items():
+            self.parent.log_figure(fig, f"study/{name}.png")
+        metrics = {k: v for k, v in summary.items() if isinstance(v, (int, float))}
+        self.parent.log_metrics(metrics)
+        self.parent.set_tags({f"tunelab.{k}": v for k, v in summary.items()
+                              if not isinstance(v, (dict, list))})
+        self.parent.log_dict(dict(summary), "best_trial.json")
+        if notes:
+            self.parent.log_text("\n".join(notes), "study/notes.txt")
+        self.parent.end(status)
+
+    def trial_runs(self) -> list[Any]:
+        return list(self.client.search_runs([self.experiment_id],
+                                            filter_string=f"tags.`{ROLE_TAG}` = 'trial'",
+                                            max_results=5000))
+
+
+def scratch_dir() -> Path:
+    return Path(tempfile.mkdtemp(prefix="tunelab-"))

@@ -1,0 +1,48 @@
+"""Where runs go: the tracking URI, its artifact root, and the command that opens the UI."""
+
+from __future__ import annotations
+
+import platform
+from importlib import metadata
+from pathlib import Path
+
+PACKAGES = ("tunelab", "tensorflow-cpu", "tensorflow", "keras", "optuna", "optuna-integration",
+            "mlflow", "numpy", "scikit-learn", "scikit-image")
+
+
+def resolve_tracking_uri(uri: str) -> str:
+    """Make a local SQLite URI absolute and create its folder; other URIs pass through."""
+    if uri.startswith("sqlite:///"):
+        path = Path(uri[len("sqlite:///"):]).expanduser().resolve()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{path}"
+    if uri.startswith("file:") or "://" not in uri:
+        raise ValueError(
+            f"tracking_uri: {uri!r} is a bare file store, which MLflow 3 no longer accepts; "
+            "use sqlite:///mlruns/mlflow.db (the default) or http://HOST:PORT of a server")
+    return uri
+
+
+def artifact_root(uri: str) -> str | None:
+    """Artifacts of a local SQLite store live beside it, in ``artifacts/`` inside ``mlruns/``."""
+    if uri.startswith("sqlite:///"):
+        return (Path(uri[len("sqlite:///"):]).parent / "artifacts").as_uri()
+    return None
+
+
+def ui_command(uri: str) -> str:
+    if uri.startswith(("http://", "https://")):
+        return f"open {uri} in a browser"
+    root = artifact_root(uri)
+    extra = f" --default-artifact-root {root}" if root else ""
+    return f"mlflow ui --backend-store-uri {uri}{extra} --port 5000"
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions

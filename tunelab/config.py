@@ -1,0 +1,334 @@
+"""The study configuration: one frozen, typed object loaded from YAML, then CLI overrides.
+
+Every key is checked before anything is trained or written: an unknown key, a value of the
+wrong type or an impossible combination raises ``ConfigError`` naming the key, the value and
+what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+import yaml
+
+from tunelab.search.space import Choice, Fixed, FloatRange, IntRange, SearchSpace
+
+
+class ConfigError(ValueError):
+    """A study configuration that cannot run; the message says what to change."""
+
+
+DEFAULT_STORE = Path("mlruns")
+
+
+def default_space() -> dict[str, Any]:
+    return {
+        "learning_rate": {"low": 1.0e-4, "high": 1.0e-2, "log": True},
+        "batch_size": [32, 64, 128],
+        "n_base": [8, 16, 32],
+        "dropout": {"low": 0.0, "high": 0.5},
+        "spatial_dropout": {"low": 0.0, "high": 0.3},
+        "batch_norm": [True, False],
+        "optimizer": ["adam", "sgd", "rmsprop"],
+        "loss": ["categorical_crossentropy", "categorical_hinge"],
+    }
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    source: str = "digits"  # "digits", or a path to a MedMNIST-style .npz
+    image_size: int | None = 16  # square side images are resized to; null keeps the native size
+    color_mode: Literal["grayscale", "rgb"] = "grayscale"
+    validation_fraction: float = 0.2  # used when the source has no validation split
+    test_fraction: float = 0.0  # stratified hold-out carved first, for final evaluation only
+
+
+@dataclass(frozen=True)
+class EarlyStoppingConfig:
+    enabled: bool = True
+    monitor: str | None = None  # null: the objective metric
+    patience: int = 5
+    min_delta: float = 0.0
+    restore_best_weights: bool = True
+
+
+@dataclass(frozen=True)
+class LRScheduleConfig:
+    kind: Literal["constant", "reduce_on_plateau", "step", "cosine"] = "constant"
+    factor: float = 0.5  # reduce_on_plateau and step: multiply the rate by this
+    patience: int = 3  # reduce_on_plateau: epochs without improvement
+    step_size: int = 10  # step: epochs between decays
+    min_lr: float = 1.0e-6
+
+
+@dataclass(frozen=True)
+class ObjectiveConfig:
+    metric: str = "val_accuracy"  # loss-independent, so trials with different losses compare
+    direction: Literal["maximize", "minimize"] | None = None  # null: minimize losses only
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    kind: Literal["tpe", "random", "grid"] = "tpe"
+    n_startup_trials: int = 5  # TPE: random trials before the model kicks in
+
+
+@dataclass(frozen=True)
+class PrunerConfig:
+    kind: Literal["median", "successive_halving", "hyperband", "none"] = "median"
+    n_startup_trials: int = 3  # median: trials that are never pruned
+    n_warmup_steps: int = 2  # median: epochs before a trial may be pruned
+    min_resource: int = 1  # successive_halving / hyperband
+    reduction_factor: int = 3
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    study_name: str = "digits-lenet"
+    model: str = "lenet"
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    space: dict[str, Any] = field(default_factory=default_space)
+    n_trials: int | None = 12
+    timeout: float | None = None  # seconds for the whole study
+    max_epochs: int = 15
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+    lr_schedule: LRScheduleConfig = field(default_factory=LRScheduleConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    pruner: PrunerConfig = field(default_factory=PrunerConfig)
+    seed: int = 42
+    storage: str | None = None  # null: Optuna journal file mlruns/optuna.journal
+    tracking_uri: str | None = None  # null: SQLite store mlruns/mlflow.db
+    trials_per_process: int = 8  # trials run in a worker process before it is recycled
+    tensorboard: bool = False  # per-trial TensorBoard logs as run artifacts
+
+    # -- derived -------------------------------------------------------------------------
+    @property
+    def search_space(self) -> SearchSpace:
+        return SearchSpace.from_yaml(self.space)
+
+    @property
+    def direction(self) -> str:
+        if self.objective.direction:
+            return self.objective.direction
+        return "minimize" if self.objective.metric.endswith("loss") else "maximize"
+
+    @property
+    def monitor(self) -> str:
+        return self.early_stopping.monitor or self.objective.metric
+
+    @property
+    def storage_url(self) -> str:
+        return self.storage or str(DEFAULT_STORE / "optuna.journal")
+
+    @property
+    def resolved_tracking_uri(self) -> str:
+        return self.tracking_uri or f"sqlite:///{DEFAULT_STORE / 'mlflow.db'}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+# -- loading -------------------------------------------------------------------------------
+def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None,
+                ) -> StudyConfig:
+    """Read a YAML study file (or the embedded default), apply overrides, validate."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: no such study file")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML ({err})") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: expected a mapping of keys at the top level")
+    for dotted, value in (overrides or {}).items():
+        if value is None:
+            continue
+        node = raw
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    try:
+        return config_from_dict(raw)
+    except ConfigError as err:
+        if path is not None:
+            raise ConfigError(f"{path}: {err}") from None
+        raise
+
+
+def config_from_dict(raw: Mapping[str, Any]) -> StudyConfig:
+    config = _build(StudyConfig, raw, "")
+    validate(config)
+    return config
+
+
+def _build(cls: type, raw: Any, where: str) -> Any:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where.rstrip('.') or 'config'}: expected a mapping, got {raw!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in raw.items():
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), fields, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise ConfigError(
+                f"unknown key '{where}{key}'{hint} (allowed: {', '.join(fields)})"
+            )
+        kwargs[key] = _coerce(hints[key], value, f"{where}{key}")
+    return cls(**kwargs)
+
+
+def _coerce(hint: Any, value: Any, key: str) -> Any:
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, key + ".")
+    origin, args = get_origin(hint), get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(inner[0], value, key)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{key}: {value!r} is not allowed (choose one of "
+                              f"{', '.join(map(str, args))})")
+        return value
+    if origin is dict or hint is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return dict(value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{key}: expected a non-empty string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config type {hint!r} for {key}")
+
+
+# -- validation ----------------------------------------------------------------------------
+TRAINING_HPARAMS: dict[str, str] = {
+    "learning_rate": "a number > 0",
+    "batch_size": "an integer >= 1",
+    "optimizer": "one of adam, sgd, rmsprop",
+    "momentum": "a number in [0, 1) (SGD only)",
+    "loss": "binary_crossentropy, hinge (two classes), categorical_crossentropy, "
+            "categorical_hinge",
+}
+
+
+def _check_training_value(name: str, value: Any) -> str | None:
+    """Return what is allowed if ``value`` is not, else None."""
+    ok = {
+        "learning_rate": lambda v: _is_number(v) and v > 0,
+        "batch_size": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
+        "optimizer": lambda v: v in ("adam", "sgd", "rmsprop"),
+        "momentum": lambda v: _is_number(v) and 0 <= v < 1,
+        "loss": lambda v: v in ("binary_crossentropy", "hinge", "categorical_crossentropy",
+                                "categorical_hinge"),
+    }[name](value)
+    return None if ok else TRAINING_HPARAMS[name]
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _positive(key: str, value: float | int | None, allow_zero: bool = False) -> None:
+    if value is None:
+        return
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ConfigError(f"{key}: {value!r} must be {'>= 0' if allow_zero else '> 0'}")
+
+
+def validate(config: StudyConfig) -> None:
+    """Checks that need no data and no framework; see ``validate_against_data`` for the rest."""
+    _positive("n_trials", config.n_trials)
+    _positive("timeout", config.timeout)
+    _positive("max_epochs", config.max_epochs)
+    _positive("trials_per_process", config.trials_per_process)
+    _positive("early_stopping.patience", config.early_stopping.patience, allow_zero=True)
+    _positive("lr_schedule.factor", config.lr_schedule.factor)
+    if config.lr_schedule.factor >= 1:
+        raise ConfigError(f"lr_schedule.factor: {config.lr_schedule.factor} must be in (0, 1)")
+    _positive("lr_schedule.step_size", config.lr_schedule.step_size)
+    _positive("sampler.n_startup_trials", config.sampler.n_startup_trials, allow_zero=True)
+    _positive("pruner.reduction_factor", config.pruner.reduction_factor)
+    if config.pruner.reduction_factor < 2:
+        raise ConfigError("pruner.reduction_factor: must be >= 2")
+    d = config.dataset
+    if d.image_size is not None and d.image_size < 1:
+        raise ConfigError(f"dataset.image_size: {d.image_size} must be >= 1 (or null)")
+    for key, frac in (("validation_fraction", d.validation_fraction),
+                      ("test_fraction", d.test_fraction)):
+        if not 0 <= frac < 1:
+            raise ConfigError(f"dataset.{key}: {frac} must be in [0, 1)")
+    if not 0 < d.validation_fraction:
+        raise ConfigError("dataset.validation_fraction: must be > 0")
+    if config.n_trials is None and config.timeout is None and config.sampler.kind != "grid":
+        raise ConfigError("n_trials and timeout are both null: set at least one budget")
+    for metric in (config.objective.metric, config.monitor):
+        if not metric.startswith("val_"):
+            raise ConfigError(
+                f"objective.metric / early_stopping.monitor: {metric!r} must be a validation "
+                "metric such as val_accuracy or val_loss"
+            )
+    if not config.study_name.replace("-", "").replace("_", "").replace(".", "").isalnum():
+        raise ConfigError(f"study_name: {config.study_name!r} may only hold letters, digits, "
+                          "'-', '_' and '.'")
+    try:
+        space = config.search_space
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    for name, dim in space.dimensions.items():
+        if name in TRAINING_HPARAMS:
+            for value in _extremes(dim):
+                allowed = _check_training_value(name, value)
+                if allowed:
+                    raise ConfigError(f"space.{name}: {value!r} is not allowed ({allowed})")
+    loss = space.dimensions.get("loss")
+    if (loss is not None and not isinstance(loss, Fixed)
+            and config.objective.metric == "val_loss"):
+        raise ConfigError(
+            "objective.metric: 'val_loss' is not comparable across trials when the loss itself "
+            "is searched (space.loss has several choices); optimize a loss-independent metric "
+            "such as val_accuracy, or fix space.loss"
+        )
+    if config.sampler.kind == "grid":
+        try:
+            space.grid()
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+
+
+def _extremes(dim: Any) -> list[Any]:
+    if isinstance(dim, (IntRange, FloatRange)):
+        return [dim.low, dim.high]
+    if isinstance(dim, Choice):
+        return list(dim.choices)
+    return [dim.value]

@@ -1,0 +1,289 @@
+"""The shell that wires the rooms: config -> data -> Optuna study -> MLflow runs -> report.
+
+``tune`` validates everything first (nothing is written to either store on bad input), opens
+the study and its parent run, then runs trials in worker processes that are recycled every
+``trials_per_process`` trials: TensorFlow leaks memory across models built in one process,
+and a fresh process is the only cure that holds over long studies.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from tunelab.config import ConfigError, StudyConfig, config_from_dict, load_config
+from tunelab.report import table
+
+
+def _as_config(config: StudyConfig | str | Path | Mapping[str, Any] | None,
+               overrides: Mapping[str, Any]) -> StudyConfig:
+    if isinstance(config, StudyConfig):
+        if overrides:
+            raw = config.to_dict()
+            for dotted, value in overrides.items():
+                node = raw
+                *parents, leaf = dotted.split(".")
+                for key in parents:
+                    node = node.setdefault(key, {})
+                node[leaf] = value
+            return config_from_dict(raw)
+        return config
+    if isinstance(config, Mapping):
+        return load_config(None, {**config, **overrides})
+    return load_config(config, overrides)
+
+
+def load_data(config: StudyConfig):
+    from tunelab.models.data import DataError, load_dataset
+
+    d = config.dataset
+    try:
+        return load_dataset(d.source, image_size=d.image_size, color_mode=d.color_mode,
+                            validation_fraction=d.validation_fraction,
+                            test_fraction=d.test_fraction, seed=config.seed)
+    except DataError as err:
+        raise ConfigError(str(err)) from None
+
+
+def _training_settings(config: StudyConfig):
+    from tunelab.models.training import TrainingSettings
+
+    es, lr = config.early_stopping, config.lr_schedule
+    mode = "max" if not config.monitor.endswith("loss") else "min"
+    return TrainingSettings(
+        max_epochs=config.max_epochs, monitor=config.monitor, monitor_mode=mode,
+        early_stopping=es.enabled, patience=es.patience, min_delta=es.min_delta,
+        restore_best_weights=es.restore_best_weights, lr_schedule=lr.kind, lr_factor=lr.factor,
+        lr_patience=lr.patience, lr_step_size=lr.step_size, min_lr=lr.min_lr)
+
+
+def _open_study(config: StudyConfig, create: bool):
+    from tunelab.search import make_pruner, make_sampler, open_study
+
+    space = config.search_space
+    sampler = make_sampler(config.sampler.kind, seed=config.seed,
+                           n_startup_trials=config.sampler.n_startup_trials,
+                           grid=space.grid() if config.sampler.kind == "grid" else None)
+    p = config.pruner
+    pruner = make_pruner(p.kind, max_epochs=config.max_epochs,
+                         n_startup_trials=p.n_startup_trials, n_warmup_steps=p.n_warmup_steps,
+                         min_resource=p.min_resource, reduction_factor=p.reduction_factor)
+    return open_study(storage=config.storage_url, study_name=config.study_name,
+                      direction=config.direction if create else None,
+                      sampler=sampler, pruner=pruner)
+
+
+def _budget(config: StudyConfig) -> int | None:
+    if config.n_trials is None and config.sampler.kind == "grid":
+        return len(list(_grid_points(config)))
+    return config.n_trials
+
+
+def _grid_points(config: StudyConfig):
+    import itertools
+
+    grid = config.search_space.grid()
+    return itertools.product(*grid.values())
+
+
+def tune(config: StudyConfig | str | Path | Mapping[str, Any] | None = None, *,
+         in_process: bool = False, **overrides: Any):
+    """Run (or resume) a study and return the ``optuna.Study``.
+
+    ``config`` is a ``StudyConfig``, a YAML path, a mapping of keys, or None for the embedded
+    default; ``overrides`` use dotted keys (``tune(max_epochs=3, **{"dataset.image_size": 8})``).
+    ``in_process=True`` runs the trials in this process (handy in notebooks and debuggers;
+    memory then grows with every model TensorFlow builds).
+    """
+    config = _as_config(config, overrides)
+    data = load_data(config)
+    from tunelab.validation import validate_against_data
+
+    validate_against_data(config, data)
+    from tunelab.tracking import StudyTracker, resolve_tracking_uri
+
+    try:
+        tracking_uri = resolve_tracking_uri(config.resolved_tracking_uri)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    study = _open_study(config, create=True)
+    study.set_user_attr("config", config.to_dict())
+    study.set_user_attr("tracking_uri", tracking_uri)
+    tracker = StudyTracker(tracking_uri, config.study_name)
+    data_info = {"fingerprint": data.fingerprint(), "class_names": list(data.class_names),
+                 "class_counts": data.class_counts(), "input_shape": list(data.input_shape)}
+    parent_run_id = tracker.start_study(config=config.to_dict(),
+                                        space=config.search_space.to_yaml(),
+                                        data_info=data_info)
+    study.set_user_attr("mlflow_parent_run_id", parent_run_id)
+    started = time.time()
+    deadline = started + config.timeout if config.timeout else None
+    n_trials = _budget(config)
+    from tunelab.search import counted_trials
+
+    already = counted_trials(study)
+    print(f"tunelab: study {config.study_name!r}: {config.model} on {data.name} "
+          f"{data.input_shape} ({len(data.train)} train / {len(data.val)} validation images, "
+          f"{data.n_classes} classes); {already} of {n_trials or 'unlimited'} trials done; "
+          f"storage {config.storage_url}; tracking {tracking_uri}", flush=True)
+    status = "FINISHED"
+    try:
+        if in_process:
+            run_worker(study_name=config.study_name, storage=config.storage_url,
+                       tracking_uri=tracking_uri, deadline=deadline, started_at=started,
+                       data=data, config=config)
+        else:
+            _run_worker_processes(config, tracking_uri, deadline, started, n_trials)
+    except KeyboardInterrupt:
+        status = "KILLED"
+        print("\ntunelab: interrupted; finished trials are saved. Run the same command again "
+              "to resume the study.", file=sys.stderr, flush=True)
+        raise
+    except BaseException:
+        status = "FAILED"
+        raise
+    finally:
+        study = _open_study(config, create=False)
+        _finish(study, tracker, status)
+    print_summary(study, config, tracking_uri)
+    return study
+
+
+def _run_worker_processes(config: StudyConfig, tracking_uri: str, deadline: float | None,
+                          started: float, n_trials: int | None) -> None:
+    from tunelab.search import counted_trials
+
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+    while True:
+        study = _open_study(config, create=False)
+        if n_trials is not None and counted_trials(study) >= n_trials:
+            return
+        if deadline is not None and time.time() >= deadline:
+            return
+        command = [sys.executable, "-m", "tunelab", "worker", "--storage", config.storage_url,
+                   "--study-name", config.study_name, "--tracking-uri", tracking_uri,
+                   "--max-trials", str(config.trials_per_process),
+                   "--started-at", str(started)]
+        if deadline is not None:
+            command += ["--deadline", str(deadline)]
+        before = counted_trials(study)
+        proc = subprocess.Popen(command, env=env)
+        try:
+            code = proc.wait()
+        except KeyboardInterrupt:
+            proc.wait(timeout=120)
+            raise
+        if code != 0:
+            raise RuntimeError(f"a tunelab worker exited with code {code}; see its output above")
+        if counted_trials(_open_study(config, create=False)) == before and (
+                deadline is None or time.time() < deadline):
+            raise RuntimeError("a worker finished without completing any trial; every trial "
+                               "failed, see the reasons above")
+
+
+def run_worker(*, study_name: str, storage: str, tracking_uri: str | None = None,
+               max_trials: int | None = None, deadline: float | None = None,
+               started_at: float | None = None, data=None, config: StudyConfig | None = None,
+               ) -> str:
+    """Join a study and run its trials until the budget is met (any number of these may run
+    at once, on any machines that reach the storage). Returns why it stopped."""
+    import logging
+
+    from tunelab.search import Objective, Progress, open_study, run_trials
+
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)  # per-trial retracing notices
+
+    if config is None:
+        raw = open_study(storage=storage, study_name=study_name).user_attrs.get("config")
+        if raw is None:
+            raise ConfigError(f"study {study_name!r} in {storage} has no tunelab config; "
+                              "start it with `tunelab tune`")
+        config = config_from_dict(raw)
+    config = dataclasses.replace(config, storage=storage)
+    study = _open_study(config, create=False)
+    data = data if data is not None else load_data(config)
+    tracker = None
+    uri = tracking_uri or study.user_attrs.get("tracking_uri") or config.resolved_tracking_uri
+    from tunelab.tracking import StudyTracker
+
+    try:
+        tracker = StudyTracker(uri, study_name,
+                               parent_run_id=study.user_attrs.get("mlflow_parent_run_id"))
+    except Exception as err:  # tracking down must not stop the study
+        print(f"tunelab: tracking unavailable ({type(err).__name__}: {err}); trials go on and "
+              "keep their results in the Optuna storage", file=sys.stderr)
+    n_trials = _budget(config)
+    progress = Progress(n_trials=n_trials, max_epochs=config.max_epochs,
+                        metric=config.objective.metric, started_at=started_at)
+    objective = Objective(model_name=config.model, space=config.search_space, data=data,
+                          training=_training_settings(config), metric=config.objective.metric,
+                          direction=config.direction, n_trials=n_trials, seed=config.seed,
+                          config=config.to_dict(), tracker=tracker, progress=progress,
+                          tensorboard=config.tensorboard)
+    return run_trials(study, objective, n_trials=n_trials, max_trials_here=max_trials,
+                      deadline=deadline)
+
+
+def _finish(study, tracker, status: str) -> None:
+    from tunelab.search import best_trial, close_all, study_figures
+
+    figures, notes = study_figures(study)
+    summary = study_summary(study)
+    best = best_trial(study)
+    if best is not None:
+        summary.update({"best_value": best.value, "best_trial": best.number,
+                        "best_params": best.params,
+                        "best_run_id": best.user_attrs.get("mlflow_run_id")})
+    tracker.finish_study(status=status, figures=figures, summary=summary, notes=notes)
+    close_all()
+
+
+def study_summary(study) -> dict[str, Any]:
+    from collections import Counter
+
+    states = Counter(t.state.name.lower() for t in study.get_trials(deepcopy=False))
+    return {f"n_{state}": states.get(state, 0) for state in ("complete", "pruned", "fail")}
+
+
+def top_trials(study, k: int = 5):
+    from optuna.trial import TrialState
+
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    reverse = study.direction.name == "MAXIMIZE"
+    return sorted(complete, key=lambda t: t.value, reverse=reverse)[:k]
+
+
+def print_summary(study, config: StudyConfig, tracking_uri: str, k: int = 5) -> None:
+    from tunelab.search import best_trial
+    from tunelab.tracking import ui_command
+
+    counts = study_summary(study)
+    print(f"\nstudy {study.study_name!r}: {counts['n_complete']} complete, "
+          f"{counts['n_pruned']} pruned, {counts['n_fail']} failed")
+    best = best_trial(study)
+    if best is None:
+        print("no trial completed")
+    else:
+        print(f"best trial: #{best.number}  {config.objective.metric} = {best.value:.4f}")
+        for key, value in best.params.items():
+            print(f"  {key}: {value}")
+        rows = []
+        for t in top_trials(study, k):
+            s = t.user_attrs.get("summary", {})
+            rows.append([t.number, t.value, s.get("gap_accuracy"), s.get("best_epoch"),
+                         s.get("epochs_trained"),
+                         ", ".join(f"{k}={_short(v)}" for k, v in t.params.items())])
+        print(f"\ntop {len(rows)} trials")
+        print(table(["trial", config.objective.metric, "gap", "best ep", "epochs", "params"],
+                    rows))
+    print(f"\nbrowse the runs: {ui_command(tracking_uri)}", flush=True)
+
+
+def _short(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
