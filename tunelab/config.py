@@ -96,7 +96,7 @@ class StudyConfig:
     model: str = "lenet"
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     space: dict[str, Any] = field(default_factory=default_space)
-    n_trials: int | None = 12
+    n_trials: int | None = 20
     timeout: float | None = None  # seconds for the whole study
     max_epochs: int = 15
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
