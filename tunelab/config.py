@@ -44,11 +44,21 @@ def default_space() -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class DatasetConfig:
-    source: str = "digits"  # "digits", or a path to a MedMNIST-style .npz
+    # "digits"; a MedMNIST-style .npz; an image folder (ROOT/<class>/* or
+    # ROOT/train|validation|test/<class>/*); a CIFAR-10 python folder; a CSV of path,label
+    source: str = "digits"
     image_size: int | None = 16  # square side images are resized to; null keeps the native size
     color_mode: Literal["grayscale", "rgb"] = "grayscale"
     validation_fraction: float = 0.2  # used when the source has no validation split
     test_fraction: float = 0.0  # stratified hold-out carved first, for final evaluation only
+    label_pattern: str | None = None  # regex on file names, named group 'label': '^(?P<label>C\d)'
+    labels_csv: str | None = None  # CSV of path,label (paths relative to source or the CSV)
+    group_pattern: str | None = None  # regex on file paths (e.g. a patient id): one split per group
+    skip_bad_images: bool = False  # false: an unreadable image is an error naming the file
+    max_image_pixels: int = 89_478_485  # larger images are refused (decompression bombs)
+    cache_dir: str | None = None  # decoded images, once per study; null: cache/ beside the journal
+    memory_limit_mb: int | None = None  # train split cached in RAM below this; null: 1/4 of RAM
+    cv_folds: int = 1  # k > 1: stratified k-fold cross-validation on train + validation
 
 
 @dataclass(frozen=True)
@@ -290,6 +300,7 @@ def validate(config: StudyConfig) -> None:
             raise ConfigError(f"dataset.{key}: {frac} must be in [0, 1)")
     if not 0 < d.validation_fraction:
         raise ConfigError("dataset.validation_fraction: must be > 0")
+    _check_dataset(d)
     if config.n_trials is None and config.timeout is None and config.sampler.kind != "grid":
         raise ConfigError("n_trials and timeout are both null: set at least one budget")
     for metric in (config.objective.metric, config.monitor):
@@ -324,6 +335,30 @@ def validate(config: StudyConfig) -> None:
             space.grid()
         except ValueError as err:
             raise ConfigError(str(err)) from None
+
+
+def _check_dataset(d: DatasetConfig) -> None:
+    import re
+
+    for key in ("label_pattern", "group_pattern"):
+        pattern = getattr(d, key)
+        if pattern is None:
+            continue
+        try:
+            regex = re.compile(pattern)
+        except re.error as err:
+            raise ConfigError(f"dataset.{key}: {pattern!r} is not a valid regular expression "
+                              f"({err})") from None
+        if key == "label_pattern" and "label" not in regex.groupindex:
+            raise ConfigError(f"dataset.label_pattern: {pattern!r} needs a named group "
+                              "'label', e.g. '^(?P<label>C\\d+) '")
+    if d.label_pattern and d.labels_csv:
+        raise ConfigError("dataset.label_pattern and dataset.labels_csv: set one, not both")
+    _positive("dataset.max_image_pixels", d.max_image_pixels)
+    _positive("dataset.memory_limit_mb", d.memory_limit_mb)
+    if d.cv_folds < 1:
+        raise ConfigError(f"dataset.cv_folds: {d.cv_folds} must be >= 1 (1: no "
+                          "cross-validation)")
 
 
 def _extremes(dim: Any) -> list[Any]:

@@ -17,7 +17,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from tunelab.config import ConfigError, StudyConfig, config_from_dict, load_config
+from tunelab.config import (
+    DEFAULT_STORE,
+    ConfigError,
+    StudyConfig,
+    config_from_dict,
+    load_config,
+)
 from tunelab.report import table
 
 
@@ -46,9 +52,22 @@ def load_data(config: StudyConfig):
     try:
         return load_dataset(d.source, image_size=d.image_size, color_mode=d.color_mode,
                             validation_fraction=d.validation_fraction,
-                            test_fraction=d.test_fraction, seed=config.seed)
+                            test_fraction=d.test_fraction, seed=config.seed,
+                            label_pattern=d.label_pattern, labels_csv=d.labels_csv,
+                            group_pattern=d.group_pattern, skip_bad_images=d.skip_bad_images,
+                            max_image_pixels=d.max_image_pixels, cache_dir=cache_dir(config))
     except DataError as err:
         raise ConfigError(str(err)) from None
+
+
+def cache_dir(config: StudyConfig) -> Path:
+    """Decoded images live beside the Optuna journal (or in ./mlruns/cache for a database
+    storage), so every worker process of a study opens the same files."""
+    if config.dataset.cache_dir:
+        return Path(config.dataset.cache_dir)
+    if "://" in config.storage_url:
+        return DEFAULT_STORE / "cache"
+    return Path(config.storage_url).parent / "cache"
 
 
 def _training_settings(config: StudyConfig):
@@ -195,6 +214,7 @@ def run_worker(*, study_name: str, storage: str, tracking_uri: str | None = None
     at once, on any machines that reach the storage). Returns why it stopped."""
     import logging
 
+    from tunelab.commands import checkpoint_store, objective_rule
     from tunelab.search import Objective, Progress, open_study, run_trials
 
     logging.getLogger("tensorflow").setLevel(logging.ERROR)  # per-trial retracing notices
@@ -225,7 +245,8 @@ def run_worker(*, study_name: str, storage: str, tracking_uri: str | None = None
                           training=_training_settings(config), metric=config.objective.metric,
                           direction=config.direction, n_trials=n_trials, seed=config.seed,
                           config=config.to_dict(), tracker=tracker, progress=progress,
-                          tensorboard=config.tensorboard)
+                          tensorboard=config.tensorboard, rule=objective_rule(config),
+                          checkpoints=checkpoint_store(config))
     return run_trials(study, objective, n_trials=n_trials, max_trials_here=max_trials,
                       deadline=deadline)
 
