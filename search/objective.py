@@ -23,6 +23,7 @@ from tunelab.models.data import Dataset
 from tunelab.models.training import TrainingSettings
 
 from .progress import Progress
+from .selection import ObjectiveRule, record_from_summary
 from .space import SearchSpace
 from .study import best_trial, counted_trials, over_budget
 from .summary import summarize
@@ -74,6 +75,8 @@ class Objective:
     tracker: Any = None  # has trial_run(number, params, *, seed, config, data_info)
     progress: Progress | None = None
     tensorboard: bool = False
+    rule: ObjectiveRule | None = None  # objective kind and gap limit; None: the raw metric
+    checkpoints: Any = None  # a search.checkpoints.CheckpointStore; None: keep no weights
 
     def __post_init__(self):
         self.data_info = {"fingerprint": self.data.fingerprint(),
@@ -163,13 +166,41 @@ class Objective:
         summary["process_rss_mb"] = current_rss_mb()
         summary["process_peak_rss_mb"] = _max_rss_mb()
         y_pred = predict_proba(model, head, self.data.val.x).argmax(axis=1)
-        value = float(summary[f"best_{self.metric}"])
+        rule = self.rule or ObjectiveRule(self.metric, self.direction)
+        value = rule.value(summary)
+        summary["objective"] = value
+        gap_limit = rule.constraint(summary)
+        if gap_limit is not None:
+            trial.set_constraint("gap", gap_limit)  # > 0: infeasible, samplers avoid it
+        self._checkpoint(trial, model, head, value, summary, params, seed, result.history,
+                         {} if gap_limit is None else {"gap": gap_limit})
         self._record(trial, result.history, state="COMPLETE", summary=summary, started=started)
         run.finish(state="COMPLETE", summary=summary, history=result.history,
                    y_true=self.data.val.y, y_pred=y_pred, **common)
         self._report(trial.number, "COMPLETE", value,
                      f"best epoch {int(summary['best_epoch'])}/{int(summary['epochs_trained'])}")
         return value
+
+    def _checkpoint(self, trial, model, head, value, summary, params, seed, history,
+                    constraints) -> None:
+        """Keep the weights if the trial ranks among the top ones; never fail the trial."""
+        if self.checkpoints is None:
+            return
+        record = record_from_summary(trial.number, value, summary, self.metric,
+                                     constraints=constraints)
+        meta = {"model": self.model_name, "loss": head.loss, "params": params, "seed": seed,
+                "input_shape": list(self.data.input_shape),
+                "class_names": list(self.data.class_names),
+                "data_fingerprint": self.data_info["fingerprint"], "summary": summary,
+                "history": history, "epochs_trained": len(history.get("loss", []))}
+        try:
+            path = self.checkpoints.save(trial.study, record, model, meta)
+        except Exception as err:  # a full disk must not lose the trial's results
+            print(f"tunelab: trial {trial.number}: checkpoint not saved ({type(err).__name__}: "
+                  f"{err}); `tunelab register` will retrain it if needed", file=sys.stderr)
+            return
+        if path is not None:
+            trial.set_user_attr("checkpoint", str(path))
 
     def _summary(self, history: dict[str, list[float]]) -> dict[str, float] | None:
         try:

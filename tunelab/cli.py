@@ -8,6 +8,7 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from tunelab import lifecycle_cli  # noqa: E402
 from tunelab.config import ConfigError  # noqa: E402
 
 TUNE_FLAGS = {  # flag -> (config key, type, help)
@@ -46,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--max-trials", type=int, help="exit after this many trials")
     worker.add_argument("--deadline", type=float, help=argparse.SUPPRESS)
     worker.add_argument("--started-at", type=float, help=argparse.SUPPRESS)
+    lifecycle_cli.add_parsers(sub)
     return parser
 
 
@@ -61,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
                        tracking_uri=args.tracking_uri, max_trials=args.max_trials,
                        deadline=args.deadline, started_at=args.started_at)
             return 0
+        if args.command in lifecycle_cli.COMMANDS:
+            return lifecycle_cli.run(args)
     except ConfigError as err:
         print(f"tunelab: error: {err}", file=sys.stderr)
         return 2

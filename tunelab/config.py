@@ -83,6 +83,23 @@ class LRScheduleConfig:
 class ObjectiveConfig:
     metric: str = "val_accuracy"  # loss-independent, so trials with different losses compare
     direction: Literal["maximize", "minimize"] | None = None  # null: minimize losses only
+    # metric: the best-epoch metric; penalized: metric - gap_penalty * max(0, gap - tolerance)
+    kind: Literal["metric", "penalized"] = "metric"
+    gap_tolerance: float = 0.05  # train - val accuracy gap a trusted trial may have
+    gap_penalty: float = 1.0  # penalized: objective lost per point of gap above tolerance
+    max_gap: float | None = None  # Optuna constraint: a larger gap makes a trial infeasible
+
+
+@dataclass(frozen=True)
+class CheckpointConfig:
+    keep_top: int = 3  # best weights + optimizer state of this many top trials; 0: none
+    dir: str | None = None  # null: checkpoints/<study_name> beside the journal (mlruns/)
+
+
+@dataclass(frozen=True)
+class RegistryConfig:
+    gradcam_layer: str | None = None  # null: the last Conv2D (VGG's is Last_ConvLayer)
+    gradcam_images_per_class: int = 2  # validation images per class in the Grad-CAM figure
 
 
 @dataclass(frozen=True)
@@ -119,6 +136,8 @@ class StudyConfig:
     tracking_uri: str | None = None  # null: SQLite store mlruns/mlflow.db
     trials_per_process: int = 8  # trials run in a worker process before it is recycled
     tensorboard: bool = False  # per-trial TensorBoard logs as run artifacts
+    checkpoints: CheckpointConfig = field(default_factory=CheckpointConfig)
+    registry: RegistryConfig = field(default_factory=RegistryConfig)
 
     # -- derived -------------------------------------------------------------------------
     @property
@@ -330,6 +349,7 @@ def validate(config: StudyConfig) -> None:
             "is searched (space.loss has several choices); optimize a loss-independent metric "
             "such as val_accuracy, or fix space.loss"
         )
+    _check_selection(config)
     if config.sampler.kind == "grid":
         try:
             space.grid()
@@ -359,6 +379,17 @@ def _check_dataset(d: DatasetConfig) -> None:
     if d.cv_folds < 1:
         raise ConfigError(f"dataset.cv_folds: {d.cv_folds} must be >= 1 (1: no "
                           "cross-validation)")
+
+
+def _check_selection(config: StudyConfig) -> None:
+    o = config.objective
+    _positive("objective.gap_tolerance", o.gap_tolerance, allow_zero=True)
+    _positive("objective.gap_penalty", o.gap_penalty, allow_zero=True)
+    if o.max_gap is not None and not 0 <= o.max_gap <= 1:
+        raise ConfigError(f"objective.max_gap: {o.max_gap} must be in [0, 1] (an accuracy "
+                          "gap) or null")
+    _positive("checkpoints.keep_top", config.checkpoints.keep_top, allow_zero=True)
+    _positive("registry.gradcam_images_per_class", config.registry.gradcam_images_per_class)
 
 
 def _extremes(dim: Any) -> list[Any]:

@@ -1,0 +1,241 @@
+"""Which trial to trust: the objective kinds and the selection rule.
+
+Validation sets in medical imaging are small, so the trial with the best validation score is
+often the one that fit the validation set by luck. The rule here picks the best objective
+among trials whose generalization gap (train minus validation accuracy at the best epoch) is
+within a tolerance and whose validation loss was not rising while training loss fell.
+
+Everything is a pure function of plain trial records (``TrialRecord``), so the rule can be
+tested on synthetic numbers; ``records_from_study`` turns an Optuna study into records.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+OBJECTIVE_KINDS = ("metric", "penalized")
+
+
+@dataclass(frozen=True)
+class ObjectiveRule:
+    """How a trial's summary becomes its objective value, and when a trial is trusted.
+
+    ``kind="metric"``: the best-epoch validation metric. ``kind="penalized"``: that metric
+    minus ``gap_penalty * max(0, gap - gap_tolerance)`` (plus, for a minimized metric).
+    ``max_gap`` becomes an Optuna constraint (``trial.set_constraint("gap", gap - max_gap)``):
+    the study keeps one objective, pruning keeps working, and samplers that know constraints
+    (TPE, NSGA-II, GP) treat larger gaps as infeasible.
+    """
+
+    metric: str = "val_accuracy"
+    direction: str = "maximize"
+    kind: str = "metric"
+    gap_tolerance: float = 0.05
+    gap_penalty: float = 1.0
+    max_gap: float | None = None
+
+    def __post_init__(self):
+        if self.kind not in OBJECTIVE_KINDS:
+            raise ValueError(f"objective kind {self.kind!r}: choose one of "
+                             f"{', '.join(OBJECTIVE_KINDS)}")
+        if self.direction not in ("maximize", "minimize"):
+            raise ValueError(f"direction {self.direction!r}: choose maximize or minimize")
+
+    @classmethod
+    def from_config(cls, objective: Any, direction: str) -> ObjectiveRule:
+        """From a ``tunelab.config.ObjectiveConfig`` (or anything with the same fields)."""
+        return cls(metric=objective.metric, direction=direction,
+                   kind=getattr(objective, "kind", "metric"),
+                   gap_tolerance=getattr(objective, "gap_tolerance", 0.05),
+                   gap_penalty=getattr(objective, "gap_penalty", 1.0),
+                   max_gap=getattr(objective, "max_gap", None))
+
+    def value(self, summary: Mapping[str, float]) -> float:
+        """The objective value of a finished trial's summary."""
+        metric = float(summary[f"best_{self.metric}"])
+        if self.kind == "metric":
+            return metric
+        excess = max(0.0, (gap_of(summary) or 0.0) - self.gap_tolerance)
+        sign = -1.0 if self.direction == "maximize" else 1.0
+        return metric + sign * self.gap_penalty * excess
+
+    def constraint(self, summary: Mapping[str, float]) -> float | None:
+        """``gap - max_gap`` (feasible when <= 0), or None without a gap limit."""
+        if self.max_gap is None:
+            return None
+        gap = gap_of(summary)
+        return 0.0 if gap is None else float(gap - self.max_gap)
+
+
+def gap_of(summary: Mapping[str, Any]) -> float | None:
+    """The generalization gap: train minus validation accuracy at the best epoch."""
+    gap = summary.get("gap_accuracy")
+    return None if gap is None or not math.isfinite(gap) else float(gap)
+
+
+def fold_std_of(summary: Mapping[str, Any], metric: str) -> float | None:
+    """Standard deviation of the metric across cross-validation folds, when there were folds."""
+    for key in (f"fold_std_{metric}", f"std_{metric}", "fold_std"):
+        if summary.get(key) is not None:
+            return float(summary[key])
+    return None
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """What selection needs to know about one finished trial."""
+
+    number: int
+    value: float  # the objective value the study optimized
+    metric: float | None = None  # the best-epoch validation metric itself
+    gap: float | None = None  # train minus validation accuracy at the best epoch
+    gap_loss: float | None = None  # validation minus train loss at the best epoch
+    overfitting: bool = False  # validation loss rose over the last epochs while train fell
+    fold_std: float | None = None
+    feasible: bool = True  # every Optuna constraint <= 0
+    best_epoch: int | None = None
+    epochs_trained: int | None = None
+    params: Mapping[str, Any] = field(default_factory=dict)
+    history: Mapping[str, Sequence[float]] = field(default_factory=dict)
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def flags(self) -> list[str]:
+        out = []
+        if self.overfitting:
+            out.append("val-loss-rising")
+        if not self.feasible:
+            out.append("infeasible")
+        return out
+
+
+@dataclass(frozen=True)
+class Verdict:
+    record: TrialRecord
+    rank: int  # 1 = best objective
+    eligible: bool
+    chosen: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class Selection:
+    verdicts: list[Verdict]
+    rule: ObjectiveRule
+
+    @property
+    def chosen(self) -> TrialRecord | None:
+        return next((v.record for v in self.verdicts if v.chosen), None)
+
+    @property
+    def best_by_objective(self) -> TrialRecord | None:
+        return self.verdicts[0].record if self.verdicts else None
+
+    def explanation(self) -> str:
+        if not self.verdicts:
+            return "no complete trial: nothing to select"
+        chosen = self.chosen
+        if chosen is None:
+            return (f"no trial qualifies: every complete trial has a gap above "
+                    f"{self.rule.gap_tolerance:g}, rising validation loss or a violated "
+                    "constraint (raise objective.gap_tolerance, train with more "
+                    "regularization, or pass --force to take the best objective anyway)")
+        top = self.verdicts[0].record
+        text = (f"selected trial {chosen.number}: {self.rule.metric} "
+                f"{_num(chosen.metric)}, gap {_num(chosen.gap)} <= tolerance "
+                f"{self.rule.gap_tolerance:g}, no rising validation loss")
+        if top.number != chosen.number:
+            text += (f"; trial {top.number} has the best objective ({_num(top.value)}) but "
+                     f"was not chosen: {self.verdicts[0].reason}")
+        return text
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def rank(records: Iterable[TrialRecord], direction: str) -> list[TrialRecord]:
+    """Best objective first; ties go to the smaller gap, then the lower trial number."""
+    sign = -1.0 if direction == "maximize" else 1.0
+    finite = [r for r in records if r.value is not None and math.isfinite(r.value)]
+    return sorted(finite, key=lambda r: (sign * r.value,
+                                         r.gap if r.gap is not None else math.inf, r.number))
+
+
+def select(records: Iterable[TrialRecord], rule: ObjectiveRule) -> Selection:
+    """Apply the rule: the best-ranked trial that is feasible, has a gap within the
+    tolerance and is not flagged as overfitting. Every trial gets a verdict and a reason."""
+    verdicts: list[Verdict] = []
+    chosen: TrialRecord | None = None
+    for i, record in enumerate(rank(records, rule.direction), start=1):
+        problems = []
+        if not record.feasible:
+            problems.append(f"infeasible: gap {_num(record.gap)} above max_gap "
+                            f"{rule.max_gap:g}" if rule.max_gap is not None
+                            else "infeasible: violates a constraint")
+        if record.gap is not None and record.gap > rule.gap_tolerance:
+            problems.append(f"gap {record.gap:.4f} > tolerance {rule.gap_tolerance:g}")
+        if record.overfitting:
+            problems.append("validation loss rose over the last epochs while training "
+                            "loss fell")
+        eligible = not problems
+        if eligible and chosen is None:
+            chosen = record
+            reason = "best objective among trials within the gap tolerance, not overfitting"
+            if record.gap is None:
+                reason += " (no gap recorded for this trial)"
+        elif eligible:
+            reason = f"eligible, but trial {chosen.number} ranks higher"  # type: ignore[union-attr]
+        else:
+            reason = "; ".join(problems)
+        verdicts.append(Verdict(record, i, eligible, record is chosen, reason))
+    return Selection(verdicts, rule)
+
+
+# -- from an Optuna study ---------------------------------------------------------------------
+def record_from_summary(number: int, value: float, summary: Mapping[str, Any], metric: str,
+                        *, constraints: Mapping[str, float] | None = None,
+                        params: Mapping[str, Any] | None = None,
+                        history: Mapping[str, Sequence[float]] | None = None,
+                        extra: Mapping[str, Any] | None = None) -> TrialRecord:
+    best_metric = summary.get(f"best_{metric}")
+    return TrialRecord(
+        number=number, value=value,
+        metric=None if best_metric is None else float(best_metric),
+        gap=gap_of(summary), gap_loss=summary.get("gap_loss"),
+        overfitting=bool(summary.get("overfitting", 0.0)),
+        fold_std=fold_std_of(summary, metric),
+        feasible=all(v <= 0 for v in (constraints or {}).values()),
+        best_epoch=_int(summary.get("best_epoch")),
+        epochs_trained=_int(summary.get("epochs_trained")),
+        params=dict(params or {}), history=history or {},
+        extra={"summary": dict(summary), **(extra or {})})
+
+
+def record_from_trial(trial: Any, metric: str) -> TrialRecord:
+    """A ``TrialRecord`` from an Optuna ``FrozenTrial`` written by ``tunelab``'s objective."""
+    attrs = trial.user_attrs
+    return record_from_summary(
+        trial.number, trial.value, attrs.get("summary") or {}, metric,
+        constraints=getattr(trial, "constraints", {}), params=trial.params,
+        history=attrs.get("history") or {},
+        extra={k: attrs.get(k) for k in ("mlflow_run_id", "seed", "checkpoint", "n_params")})
+
+
+def _int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+def records_from_study(study: Any, metric: str) -> list[TrialRecord]:
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return [record_from_trial(t, metric) for t in trials if t.value is not None]
+
+
+def select_from_study(study: Any, rule: ObjectiveRule) -> Selection:
+    """The selection rule over a study's complete trials."""
+    return select(records_from_study(study, rule.metric), rule)
