@@ -19,16 +19,21 @@ from typing import Any, Protocol
 import optuna
 from optuna_integration import KerasPruningCallback
 
+from tunelab.models.augment import AUGMENT_KEYS
 from tunelab.models.data import Dataset
 from tunelab.models.training import TrainingSettings
 
+from .datalog import log_augmented_samples
 from .progress import Progress
 from .selection import ObjectiveRule, record_from_summary
 from .space import SearchSpace
-from .study import best_trial, counted_trials, over_budget
+from .study import best_trial, counted_trials, fail_stale_trials, over_budget
 from .summary import summarize
 
-TRAINING_KEYS = ("learning_rate", "batch_size", "optimizer", "momentum", "loss")
+# Searchable knobs that shape training rather than the model (augmentation in augment.py's
+# units: rotation in degrees, shifts and zoom as fractions, intensity_percentile in percent)
+TRAINING_KEYS = ("learning_rate", "batch_size", "optimizer", "momentum", "loss",
+                 "class_weight", *AUGMENT_KEYS)
 
 
 class TrialFailed(Exception):
@@ -77,18 +82,21 @@ class Objective:
     tensorboard: bool = False
     rule: ObjectiveRule | None = None  # objective kind and gap limit; None: the raw metric
     checkpoints: Any = None  # a search.checkpoints.CheckpointStore; None: keep no weights
+    feature_cache_dir: str | None = None  # frozen-backbone features shared by trials (disk)
 
     def __post_init__(self):
         self.data_info = {"fingerprint": self.data.fingerprint(),
                           "class_names": list(self.data.class_names),
                           "class_counts": self.data.class_counts(),
+                          "class_index": self.data.class_index,
                           "input_shape": list(self.data.input_shape)}
 
     def __call__(self, trial: optuna.Trial) -> float:
         import keras
 
         from tunelab.models import Head, build_model
-        from tunelab.models.training import model_summary, predict_proba, train
+        from tunelab.models.training import model_summary, predict_proba
+        from tunelab.models.transfer import train_model
 
         study = trial.study
         if over_budget(study, trial.number, self.n_trials):
@@ -106,6 +114,7 @@ class Objective:
                             loss=loss, **model_params)
         settings = replace(self.training, **{k: params[k] for k in TRAINING_KEYS
                                                          if k in params and k != "loss"})
+        settings = replace(settings, seed=seed)
         n_params = int(model.count_params())
         trial.set_user_attr("seed", seed)
         trial.set_user_attr("n_params", n_params)
@@ -136,10 +145,11 @@ class Objective:
             callbacks.append(keras.callbacks.TensorBoard(log_dir=tb_dir))
         common = {"model_summary": model_summary(model), "artifacts_dir": tb_dir,
                   "class_names": self.data.class_names}
+        log_augmented_samples(run, settings, self.data, seed)
         started = time.time()
         try:
-            result = train(model, head, self.data, settings, callbacks=callbacks,
-                           on_epoch=on_epoch)
+            result = train_model(model, head, self.data, settings, callbacks=callbacks,
+                                 on_epoch=on_epoch, feature_cache_dir=self.feature_cache_dir)
         except optuna.TrialPruned:
             epochs = len(history.get("loss", []))
             reason = f"pruned at epoch {epochs}"
@@ -160,6 +170,8 @@ class Objective:
             run.finish(state="FAILED", history=history, reason=result.reason, **common)
             self._report(trial.number, "FAILED", None, result.reason)
             raise TrialDiverged(result.reason)
+        if result.extra:  # transfer models: feature cache hits, frozen epochs, unfrozen layers
+            trial.set_user_attr("transfer", dict(result.extra))
         summary = summarize(result.history, self.metric, self.direction)
         summary["n_params"] = n_params
         summary["train_seconds"] = time.time() - started
@@ -240,20 +252,30 @@ def run_trials(study: optuna.Study, objective: Objective, *, n_trials: int | Non
                poll_seconds: float = 2.0) -> str:
     """Run trials until the study's budget is met, the deadline passes, or this process has
     run ``max_trials_here`` (then it should be recycled). Returns which of the three."""
-    done_here = 0
+    done_here, backoff = 0, 1.0
     while True:
         if n_trials is not None:
+            fail_stale_trials(study)
             counted = counted_trials(study)
             if counted >= n_trials:
                 return "budget"
             running = len(study.get_trials(deepcopy=False,
                                            states=(optuna.trial.TrialState.RUNNING,)))
             if counted + running >= n_trials:
+                if deadline is not None and time.time() >= deadline:
+                    return "deadline"
                 time.sleep(poll_seconds)  # others' running trials may still fill the budget
                 continue
         if deadline is not None and time.time() >= deadline:
             return "deadline"
         if max_trials_here is not None and done_here >= max_trials_here:
             return "recycle"
-        study.optimize(objective, n_trials=1, catch=(TrialFailed,))
+        try:
+            study.optimize(objective, n_trials=1, catch=(TrialFailed,))
+        except optuna.exceptions.StorageInternalError as err:
+            print(f"tunelab: storage error ({err}); retrying in {backoff:.0f} s", flush=True)
+            time.sleep(backoff)
+            backoff = min(2 * backoff, 60.0)
+            continue
+        backoff = 1.0
         done_here += 1

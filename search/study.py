@@ -2,26 +2,76 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import optuna
 from optuna.storages import JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
+
+T = TypeVar("T")
 
 RDB_PREFIXES = ("sqlite:", "postgresql", "mysql", "oracle", "mssql")
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
-def open_storage(url: str) -> optuna.storages.BaseStorage:
+def open_storage(url: str, *, heartbeat_interval: int | None = None,
+                 on_stale: Callable[[FrozenTrial], None] | None = None,
+                 ) -> optuna.storages.BaseStorage:
     """A database URL gives RDB storage (heartbeats, many machines); a file path gives
-    Optuna's journal file (safe for parallel local workers, no heartbeats)."""
+    Optuna's journal file (safe for parallel local workers, no heartbeats).
+
+    With RDB storage and ``heartbeat_interval``, a trial whose worker died (no heartbeat for
+    twice the interval) is marked failed, ``on_stale`` is told, and it is retried once."""
     if url.startswith(RDB_PREFIXES):
-        return RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
+        kwargs: dict[str, Any] = {}
+        if heartbeat_interval and not url.startswith("sqlite:"):
+            kwargs = {"heartbeat_interval": heartbeat_interval,
+                      "grace_period": 2 * heartbeat_interval,
+                      "failed_trial_callback": _RetryOnce(on_stale)}
+        return _retrying(lambda: RDBStorage(url, engine_kwargs={"pool_pre_ping": True},
+                                            **kwargs))
     path = Path(url.removeprefix("journal:")).expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)
     return JournalStorage(JournalFileBackend(str(path)))
+
+
+class _RetryOnce:
+    def __init__(self, on_stale: Callable[[FrozenTrial], None] | None):
+        self.retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
+        self.on_stale = on_stale
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self.retry(study, trial)
+        if self.on_stale is not None:
+            self.on_stale(trial)
+
+
+def _retrying(call: Callable[[], T], attempts: int = 6, first_wait: float = 1.0) -> T:
+    """Storage errors (a restarted database, a lock timeout) are retried with backoff."""
+    wait = first_wait
+    for attempt in range(attempts):
+        try:
+            return call()
+        except (optuna.exceptions.StorageInternalError, OSError) as err:
+            if attempt == attempts - 1:
+                raise
+            print(f"tunelab: storage error ({type(err).__name__}: {err}); retrying in "
+                  f"{wait:.0f} s", flush=True)
+            time.sleep(wait)
+            wait = min(wait * 2, 30)
+        except Exception as err:
+            if type(err).__module__.startswith("sqlalchemy") and attempt < attempts - 1:
+                print(f"tunelab: storage error ({type(err).__name__}); retrying in "
+                      f"{wait:.0f} s", flush=True)
+                time.sleep(wait)
+                wait = min(wait * 2, 30)
+                continue
+            raise
+    raise AssertionError("unreachable")
 
 
 def make_sampler(kind: str, *, seed: int, n_startup_trials: int = 5,
@@ -56,10 +106,12 @@ def make_pruner(kind: str, *, max_epochs: int, n_startup_trials: int = 3,
 
 def open_study(*, storage: str, study_name: str, direction: str | None = None,
                sampler: optuna.samplers.BaseSampler | None = None,
-               pruner: optuna.pruners.BasePruner | None = None) -> optuna.Study:
+               pruner: optuna.pruners.BasePruner | None = None,
+               heartbeat_interval: int | None = None,
+               on_stale: Callable[[FrozenTrial], None] | None = None) -> optuna.Study:
     """Create the study, or resume it by name; without a direction it must already exist."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    backend = open_storage(storage)
+    backend = open_storage(storage, heartbeat_interval=heartbeat_interval, on_stale=on_stale)
     if direction is None:
         try:
             return optuna.load_study(study_name=study_name, storage=backend, sampler=sampler,
@@ -70,6 +122,13 @@ def open_study(*, storage: str, study_name: str, direction: str | None = None,
                              f"{', '.join(names) or 'none'})") from None
     return optuna.create_study(storage=backend, study_name=study_name, direction=direction,
                                sampler=sampler, pruner=pruner, load_if_exists=True)
+
+
+def fail_stale_trials(study: optuna.Study) -> None:
+    """Fail (and retry) trials whose worker stopped sending heartbeats; RDB storage only."""
+    storage = study._storage
+    if getattr(storage, "is_heartbeat_enabled", lambda: False)():
+        _retrying(lambda: optuna.storages.fail_stale_trials(study))
 
 
 def counted_trials(study: optuna.Study) -> int:

@@ -79,6 +79,11 @@ class _Run:
             plots.close(fig)
 
     @_guarded
+    def log_image_grid(self, images, row_labels, name: str, title: str = "") -> None:
+        """A grid of images: one row per sample, columns as given (see plots.image_grid)."""
+        self.log_figure(plots.image_grid(images, row_labels, title), name)
+
+    @_guarded
     def log_text(self, text: str, name: str) -> None:
         self.client.log_text(self.run_id, text, name)
 
@@ -203,7 +208,9 @@ class StudyTracker:
                     tags[PARENT_TAG] = self.parent.run_id
                 run_id = self.client.create_run(self.experiment_id,
                                                 run_name=f"trial-{number:04d}",
-                                                tags={**tags, **dict(extra_tags)}).info.run_id
+                                                tags={k: str(v) for k, v in
+                                                      {**tags, **dict(extra_tags)}.items()},
+                                                ).info.run_id
         except Exception as err:
             print(f"tunelab: tracking error for trial {number}, not logged to MLflow "
                   f"({type(err).__name__}: {err})", file=sys.stderr)
@@ -227,6 +234,15 @@ class StudyTracker:
         if notes:
             self.parent.log_text("\n".join(notes), "study/notes.txt")
         self.parent.end(status)
+
+    def mark_failed(self, run_id: str, reason: str) -> None:
+        """End another process's run (a worker that died) as FAILED, with the reason."""
+        try:
+            self.client.set_tag(run_id, "tunelab.state", "FAILED")
+            self.client.set_tag(run_id, "tunelab.reason", reason)
+            self.client.set_terminated(run_id, status="FAILED")
+        except Exception as err:
+            print(f"tunelab: could not mark run {run_id} failed ({err})", file=sys.stderr)
 
     def trial_runs(self) -> list[Any]:
         return list(self.client.search_runs([self.experiment_id],

@@ -46,3 +46,29 @@ def package_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             pass
     return versions
+
+
+def delete_experiment(uri: str, name: str) -> str:
+    """Delete an experiment with its runs and artifacts (for good on a local SQLite store)."""
+    import shutil
+    import subprocess
+    import sys
+    from urllib.parse import urlparse
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        return f"no MLflow experiment named {name!r} at {uri}"
+    location = experiment.artifact_location
+    client.delete_experiment(experiment.experiment_id)
+    if uri.startswith("sqlite:"):
+        subprocess.run([sys.executable, "-m", "mlflow", "gc", "--backend-store-uri", uri,
+                        "--experiment-ids", experiment.experiment_id], check=True,
+                       capture_output=True)
+        if location.startswith("file:"):
+            shutil.rmtree(urlparse(location).path, ignore_errors=True)
+        return f"deleted MLflow experiment {name!r}, its runs and artifacts"
+    return (f"deleted MLflow experiment {name!r} (the server keeps deleted runs until "
+            "`mlflow gc` runs there)")

@@ -8,7 +8,7 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from tunelab import lifecycle_cli  # noqa: E402
+from tunelab import lifecycle_cli, ops_cli  # noqa: E402
 from tunelab.config import ConfigError  # noqa: E402
 
 TUNE_FLAGS = {  # flag -> (config key, type, help)
@@ -21,6 +21,7 @@ TUNE_FLAGS = {  # flag -> (config key, type, help)
     "--storage": ("storage", str, "Optuna storage: a journal file path or a database URL"),
     "--tracking-uri": ("tracking_uri", str, "MLflow tracking URI (sqlite:///... or http://...)"),
     "--seed": ("seed", int, "base random seed; trial N uses seed + N"),
+    "--workers": ("workers", int, "local worker processes running trials at once"),
 }
 
 
@@ -47,7 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--max-trials", type=int, help="exit after this many trials")
     worker.add_argument("--deadline", type=float, help=argparse.SUPPRESS)
     worker.add_argument("--started-at", type=float, help=argparse.SUPPRESS)
+    worker.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
     lifecycle_cli.add_parsers(sub)
+    ops_cli.add_parsers(sub)
     return parser
 
 
@@ -61,10 +64,13 @@ def main(argv: list[str] | None = None) -> int:
 
             run_worker(study_name=args.study_name, storage=args.storage,
                        tracking_uri=args.tracking_uri, max_trials=args.max_trials,
-                       deadline=args.deadline, started_at=args.started_at)
+                       deadline=args.deadline, started_at=args.started_at,
+                       worker_index=args.worker_index)
             return 0
         if args.command in lifecycle_cli.COMMANDS:
             return lifecycle_cli.run(args)
+        if args.command in ops_cli.COMMANDS:
+            return ops_cli.run(args)
     except ConfigError as err:
         print(f"tunelab: error: {err}", file=sys.stderr)
         return 2

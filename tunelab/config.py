@@ -135,6 +135,8 @@ class StudyConfig:
     storage: str | None = None  # null: Optuna journal file mlruns/optuna.journal
     tracking_uri: str | None = None  # null: SQLite store mlruns/mlflow.db
     trials_per_process: int = 8  # trials run in a worker process before it is recycled
+    workers: int = 1  # local worker processes running trials at once
+    heartbeat_interval: int = 10  # RDB storage: seconds between a running trial's heartbeats
     tensorboard: bool = False  # per-trial TensorBoard logs as run artifacts
     checkpoints: CheckpointConfig = field(default_factory=CheckpointConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)
@@ -301,6 +303,8 @@ def validate(config: StudyConfig) -> None:
     _positive("timeout", config.timeout)
     _positive("max_epochs", config.max_epochs)
     _positive("trials_per_process", config.trials_per_process)
+    _positive("workers", config.workers)
+    _positive("heartbeat_interval", config.heartbeat_interval)
     _positive("early_stopping.patience", config.early_stopping.patience, allow_zero=True)
     _positive("lr_schedule.factor", config.lr_schedule.factor)
     if config.lr_schedule.factor >= 1:

@@ -79,14 +79,17 @@ def _training_settings(config: StudyConfig):
         max_epochs=config.max_epochs, monitor=config.monitor, monitor_mode=mode,
         early_stopping=es.enabled, patience=es.patience, min_delta=es.min_delta,
         restore_best_weights=es.restore_best_weights, lr_schedule=lr.kind, lr_factor=lr.factor,
-        lr_patience=lr.patience, lr_step_size=lr.step_size, min_lr=lr.min_lr)
+        lr_patience=lr.patience, lr_step_size=lr.step_size, min_lr=lr.min_lr,
+        memory_limit_mb=config.dataset.memory_limit_mb)
 
 
-def _open_study(config: StudyConfig, create: bool):
+def _open_study(config: StudyConfig, create: bool, on_stale=None, worker_index: int = 0):
     from tunelab.search import make_pruner, make_sampler, open_study
 
     space = config.search_space
-    sampler = make_sampler(config.sampler.kind, seed=config.seed,
+    # Every worker process needs its own sampler stream: with the same seed, recycled or
+    # parallel workers would propose the same random start-up trials again.
+    sampler = make_sampler(config.sampler.kind, seed=config.seed + 7919 * worker_index,
                            n_startup_trials=config.sampler.n_startup_trials,
                            grid=space.grid() if config.sampler.kind == "grid" else None)
     p = config.pruner
@@ -95,7 +98,8 @@ def _open_study(config: StudyConfig, create: bool):
                          min_resource=p.min_resource, reduction_factor=p.reduction_factor)
     return open_study(storage=config.storage_url, study_name=config.study_name,
                       direction=config.direction if create else None,
-                      sampler=sampler, pruner=pruner)
+                      sampler=sampler, pruner=pruner,
+                      heartbeat_interval=config.heartbeat_interval, on_stale=on_stale)
 
 
 def _budget(config: StudyConfig) -> int | None:
@@ -134,13 +138,20 @@ def tune(config: StudyConfig | str | Path | Mapping[str, Any] | None = None, *,
     study = _open_study(config, create=True)
     study.set_user_attr("config", config.to_dict())
     study.set_user_attr("tracking_uri", tracking_uri)
-    tracker = StudyTracker(tracking_uri, config.study_name)
     data_info = {"fingerprint": data.fingerprint(), "class_names": list(data.class_names),
                  "class_counts": data.class_counts(), "input_shape": list(data.input_shape)}
-    parent_run_id = tracker.start_study(config=config.to_dict(),
-                                        space=config.search_space.to_yaml(),
-                                        data_info=data_info)
-    study.set_user_attr("mlflow_parent_run_id", parent_run_id)
+    try:
+        tracker = StudyTracker(tracking_uri, config.study_name)
+        parent_run_id = tracker.start_study(config=config.to_dict(),
+                                            space=config.search_space.to_yaml(),
+                                            data_info=data_info)
+        study.set_user_attr("mlflow_parent_run_id", parent_run_id)
+    except Exception as err:  # the study goes on; `tunelab sync` logs the trials later
+        tracker = None
+        print(f"tunelab: tracking at {tracking_uri} is unavailable ({type(err).__name__}: "
+              f"{err}); the study goes on, its results stay in the Optuna storage; run "
+              f"`tunelab sync --study-name {config.study_name}` once tracking is back",
+              file=sys.stderr, flush=True)
     started = time.time()
     deadline = started + config.timeout if config.timeout else None
     n_trials = _budget(config)
@@ -156,7 +167,7 @@ def tune(config: StudyConfig | str | Path | Mapping[str, Any] | None = None, *,
         if in_process:
             run_worker(study_name=config.study_name, storage=config.storage_url,
                        tracking_uri=tracking_uri, deadline=deadline, started_at=started,
-                       data=data, config=config)
+                       data=data, config=config, worker_index=0)
         else:
             _run_worker_processes(config, tracking_uri, deadline, started, n_trials)
     except KeyboardInterrupt:
@@ -169,47 +180,80 @@ def tune(config: StudyConfig | str | Path | Mapping[str, Any] | None = None, *,
         raise
     finally:
         study = _open_study(config, create=False)
-        _finish(study, tracker, status)
+        if tracker is not None:
+            _finish(study, tracker, status)
     print_summary(study, config, tracking_uri)
     return study
 
 
 def _run_worker_processes(config: StudyConfig, tracking_uri: str, deadline: float | None,
                           started: float, n_trials: int | None) -> None:
+    """Keep ``config.workers`` worker processes busy until the budget is met; each exits
+    after ``trials_per_process`` trials and is replaced by a fresh one."""
     from tunelab.search import counted_trials
 
+    server = None
+    if config.workers > 1 and tracking_uri.startswith("sqlite:"):
+        # Several processes writing one SQLite file meet "database is locked": they talk to
+        # one local tracking server instead, the only writer of the file.
+        from tunelab.tracking import start_server
+
+        server = start_server(backend_store_uri=tracking_uri)
+        print(f"tunelab: {config.workers} workers log through a local tracking server at "
+              f"{server.url}", flush=True)
+        tracking_uri = server.url
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
-    while True:
-        study = _open_study(config, create=False)
-        if n_trials is not None and counted_trials(study) >= n_trials:
-            return
-        if deadline is not None and time.time() >= deadline:
-            return
-        command = [sys.executable, "-m", "tunelab", "worker", "--storage", config.storage_url,
-                   "--study-name", config.study_name, "--tracking-uri", tracking_uri,
-                   "--max-trials", str(config.trials_per_process),
-                   "--started-at", str(started)]
-        if deadline is not None:
-            command += ["--deadline", str(deadline)]
-        before = counted_trials(study)
-        proc = subprocess.Popen(command, env=env)
-        try:
-            code = proc.wait()
-        except KeyboardInterrupt:
-            proc.wait(timeout=120)
-            raise
-        if code != 0:
-            raise RuntimeError(f"a tunelab worker exited with code {code}; see its output above")
-        if counted_trials(_open_study(config, create=False)) == before and (
-                deadline is None or time.time() < deadline):
-            raise RuntimeError("a worker finished without completing any trial; every trial "
-                               "failed, see the reasons above")
+    spawned = 0
+    command = [sys.executable, "-m", "tunelab", "worker", "--storage", config.storage_url,
+               "--study-name", config.study_name, "--tracking-uri", tracking_uri,
+               "--max-trials", str(config.trials_per_process), "--started-at", str(started)]
+    if deadline is not None:
+        command += ["--deadline", str(deadline)]
+    running: dict[subprocess.Popen, int] = {}  # process -> trials counted when it started
+    idle_exits = 0
+    study = _open_study(config, create=False)
+    try:
+        while True:
+            counted = counted_trials(study)
+            done = n_trials is not None and counted >= n_trials
+            late = deadline is not None and time.time() >= deadline
+            while not done and not late and len(running) < config.workers:
+                index = ["--worker-index", str(spawned)]
+                running[subprocess.Popen(command + index, env=env)] = counted
+                spawned += 1
+            if not running:
+                return
+            time.sleep(0.5)
+            for proc in [p for p in running if p.poll() is not None]:
+                before = running.pop(proc)
+                if proc.returncode != 0:
+                    raise RuntimeError(f"a tunelab worker exited with code {proc.returncode}; "
+                                       "see its output above")
+                progressed = counted_trials(study) > before
+                idle_exits = 0 if progressed else idle_exits + 1
+            if idle_exits > 2 * config.workers:
+                raise RuntimeError("workers keep finishing without completing any trial; every "
+                                   "trial failed, see the reasons above")
+    except KeyboardInterrupt:
+        for proc in running:
+            try:
+                proc.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        raise
+    finally:
+        for proc in running:
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait()
+        if server is not None:
+            server.stop()
 
 
 def run_worker(*, study_name: str, storage: str, tracking_uri: str | None = None,
                max_trials: int | None = None, deadline: float | None = None,
                started_at: float | None = None, data=None, config: StudyConfig | None = None,
-               ) -> str:
+               worker_index: int | None = None) -> str:
     """Join a study and run its trials until the budget is met (any number of these may run
     at once, on any machines that reach the storage). Returns why it stopped."""
     import logging
@@ -237,7 +281,19 @@ def run_worker(*, study_name: str, storage: str, tracking_uri: str | None = None
                                parent_run_id=study.user_attrs.get("mlflow_parent_run_id"))
     except Exception as err:  # tracking down must not stop the study
         print(f"tunelab: tracking unavailable ({type(err).__name__}: {err}); trials go on and "
-              "keep their results in the Optuna storage", file=sys.stderr)
+              "keep their results in the Optuna storage; `tunelab sync` logs them later",
+              file=sys.stderr)
+
+    def on_stale(trial) -> None:
+        print(f"tunelab: trial {trial.number} stopped sending heartbeats (its worker died); "
+              "marked failed and retried once", flush=True)
+        if tracker is not None and trial.user_attrs.get("mlflow_run_id"):
+            tracker.mark_failed(trial.user_attrs["mlflow_run_id"],
+                                "its worker stopped sending heartbeats")
+
+    if worker_index is None:  # a worker started by hand, maybe on another machine
+        worker_index = os.getpid()
+    study = _open_study(config, create=False, on_stale=on_stale, worker_index=worker_index)
     n_trials = _budget(config)
     progress = Progress(n_trials=n_trials, max_epochs=config.max_epochs,
                         metric=config.objective.metric, started_at=started_at)
@@ -246,7 +302,8 @@ def run_worker(*, study_name: str, storage: str, tracking_uri: str | None = None
                           direction=config.direction, n_trials=n_trials, seed=config.seed,
                           config=config.to_dict(), tracker=tracker, progress=progress,
                           tensorboard=config.tensorboard, rule=objective_rule(config),
-                          checkpoints=checkpoint_store(config))
+                          checkpoints=checkpoint_store(config),
+                          feature_cache_dir=str((cache_dir(config) / "features").resolve()))
     return run_trials(study, objective, n_trials=n_trials, max_trials_here=max_trials,
                       deadline=deadline)
 

@@ -1,0 +1,162 @@
+"""Commands for running tunelab as a service: server, sync, studies."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from tunelab.config import DEFAULT_STORE, ConfigError, config_from_dict
+
+COMMANDS = ("server", "sync", "studies")
+
+
+def add_parsers(sub: Any) -> None:
+    server = sub.add_parser("server", help="start an MLflow tracking server with the UI",
+                            description="An MLflow tracking server (UI, REST API, artifact "
+                            "serving) on the local ./mlruns store or a database.")
+    server.add_argument("--backend-store-uri", default=f"sqlite:///{DEFAULT_STORE}/mlflow.db",
+                        help="sqlite:///... (default: ./mlruns/mlflow.db) or postgresql://...")
+    server.add_argument("--artifacts-destination",
+                        help="where artifacts go (default: mlruns/artifacts beside SQLite)")
+    server.add_argument("--host", default="127.0.0.1",
+                        help="interface to bind (default 127.0.0.1; anything else needs "
+                             "--allowed-hosts)")
+    server.add_argument("--port", type=int, default=5000)
+    server.add_argument("--allowed-hosts", help="Host header values clients use, comma-separated "
+                        "(required when binding beyond loopback)")
+    server.add_argument("--cors-allowed-origins", help="allowed CORS origins, comma-separated")
+
+    sync = sub.add_parser("sync", help="log to MLflow every trial missing there")
+    _study_args(sync)
+    sync.add_argument("--tracking-uri", help="default: the study's own tracking URI")
+
+    studies = sub.add_parser("studies", help="list, delete or export studies")
+    studies.add_argument("action", nargs="?", choices=("list", "delete", "export"),
+                         default="list")
+    studies.add_argument("name", nargs="?", help="the study (delete, export)")
+    studies.add_argument("--storage", default=str(DEFAULT_STORE / "optuna.journal"))
+    studies.add_argument("--runs", action="store_true",
+                         help="delete: also delete the study's MLflow experiment, runs and "
+                              "artifacts")
+    studies.add_argument("--output", "-o", help="export: CSV file (default: standard output)")
+
+
+def _study_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--study-name", required=True)
+    parser.add_argument("--storage", default=str(DEFAULT_STORE / "optuna.journal"),
+                        help="Optuna storage (default: mlruns/optuna.journal)")
+
+
+def run(args: argparse.Namespace) -> int:
+    return {"server": _server, "sync": _sync, "studies": _studies}[args.command](args)
+
+
+def _server(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from tunelab.tracking import server_command
+
+    try:
+        command = server_command(backend_store_uri=args.backend_store_uri, host=args.host,
+                                 port=args.port, artifacts_destination=args.artifacts_destination,
+                                 allowed_hosts=args.allowed_hosts,
+                                 cors_origins=args.cors_allowed_origins)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    shown = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
+    print(f"tunelab: MLflow tracking server and UI at http://{shown}:{args.port}\n"
+          f"         log to it with: tunelab tune --tracking-uri http://{shown}:{args.port}",
+          flush=True)
+    try:
+        return subprocess.call(command)
+    except KeyboardInterrupt:
+        return 0
+
+
+def _open(storage: str, name: str):
+    from tunelab.search import open_study
+
+    try:
+        return open_study(storage=storage, study_name=name)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+
+
+def trial_records(study) -> list[dict[str, Any]]:
+    from optuna.trial import TrialState
+
+    records = []
+    for t in study.get_trials(deepcopy=False):
+        if t.state not in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL):
+            continue
+        if "skipped" in t.user_attrs or ("history" not in t.user_attrs
+                                         and t.state == TrialState.FAIL):
+            continue
+        records.append({"number": t.number, "state": t.user_attrs.get("state", t.state.name),
+                        "params": t.params, "history": t.user_attrs.get("history"),
+                        "summary": t.user_attrs.get("summary"),
+                        "reason": t.user_attrs.get("reason", ""),
+                        "seed": t.user_attrs.get("seed", 0)})
+    return records
+
+
+def _sync(args: argparse.Namespace) -> int:
+    from tunelab.tracking import StudyTracker
+    from tunelab.tracking.sync import sync_trials
+
+    study = _open(args.storage, args.study_name)
+    raw = study.user_attrs.get("config") or {}
+    uri = args.tracking_uri or study.user_attrs.get("tracking_uri")
+    if not uri:
+        raise ConfigError(f"study {args.study_name!r} records no tracking URI; pass "
+                          "--tracking-uri")
+    tracker = StudyTracker(uri, args.study_name,
+                           parent_run_id=study.user_attrs.get("mlflow_parent_run_id"))
+    if tracker.parent.run_id is None:
+        config = config_from_dict(raw)
+        parent = tracker.start_study(config=raw, space=config.search_space.to_yaml(),
+                                     data_info={})
+        study.set_user_attr("mlflow_parent_run_id", parent)
+        tracker.parent.end("FINISHED")
+    logged = sync_trials(tracker, trial_records(study), config=raw, data_info={})
+    print(f"tunelab: logged {len(logged)} trial(s) to {tracker.tracking_uri}"
+          + (f": {', '.join(map(str, logged))}" if logged else "; every trial was already there"))
+    return 0
+
+
+def _studies(args: argparse.Namespace) -> int:
+    import optuna
+
+    from tunelab.report import table
+    from tunelab.search import open_storage
+
+    storage = open_storage(args.storage)
+    if args.action == "list":
+        rows = []
+        for summary in optuna.get_all_study_summaries(storage, include_best_trial=True):
+            best = summary.best_trial.value if summary.best_trial else None
+            rows.append([summary.study_name, summary.n_trials, best,
+                         summary.user_attrs.get("tracking_uri", "-")])
+        print(table(["study (= MLflow experiment)", "trials", "best", "tracking"], rows)
+              if rows else f"no study in {args.storage}")
+        return 0
+    if not args.name:
+        raise ConfigError(f"studies {args.action}: name the study")
+    study = _open(args.storage, args.name)
+    if args.action == "export":
+        frame = study.trials_dataframe()
+        if args.output:
+            frame.to_csv(args.output, index=False)
+            print(f"tunelab: wrote {len(frame)} trials to {args.output}")
+        else:
+            frame.to_csv(sys.stdout, index=False)
+        return 0
+    uri = study.user_attrs.get("tracking_uri")
+    optuna.delete_study(study_name=args.name, storage=storage)
+    print(f"tunelab: deleted study {args.name!r} from {args.storage}")
+    if args.runs and uri:
+        from tunelab.tracking.store import delete_experiment
+
+        print(delete_experiment(uri, args.name))
+    return 0
