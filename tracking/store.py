@@ -65,8 +65,8 @@ def delete_experiment(uri: str, name: str) -> str:
     client.delete_experiment(experiment.experiment_id)
     if uri.startswith("sqlite:"):
         subprocess.run([sys.executable, "-m", "mlflow", "gc", "--backend-store-uri", uri,
-                        "--experiment-ids", experiment.experiment_id], check=True,
-                       capture_output=True)
+                        "--tracking-uri", uri, "--experiment-ids", experiment.experiment_id],
+                       check=True, capture_output=True)
         if location.startswith("file:"):
             shutil.rmtree(urlparse(location).path, ignore_errors=True)
         return f"deleted MLflow experiment {name!r}, its runs and artifacts"
