@@ -203,13 +203,19 @@ def _run_worker_processes(config: StudyConfig, tracking_uri: str, deadline: floa
               f"{server.url}", flush=True)
         tracking_uri = server.url
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+    from tunelab.gpus import visible_gpus, worker_env
+
+    gpus = visible_gpus()
+    if gpus:
+        print(f"tunelab: {len(gpus)} GPU(s) {','.join(gpus)}: worker slots take them in turn "
+              "(CUDA_VISIBLE_DEVICES), with memory growth on", flush=True)
     spawned = 0
     command = [sys.executable, "-m", "tunelab", "worker", "--storage", config.storage_url,
                "--study-name", config.study_name, "--tracking-uri", tracking_uri,
                "--max-trials", str(config.trials_per_process), "--started-at", str(started)]
     if deadline is not None:
         command += ["--deadline", str(deadline)]
-    running: dict[subprocess.Popen, int] = {}  # process -> trials counted when it started
+    running: dict[subprocess.Popen, tuple[int, int]] = {}  # process -> (slot, trials counted)
     idle_exits = 0
     study = _open_study(config, create=False)
     try:
@@ -219,13 +225,16 @@ def _run_worker_processes(config: StudyConfig, tracking_uri: str, deadline: floa
             late = deadline is not None and time.time() >= deadline
             while not done and not late and len(running) < config.workers:
                 index = ["--worker-index", str(spawned)]
-                running[subprocess.Popen(command + index, env=env)] = counted
+                # a free slot: slots map onto GPUs, so each GPU runs one worker at a time
+                slot = min(set(range(config.workers)) - {sl for sl, _ in running.values()})
+                running[subprocess.Popen(command + index,
+                                         env=worker_env(env, slot, gpus))] = (slot, counted)
                 spawned += 1
             if not running:
                 return
             time.sleep(0.5)
             for proc in [p for p in running if p.poll() is not None]:
-                before = running.pop(proc)
+                _, before = running.pop(proc)
                 if proc.returncode != 0:
                     raise RuntimeError(f"a tunelab worker exited with code {proc.returncode}; "
                                        "see its output above")
