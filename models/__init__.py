@@ -4,7 +4,7 @@ Importing the package registers every family (one module each); ``list_models()`
 them. Pure Keras: no optuna, no mlflow.
 """
 
-from . import alexnet, lenet, mlp, resnet, vgg  # noqa: F401  (imported to register)
+from . import alexnet, lenet, mlp, resnet, transfer, vgg  # noqa: F401  (imported to register)
 from .heads import LOSSES, Head, allowed_losses, check_loss
 from .registry import (
     ModelSpec,

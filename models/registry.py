@@ -76,6 +76,63 @@ def _non_negative(name: str, value: Any) -> float:
     return float(value)
 
 
+def _count(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        raise ValueError(f"hyperparameter {name}={value!r} is invalid: must be an integer >= 0")
+    return int(value)
+
+
+def _count_or_fraction(name: str, value: Any) -> int | float:
+    """A number of layers (integer >= 0) or a fraction of them (float in [0, 1])."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 0:
+        return int(value)
+    if (isinstance(value, numbers.Real) and not isinstance(value, bool)
+            and math.isfinite(value) and 0.0 <= value <= 1.0):
+        return float(value)
+    raise ValueError(f"hyperparameter {name}={value!r} is invalid: must be a number of layers "
+                     "(integer >= 0) or a fraction of them (0.0 to 1.0)")
+
+
+def _factor(name: str, value: Any) -> float:
+    if (isinstance(value, bool) or not isinstance(value, numbers.Real)
+            or not math.isfinite(value) or not 0.0 < value <= 1.0):
+        raise ValueError(f"hyperparameter {name}={value!r} is invalid: must be in (0, 1]")
+    return float(value)
+
+
+def _backbone(name: str, value: Any) -> str:
+    from .transfer import BACKBONES
+
+    if value not in BACKBONES:
+        raise ValueError(f"hyperparameter {name}={value!r} is invalid: choose one of "
+                         f"{', '.join(BACKBONES)} (keras.applications names)")
+    return value
+
+
+def _weights(name: str, value: Any) -> str | None:
+    """'imagenet', None (random weights) or the path of an existing weights file."""
+    if value is None or value == "none":
+        return None
+    if value == "imagenet":
+        return value
+    if isinstance(value, str) and value:
+        import os
+
+        path = os.path.expanduser(value)
+        if not os.path.isfile(path):
+            raise ValueError(f"hyperparameter {name}={value!r} is invalid: no such weights file "
+                             "(give 'imagenet', null for random weights, or the path of a "
+                             "backbone weights file without the top)")
+        return os.path.abspath(path)
+    raise ValueError(f"hyperparameter {name}={value!r} is invalid: 'imagenet', null or a "
+                     "weights file path")
+
+
+def _unchecked(name: str, value: Any) -> Any:
+    """User models (``package.module:function``) validate their own hyperparameters."""
+    return value
+
+
 def _flag(name: str, value: Any) -> bool:
     if not isinstance(value, bool) and type(value).__name__ != "bool_":  # numpy.bool_
         raise ValueError(f"hyperparameter {name}={value!r} is invalid: must be True or False")
@@ -100,6 +157,7 @@ VALIDATORS: dict[str, Callable[[str, Any], Any]] = {
     "dense_units": _positive_int,
     "n_layers": _positive_int,
     "n_stages": _positive_int,
+    "n_blocks": _positive_int,
     "blocks_per_stage": _positive_int,
     "kernel_size": _odd_int,
     "spatial_dropout": _rate,
@@ -110,6 +168,11 @@ VALIDATORS: dict[str, Callable[[str, Any], Any]] = {
     "batch_norm": _flag,
     "activation": _choice(ACTIVATIONS),
     "padding": _choice(PADDINGS),
+    "backbone": _backbone,
+    "weights": _weights,
+    "fine_tune_layers": _count_or_fraction,
+    "warmup_epochs": _count,
+    "fine_tune_lr_factor": _factor,
 }
 
 
@@ -144,7 +207,7 @@ class ModelSpec:
             )
         resolved = dict(self.defaults)
         for key, value in hparams.items():
-            resolved[key] = VALIDATORS[key](key, value)
+            resolved[key] = VALIDATORS.get(key, _unchecked)(key, value)
         if self.check is not None:
             self.check(resolved)
         return resolved
@@ -223,6 +286,12 @@ def preset(builder: Callable[..., keras.Model], **fixed: Any) -> Callable[..., k
 
 
 def get_model_spec(name: str) -> ModelSpec:
+    """The registered model ``name``; ``package.module:function`` imports and registers a
+    user's builder on first use (see ``user_model.py``)."""
+    if name not in _REGISTRY and ":" in name:
+        from .user_model import register_user_model
+
+        return register_user_model(name)
     try:
         return _REGISTRY[name]
     except KeyError:

@@ -17,6 +17,8 @@ def _kwargs(name: str) -> dict:
     kwargs = {k: v for k, v in SMALL.items() if k in defaults}
     if "dense_units" in defaults:
         kwargs["dense_units"] = 8
+    if "weights" in defaults:
+        kwargs["weights"] = None  # transfer models: no ImageNet download in tests
     return kwargs
 
 
