@@ -139,7 +139,8 @@ class TrialRun(_Run):
             self.log_text(model_summary, "model_summary.txt")
         if artifacts_dir and Path(artifacts_dir).exists():
             self.log_dir(artifacts_dir, "tensorboard")
-        self.end({"COMPLETE": "FINISHED", "PRUNED": "FINISHED"}.get(state, "FAILED"))
+        self.end({"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "KILLED": "KILLED"}.get(
+            state, "FAILED"))
 
 
 class StudyTracker:
@@ -175,20 +176,27 @@ class StudyTracker:
     def start_study(self, *, config: Mapping[str, Any], space: Mapping[str, Any],
                     data_info: Mapping[str, Any]) -> str:
         """Create the parent run, or reopen it when the study is resumed."""
+        logged: dict[str, str] = {}
         if self.parent.run_id is None:
             run = self.client.create_run(self.experiment_id, run_name=self.study_name,
                                          tags={ROLE_TAG: "study", STUDY_TAG: self.study_name})
             self.parent = _Run(self.client, run.info.run_id, "the study run")
         else:
             self.client.update_run(self.parent.run_id, status="RUNNING")
-        self.parent.log_params({"model": config.get("model"), "seed": config.get("seed"),
-                                "n_trials": config.get("n_trials"),
-                                "max_epochs": config.get("max_epochs"),
-                                "sampler": config.get("sampler", {}).get("kind"),
-                                "pruner": config.get("pruner", {}).get("kind"),
-                                "objective": config.get("objective", {}).get("metric"),
-                                "dataset": config.get("dataset", {}).get("source"),
-                                "data_fingerprint": data_info.get("fingerprint")})
+            logged = self.client.get_run(self.parent.run_id).data.params
+        params = {"model": config.get("model"), "seed": config.get("seed"),
+                  "n_trials": config.get("n_trials"), "max_epochs": config.get("max_epochs"),
+                  "sampler": config.get("sampler", {}).get("kind"),
+                  "pruner": config.get("pruner", {}).get("kind"),
+                  "objective": config.get("objective", {}).get("metric"),
+                  "dataset": config.get("dataset", {}).get("source"),
+                  "data_fingerprint": data_info.get("fingerprint")}
+        # MLflow params are immutable: a resumed study may change its budget or epochs, so
+        # those changes become tags and the latest config.yaml, never a failed call.
+        changed = {k: v for k, v in params.items() if k in logged and logged[k] != str(v)}
+        self.parent.log_params({k: v for k, v in params.items() if k not in logged})
+        if changed:
+            self.parent.set_tags({f"tunelab.resumed.{k}": v for k, v in changed.items()})
         self.parent.log_dict(config, "config.yaml")
         self.parent.log_dict(space, "search_space.json")
         self.parent.log_dict({"packages": package_versions(), **data_info}, "environment.json")
