@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-COMMANDS = ("best",)
+COMMANDS = ("best", "register", "predict", "continue")
 
 
 def _study_flags(parser: argparse.ArgumentParser) -> None:
@@ -26,6 +26,35 @@ def add_parsers(sub) -> None:
         "chosen.")
     _study_flags(best)
 
+    reg = sub.add_parser(
+        "register", help="log, register and promote the selected trial's model",
+        description="Produce the selected trial's model (from its checkpoint, or retrained "
+        "with its seed and hyperparameters), log it to MLflow with its preprocessing, register "
+        "a new version of NAME and point the alias 'champion' at it unless it scores worse "
+        "than the current champion on the same validation images.")
+    _study_flags(reg)
+    reg.add_argument("--name", required=True, help="registered model name")
+    reg.add_argument("--force", action="store_true",
+                     help="move 'champion' even to a worse version; with no trial passing the "
+                     "rule, register the best objective")
+
+    pred = sub.add_parser(
+        "predict", help="classify image files with a registered model",
+        description="Predict image files and folders (searched recursively) with a model URI "
+        "such as models:/NAME@champion; prints the label and class probabilities per file.")
+    pred.add_argument("model_uri", help="models:/NAME@champion, models:/NAME/3, runs:/ID/model")
+    pred.add_argument("paths", nargs="+", help="image files or folders")
+    pred.add_argument("--tracking-uri", help="MLflow store (default: sqlite:///mlruns/mlflow.db)")
+    pred.add_argument("--csv", action="store_true", help="print CSV instead of a table")
+
+    cont = sub.add_parser(
+        "continue", help="resume training a trial from its checkpoint",
+        description="Load a trial's saved weights and optimizer state, train E more epochs, "
+        "log them to the trial's MLflow run and save the checkpoint back.")
+    _study_flags(cont)
+    cont.add_argument("--trial", type=int, required=True, help="trial number")
+    cont.add_argument("--epochs", type=int, required=True, help="epochs to add")
+
 
 def run(args: argparse.Namespace) -> int:
     from tunelab import commands
@@ -34,4 +63,19 @@ def run(args: argparse.Namespace) -> int:
         selection = commands.best(args.study_name, args.storage)
         commands.print_selection(selection)
         return 0 if selection.chosen is not None else 3
+    if args.command == "register":
+        commands.register(args.name, args.study_name, args.storage, force=args.force)
+        return 0
+    if args.command == "predict":
+        frame = commands.predict(args.model_uri, args.paths, args.tracking_uri)
+        if args.csv:
+            print(frame.to_csv(index=False, float_format="%.6g"), end="")
+        else:
+            from tunelab.report import table
+
+            print(table(list(frame.columns), frame.itertuples(index=False)))
+        return 0
+    if args.command == "continue":
+        commands.continue_training(args.trial, args.epochs, args.study_name, args.storage)
+        return 0
     raise ValueError(f"not a lifecycle command: {args.command}")

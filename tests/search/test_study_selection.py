@@ -71,3 +71,25 @@ def test_best_command_prints_the_ranked_table_and_the_reason(study, capsys):
 def test_best_names_what_is_missing(tmp_path, capsys):
     assert main(["best", "--storage", str(tmp_path / "nope.journal")]) == 2
     assert "no such journal file" in capsys.readouterr().err
+
+
+def test_continue_resumes_from_the_checkpoint_and_logs_to_the_same_run(study, capsys):
+    import json
+
+    from tunelab.commands import continue_training
+
+    tmp, raw = study
+    opened = open_finished_study("tiny", raw["storage"])
+    number, path = sorted(checkpoint_store(opened.config).saved().items())[0]
+    before = json.loads(path.with_suffix(".json").read_text())
+    summary = continue_training(number, 2, "tiny", raw["storage"])
+    after = json.loads(path.with_suffix(".json").read_text())
+    assert after["epochs_trained"] == before["epochs_trained"] + 2 == summary["epochs_trained"]
+    assert after["history"]["loss"][:2] == before["history"]["loss"]
+    run_id = opened.study.trials[number].user_attrs["mlflow_run_id"]
+    steps = [m.step for m in MlflowClient(raw["tracking_uri"]).get_metric_history(run_id,
+                                                                                   "val_loss")]
+    assert steps == [0, 1, 2, 3]
+    assert f"logged to MLflow run {run_id}" in capsys.readouterr().out
+    assert main(["continue", "--storage", raw["storage"], "--trial", "99", "--epochs", "1"]) == 2
+    assert "has no checkpoint" in capsys.readouterr().err

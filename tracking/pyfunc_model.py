@@ -1,0 +1,159 @@
+"""The registered model: a Keras classifier that carries its own preprocessing.
+
+``mlflow.pyfunc.load_model("models:/NAME@champion").predict(x)`` accepts raw 8-bit images
+and returns one row per image: ``label`` (the predicted class name) and ``prob_<class>``
+(one float column per class, in the training order, summing to 1).
+
+What ``predict`` accepts, exactly:
+
+* a numpy array of integer dtype (uint8, or any integer type whose values lie in 0..255,
+  as MLflow's REST server produces from JSON) of shape ``(N, H, W)`` (grey) or
+  ``(N, H, W, C)`` with C = 1 (grey), 3 (RGB) or 4 (RGBA, alpha dropped); any H and W;
+* a 1-D object array of images ``(H, W)`` / ``(H, W, C)`` whose sizes may differ from one
+  image to the next (``a = np.empty(n, object); a[:] = images``); elements may be nested
+  lists of integers, which is what the REST server hands over for ``{"inputs": [...]}``.
+  A plain Python list is refused by MLflow itself before it reaches this code;
+  ``ImageClassifier.predict`` called directly accepts one.
+
+Each image is scaled to [0, 1], converted to the model's channels (RGB -> grey with the
+ITU-R 601 luma weights the training data used; grey -> RGB by repetition) and resized to the
+training size (bilinear, anti-aliased when shrinking). Anything else (floats, bools, other
+ranks, values above 255, an empty batch) raises ``ValueError`` saying what was given.
+
+Why the signature's input is ``Tensor(object, (-1,))``: MLflow enforces one dtype and one
+rank per tensor spec, so a spec of ``uint8 (-1, -1, -1, -1)`` would refuse ``(N, H, W)``
+batches before they reach this code. The object spec is the one MLflow passes through
+unchanged; the checks above are enforced here instead. The output schema is exact.
+
+This module imports nothing from tunelab at load time: it is pickled by value into the
+model, so the model loads wherever numpy, pandas, keras/tensorflow, scikit-image and mlflow
+are installed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+
+_LUMA = np.array([0.299, 0.587, 0.114], dtype="float32")
+
+
+def prepare_images(model_input: Any, input_shape: Sequence[int]) -> np.ndarray:
+    """Raw 8-bit images -> float32 ``(N, H, W, C)`` in [0, 1] of the model's input shape."""
+    height, width, channels = (int(v) for v in input_shape)
+    images = _as_image_list(model_input)
+    out = np.empty((len(images), height, width, channels), dtype="float32")
+    for i, image in enumerate(images):
+        out[i] = _convert(image, height, width, channels, i)
+    return out
+
+
+def _as_image_list(model_input: Any) -> list[np.ndarray]:
+    if isinstance(model_input, pd.DataFrame):
+        raise ValueError("predict takes a numpy array of raw 8-bit images (N, H, W) or "
+                         "(N, H, W, C), or a list of images, not a DataFrame")
+    if isinstance(model_input, np.ndarray) and model_input.dtype != object:
+        if model_input.ndim not in (3, 4):
+            raise ValueError(f"expected a batch of images (N, H, W) or (N, H, W, C); got an "
+                             f"array of shape {model_input.shape}")
+        images = list(model_input)
+    elif isinstance(model_input, (list, tuple, np.ndarray)):
+        images = [np.asarray(image) for image in model_input]
+    else:
+        raise ValueError(f"expected a numpy array or a list of images, got "
+                         f"{type(model_input).__name__}")
+    if not images:
+        raise ValueError("the batch is empty: pass at least one image")
+    return images
+
+
+def _convert(image: np.ndarray, height: int, width: int, channels: int, i: int) -> np.ndarray:
+    if image.dtype == object:  # nested lists from JSON (REST serving) arrive as objects
+        try:
+            image = np.asarray(image.tolist())
+        except ValueError:
+            pass
+    if image.dtype == object or not np.issubdtype(image.dtype, np.integer):
+        raise ValueError(f"image {i}: dtype {image.dtype} is not raw 8-bit; pass integers "
+                         "0..255 (uint8). Images scaled to [0, 1]: (x * 255).round()"
+                         ".astype('uint8')")
+    if image.ndim == 2:
+        image = image[..., None]
+    if image.ndim != 3 or image.shape[-1] not in (1, 3, 4) or min(image.shape[:2]) < 1:
+        raise ValueError(f"image {i}: shape {image.shape} is not (H, W) or (H, W, C) with "
+                         "C = 1, 3 or 4")
+    if image.size and (image.min() < 0 or image.max() > 255):
+        raise ValueError(f"image {i}: values {image.min()}..{image.max()} are outside 0..255; "
+                         "pass 8-bit images")
+    x = image.astype("float32") / 255.0
+    if x.shape[-1] == 4:
+        x = x[..., :3]
+    if x.shape[-1] == 3 and channels == 1:
+        x = (x @ _LUMA)[..., None]
+    elif x.shape[-1] == 1 and channels == 3:
+        x = np.repeat(x, 3, axis=-1)
+    if x.shape[:2] != (height, width):
+        from skimage.transform import resize
+
+        shrink = height < x.shape[0] or width < x.shape[1]
+        x = resize(x, (height, width, channels), order=1, anti_aliasing=shrink,
+                   preserve_range=True)
+    return np.clip(x, 0.0, 1.0)
+
+
+def probabilities(outputs: np.ndarray, loss: str) -> np.ndarray:
+    """Head outputs -> (N, n_classes) probabilities; mirrors ``tunelab.models.Head``."""
+    outputs = np.asarray(outputs, dtype="float64")
+    if loss == "binary_crossentropy":
+        p1 = outputs.reshape(-1)
+    elif loss == "hinge":
+        p1 = (np.clip(outputs.reshape(-1), -1.0, 1.0) + 1.0) / 2.0
+    elif loss == "categorical_hinge":
+        exp = np.exp(outputs - outputs.max(axis=1, keepdims=True))
+        return exp / exp.sum(axis=1, keepdims=True)
+    else:
+        return outputs
+    return np.stack([1.0 - p1, p1], axis=1)
+
+
+def probability_columns(class_names: Sequence[str]) -> list[str]:
+    return [f"prob_{name}" for name in class_names]
+
+
+class ImageClassifier(mlflow.pyfunc.PythonModel):
+    """Artifacts: ``model`` (a .keras file) and ``meta`` (JSON: loss, class_names,
+    input_shape)."""
+
+    def __init__(self, model: Any = None, meta: Mapping[str, Any] | None = None):
+        self.model, self.meta = model, dict(meta or {})
+
+    def load_context(self, context) -> None:
+        import keras
+
+        self.model = keras.saving.load_model(context.artifacts["model"], compile=False)
+        with open(context.artifacts["meta"]) as f:
+            self.meta = json.load(f)
+
+    def predict(self, context, model_input, params=None) -> pd.DataFrame:
+        x = prepare_images(model_input, self.meta["input_shape"])
+        probs = probabilities(self.model.predict(x, batch_size=256, verbose=0),
+                              self.meta["loss"])
+        names = list(self.meta["class_names"])
+        frame = pd.DataFrame(probs, columns=probability_columns(names))
+        frame.insert(0, "label", [names[i] for i in probs.argmax(axis=1)])
+        return frame
+
+
+def signature(class_names: Sequence[str]):
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import ColSpec, Schema, TensorSpec
+
+    inputs = Schema([TensorSpec(np.dtype(object), (-1,))])
+    outputs = Schema([ColSpec("string", "label")]
+                     + [ColSpec("double", c) for c in probability_columns(class_names)])
+    return ModelSignature(inputs=inputs, outputs=outputs)

@@ -1,0 +1,153 @@
+"""The model registry: log the selected model once, register a version, move ``champion``.
+
+Full models are logged only here, for registration, never per trial. The alias ``champion``
+(stages are deprecated in MLflow 3) moves to a new version only when that version scores at
+least as well as the current champion on the same validation images, or when forced.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cloudpickle
+import mlflow
+import numpy as np
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from . import plots, pyfunc_model
+from .runs import ROLE_TAG, STUDY_TAG, TRIAL_TAG
+from .store import package_versions, resolve_tracking_uri
+
+CHAMPION = "champion"
+# What the pyfunc model needs at inference, pinned to the versions it was trained with.
+RUNTIME_PACKAGES = ("mlflow", "numpy", "pandas", "scikit-image", "keras")
+
+
+def pip_requirements() -> list[str]:
+    from importlib import metadata
+
+    versions = package_versions()
+    reqs = [f"{name}=={versions[name]}" if name in versions else name
+            for name in RUNTIME_PACKAGES]
+    for name in ("pandas",):
+        try:
+            reqs[reqs.index(name)] = f"{name}=={metadata.version(name)}"
+        except (ValueError, metadata.PackageNotFoundError):
+            pass
+    tf = "tensorflow-cpu" if "tensorflow-cpu" in versions else "tensorflow"
+    reqs.append(f"{tf}=={versions[tf]}" if tf in versions else tf)
+    return reqs
+
+
+@dataclass(frozen=True)
+class LoggedModel:
+    run_id: str
+    model_uri: str
+
+
+def log_model(*, tracking_uri: str, experiment_name: str, keras_path: str | Path,
+              meta: Mapping[str, Any], input_example: np.ndarray, tags: Mapping[str, Any],
+              metrics: Mapping[str, float], report: Mapping[str, Any]) -> LoggedModel:
+    """A registration run in the study's experiment with the pyfunc model and the report.
+
+    ``report`` maps artifact names to figures (``.png``), text (``.txt``) or dicts
+    (``.json``)."""
+    client = MlflowClient(resolve_tracking_uri(tracking_uri))
+    mlflow.set_tracking_uri(client._tracking_client.tracking_uri)
+    experiment = client.get_experiment_by_name(experiment_name)
+    if experiment is None:
+        raise ValueError(f"no MLflow experiment named {experiment_name!r} at {tracking_uri}")
+    with tempfile.TemporaryDirectory(prefix="tunelab-register-") as tmp:
+        meta_path = Path(tmp) / "meta.json"
+        meta_path.write_text(json.dumps(dict(meta), indent=1))
+        with mlflow.start_run(experiment_id=experiment.experiment_id,
+                              run_name=f"register-trial-{meta.get('trial')}",
+                              tags={ROLE_TAG: "registration", **_str(tags)}) as run:
+            mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
+            for name, item in report.items():
+                if name.endswith(".png"):
+                    try:
+                        mlflow.log_figure(item, name, save_kwargs={"dpi": 110})
+                    finally:
+                        plots.close(item)
+                elif name.endswith(".json"):
+                    mlflow.log_dict(dict(item), name)
+                else:
+                    mlflow.log_text(str(item), name)
+            # Pickle the wrapper by value: the model then loads without tunelab installed.
+            cloudpickle.register_pickle_by_value(pyfunc_model)
+            try:
+                info = mlflow.pyfunc.log_model(
+                    name="model", python_model=pyfunc_model.ImageClassifier(),
+                    artifacts={"model": str(keras_path), "meta": str(meta_path)},
+                    signature=pyfunc_model.signature(meta["class_names"]),
+                    input_example=input_example, pip_requirements=pip_requirements())
+            finally:
+                cloudpickle.unregister_pickle_by_value(pyfunc_model)
+    return LoggedModel(run.info.run_id, info.model_uri)
+
+
+def register(*, tracking_uri: str, name: str, logged: LoggedModel,
+             tags: Mapping[str, Any]) -> str:
+    """A new version of registered model ``name`` (created if needed); returns its number."""
+    client = MlflowClient(resolve_tracking_uri(tracking_uri))
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        client.create_registered_model(
+            name, description="Keras image classifier selected by tunelab; predict() takes "
+            "raw 8-bit images (see tunelab.tracking.pyfunc_model)")
+    version = client.create_model_version(name, logged.model_uri, run_id=logged.run_id,
+                                          tags=_str(tags))
+    return str(version.version)
+
+
+def champion_version(tracking_uri: str, name: str):
+    """The version the alias points at, or None."""
+    client = MlflowClient(resolve_tracking_uri(tracking_uri))
+    try:
+        return client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        return None
+
+
+def set_champion(tracking_uri: str, name: str, version: str) -> None:
+    MlflowClient(resolve_tracking_uri(tracking_uri)).set_registered_model_alias(
+        name, CHAMPION, version)
+
+
+def tag_version(tracking_uri: str, name: str, version: str, tags: Mapping[str, Any]) -> None:
+    client = MlflowClient(resolve_tracking_uri(tracking_uri))
+    for key, value in _str(tags).items():
+        client.set_model_version_tag(name, version, key, value)
+
+
+def load_pyfunc(tracking_uri: str, model_uri: str):
+    mlflow.set_tracking_uri(resolve_tracking_uri(tracking_uri))
+    return mlflow.pyfunc.load_model(model_uri)
+
+
+def accuracy(predictor: Any, images: np.ndarray, labels: Sequence[int],
+             class_names: Sequence[str]) -> float:
+    """Accuracy of a pyfunc (or ``ImageClassifier``) on raw images with integer labels."""
+    frame = predictor.predict(images) if hasattr(predictor, "metadata") else (
+        predictor.predict(None, images))
+    names = [str(c) for c in class_names]
+    truth = np.array([names[i] for i in np.asarray(labels)])
+    return float(np.mean(frame["label"].astype(str).to_numpy() == truth))
+
+
+def _str(tags: Mapping[str, Any]) -> dict[str, str]:
+    return {k: (json.dumps(v) if isinstance(v, (dict, list)) else str(v))
+            for k, v in tags.items() if v is not None}
+
+
+__all__ = ["CHAMPION", "STUDY_TAG", "TRIAL_TAG", "LoggedModel", "accuracy", "champion_version",
+           "load_pyfunc", "log_model", "pip_requirements", "register", "set_champion",
+           "tag_version"]
