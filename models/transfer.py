@@ -39,7 +39,7 @@ from .data import Split
 from .heads import Head
 from .layers import dense_stack
 from .registry import preset, register_model
-from .training import TrainResult, TrainingSettings, make_optimizer, train
+from .training import TrainingSettings, TrainResult, make_optimizer, train
 
 
 @dataclass(frozen=True)

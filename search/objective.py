@@ -24,6 +24,7 @@ from tunelab.models.data import Dataset
 from tunelab.models.training import TrainingSettings
 
 from .datalog import log_augmented_samples
+from .conditional import split_params
 from .progress import Progress
 from .selection import ObjectiveRule, record_from_summary
 from .space import SearchSpace
@@ -106,23 +107,26 @@ class Objective:
         seed = self.seed + trial.number
         keras.backend.clear_session()
         keras.utils.set_random_seed(seed)
-        loss = params.get("loss") or ("binary_crossentropy" if self.data.n_classes == 2
-                                      else "categorical_crossentropy")
+        # family search: the trial's model and only its family's parameters (conditional.py)
+        model_name, model_params, train_params = split_params(params, self.model_name,
+                                                              TRAINING_KEYS)
+        loss = train_params.get("loss") or ("binary_crossentropy" if self.data.n_classes == 2
+                                            else "categorical_crossentropy")
         head = Head(loss, self.data.n_classes)
-        model_params = {k: v for k, v in params.items() if k not in TRAINING_KEYS}
-        model = build_model(self.model_name, self.data.input_shape, self.data.n_classes,
+        model = build_model(model_name, self.data.input_shape, self.data.n_classes,
                             loss=loss, **model_params)
-        settings = replace(self.training, **{k: params[k] for k in TRAINING_KEYS
-                                                         if k in params and k != "loss"})
+        settings = replace(self.training, **{k: v for k, v in train_params.items()
+                                             if k != "loss"})
         settings = replace(settings, seed=seed)
         n_params = int(model.count_params())
         trial.set_user_attr("seed", seed)
+        trial.set_user_attr("model", model_name)
         trial.set_user_attr("n_params", n_params)
         best = best_trial(study)
         if self.progress:
             self.progress.trial_started(trial.number, counted_trials(study) + 1,
                                         (best.value, best.number) if best else None)
-        run = (self.tracker.trial_run(trial.number, {"model": self.model_name, "loss": loss,
+        run = (self.tracker.trial_run(trial.number, {"model": model_name, "loss": loss,
                                                       **params},
                                       seed=seed, config=self.config, data_info=self.data_info,
                                       extra_tags={"optuna.trial_number": trial.number})
@@ -200,7 +204,8 @@ class Objective:
             return
         record = record_from_summary(trial.number, value, summary, self.metric,
                                      constraints=constraints)
-        meta = {"model": self.model_name, "loss": head.loss, "params": params, "seed": seed,
+        meta = {"model": split_params(params, self.model_name, TRAINING_KEYS)[0],
+                "loss": head.loss, "params": params, "seed": seed,
                 "input_shape": list(self.data.input_shape),
                 "class_names": list(self.data.class_names),
                 "data_fingerprint": self.data_info["fingerprint"], "summary": summary,

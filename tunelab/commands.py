@@ -167,26 +167,27 @@ def retrain(config: StudyConfig, data, record):
     import keras
 
     from tunelab.models import Head, build_model
-    from tunelab.models.training import train
+    from tunelab.models.transfer import train_model
     from tunelab.runner import _training_settings
-    from tunelab.search.objective import TRAINING_KEYS
+    from tunelab.search.conditional import split_params
 
     params = dict(record.params)
     seed = record.extra.get("seed")
     seed = config.seed + record.number if seed is None else int(seed)
     keras.backend.clear_session()
     keras.utils.set_random_seed(seed)
-    loss = params.get("loss") or ("binary_crossentropy" if data.n_classes == 2
-                                  else "categorical_crossentropy")
+    model_name, model_params, train_params = split_params(params, config.model)
+    loss = train_params.get("loss") or ("binary_crossentropy" if data.n_classes == 2
+                                        else "categorical_crossentropy")
     head = Head(loss, data.n_classes)
-    model = build_model(config.model, data.input_shape, data.n_classes, loss=loss,
-                        **{k: v for k, v in params.items() if k not in TRAINING_KEYS})
+    model = build_model(model_name, data.input_shape, data.n_classes, loss=loss,
+                        **model_params)
     settings = _training_settings(config)
     names = {f.name for f in fields(settings)}
-    settings = replace(settings, **{k: v for k, v in params.items()
+    settings = replace(settings, **{k: v for k, v in train_params.items()
                                     if k in names and k != "loss"})
-    result = train(model, head, data, settings)
-    meta = {"model": config.model, "loss": loss, "params": params, "seed": seed,
+    result = train_model(model, head, data, settings)
+    meta = {"model": model_name, "loss": loss, "params": params, "seed": seed,
             "input_shape": list(data.input_shape), "class_names": list(data.class_names),
             "data_fingerprint": data.fingerprint(), "history": result.history,
             "epochs_trained": result.epochs_trained, "trial": record.number}

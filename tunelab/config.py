@@ -19,6 +19,7 @@ from typing import Any, Literal, get_args, get_origin
 
 import yaml
 
+from tunelab.search.conditional import build_space
 from tunelab.search.space import Choice, Fixed, FloatRange, IntRange, SearchSpace
 
 
@@ -140,11 +141,13 @@ class StudyConfig:
     tensorboard: bool = False  # per-trial TensorBoard logs as run artifacts
     checkpoints: CheckpointConfig = field(default_factory=CheckpointConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)
+    # known-good configurations (names as in space) enqueued once as the first trials
+    warm_start: list[dict[str, Any]] = field(default_factory=list)
 
     # -- derived -------------------------------------------------------------------------
     @property
     def search_space(self) -> SearchSpace:
-        return SearchSpace.from_yaml(self.space)
+        return build_space(self.space)  # a FamilySpace when space.model searches the model
 
     @property
     def direction(self) -> str:
@@ -202,8 +205,28 @@ def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | N
         raise
 
 
+def _model_list_to_space(raw: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``model: [a, b]`` -> ``space.model: [a, b]`` and ``model: a`` (the family search lives
+    in the space; ``model`` keeps a default that must be one of the families)."""
+    if not isinstance(raw, Mapping):
+        return raw
+    model, space = raw.get("model"), raw.get("space")
+    if isinstance(model, list):
+        if not model:
+            raise ConfigError("model: an empty list of models")
+        base = dict(space) if isinstance(space, Mapping) else default_space()
+        if "model" in base:
+            raise ConfigError("model and space.model: give the list of models once")
+        return {**raw, "model": str(model[0]), "space": {**base, "model": list(model)}}
+    if isinstance(space, Mapping) and "model" in space and "model" not in raw:
+        families = space["model"]
+        first = families[0] if isinstance(families, list) and families else families
+        return {**raw, "model": first}
+    return raw
+
+
 def config_from_dict(raw: Mapping[str, Any]) -> StudyConfig:
-    config = _build(StudyConfig, raw, "")
+    config = _build(StudyConfig, _model_list_to_space(raw), "")
     validate(config)
     return config
 
@@ -239,6 +262,10 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
             raise ConfigError(f"{key}: {value!r} is not allowed (choose one of "
                               f"{', '.join(map(str, args))})")
         return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return [_coerce(args[0], item, f"{key}[{i}]") for i, item in enumerate(value)]
     if origin is dict or hint is dict:
         if not isinstance(value, Mapping):
             raise ConfigError(f"{key}: expected a mapping, got {value!r}")
@@ -354,6 +381,7 @@ def validate(config: StudyConfig) -> None:
             "such as val_accuracy, or fix space.loss"
         )
     _check_selection(config)
+    _check_family_and_warm_start(config, space)
     if config.sampler.kind == "grid":
         try:
             space.grid()
@@ -383,6 +411,22 @@ def _check_dataset(d: DatasetConfig) -> None:
     if d.cv_folds < 1:
         raise ConfigError(f"dataset.cv_folds: {d.cv_folds} must be >= 1 (1: no "
                           "cross-validation)")
+
+
+def _check_family_and_warm_start(config: StudyConfig, space: SearchSpace) -> None:
+    from tunelab.search.conditional import FamilySpace
+    from tunelab.search.warm_start import check_warm_start
+
+    if isinstance(space, FamilySpace) and config.model not in space.families():
+        raise ConfigError(f"model: {config.model!r} is not one of the models space.model "
+                          f"searches ({', '.join(space.families())})")
+    if config.warm_start and config.sampler.kind == "grid":
+        raise ConfigError("warm_start: the grid sampler runs every grid point anyway; drop "
+                          "warm_start or use sampler.kind tpe or random")
+    try:
+        check_warm_start(config.warm_start, space)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
 
 
 def _check_selection(config: StudyConfig) -> None:

@@ -136,6 +136,10 @@ def tune(config: StudyConfig | str | Path | Mapping[str, Any] | None = None, *,
     except ValueError as err:
         raise ConfigError(str(err)) from None
     study = _open_study(config, create=True)
+    if config.warm_start:  # known-good configurations first; never enqueued twice
+        from tunelab.search.warm_start import enqueue_warm_start
+
+        enqueue_warm_start(study, config.warm_start, config.search_space)
     study.set_user_attr("config", config.to_dict())
     study.set_user_attr("tracking_uri", tracking_uri)
     data_info = {"fingerprint": data.fingerprint(), "class_names": list(data.class_names),

@@ -5,24 +5,86 @@ from __future__ import annotations
 import importlib.util
 import itertools
 
+import numpy as np
+
 from tunelab.config import ConfigError, StudyConfig
 from tunelab.models import allowed_losses, check_model_input, get_model_spec, resolve_hparams
 from tunelab.models.data import Dataset
+from tunelab.search.conditional import FamilySpace, family_views
 from tunelab.search.objective import TRAINING_KEYS
 from tunelab.search.space import candidate_values
 
+PER_CLASS_PREFIXES = ("val_precision_", "val_recall_", "val_f1_", "val_auc",
+                      "val_balanced_accuracy")
+
+
+def _check_data_knobs(config: StudyConfig, data: Dataset) -> None:
+    """Augmentation values and class weights in the space; metrics that need the classes."""
+    from tunelab.models.augment import AUGMENT_KEYS, check_augment_value
+    from tunelab.models.metrics import metric_names
+
+    space = config.search_space
+    for name in AUGMENT_KEYS:
+        if name in space.dimensions:
+            for value in candidate_values(space.dimensions[name]):
+                allowed = check_augment_value(name, value)
+                if allowed:
+                    raise ConfigError(f"space.{name}: {value!r} is not allowed ({allowed})")
+    if "class_weight" in space.dimensions:
+        for value in candidate_values(space.dimensions["class_weight"]):
+            if value not in ("balanced", "none"):
+                raise ConfigError(f"space.class_weight: {value!r} is not allowed (balanced or "
+                                  "none)")
+    known = set(metric_names(data.class_names))
+    for key, metric in (("objective.metric", config.objective.metric),
+                        ("early_stopping.monitor", config.monitor)):
+        if metric.startswith(PER_CLASS_PREFIXES) and metric not in known:
+            raise ConfigError(f"{key}: {metric!r} is not logged for {data.name} "
+                              f"({data.n_classes} classes); choose one of val_loss, "
+                              f"val_accuracy, {', '.join(sorted(known))}")
+    if config.dataset.cv_folds > 1:
+        smallest = min(np.bincount(np.concatenate([data.train.y, data.val.y])))
+        if smallest < config.dataset.cv_folds:
+            raise ConfigError(f"dataset.cv_folds: {config.dataset.cv_folds} folds need at "
+                              f"least that many images of every class; the rarest class has "
+                              f"{smallest}")
+
+
+def _check_model(model_name: str, view: dict, data: Dataset) -> None:
+    """Every value the space may give ``model_name`` is valid and fits the image size;
+    ``view`` maps its hyperparameter names to (space key, dimension)."""
+    model_dims = {n: kd for n, kd in view.items() if n not in TRAINING_KEYS}
+    for name, (key, dim) in model_dims.items():
+        for value in candidate_values(dim):
+            try:
+                resolve_hparams(model_name, **{name: value})
+            except ValueError as err:
+                raise ConfigError(f"space.{key}: {err}") from None
+    # The smallest input a model needs can depend on depth-like hyperparameters: try every
+    # combination of theirs (few values each) against the data's image size.
+    shape_keys = [k for k in ("n_stages", "padding", "kernel_size", "n_blocks")
+                  if k in model_dims]
+    combos = itertools.product(*(candidate_values(model_dims[k][1]) for k in shape_keys))
+    for combo in combos:
+        try:
+            check_model_input(model_name, data.input_shape,
+                              **dict(zip(shape_keys, combo, strict=True)))
+        except ValueError as err:
+            where = ", ".join(f"{k}={v}" for k, v in zip(shape_keys, combo, strict=True))
+            raise ConfigError(f"model: {err}" + (f" (with {where})" if where else "")) from None
+
 
 def validate_against_data(config: StudyConfig, data: Dataset) -> None:
-    try:
-        spec = get_model_spec(config.model)
-    except ValueError as err:
-        raise ConfigError(f"model: {err}") from None
     space = config.search_space
-    allowed = sorted(set(spec.defaults) | set(TRAINING_KEYS))
-    for name in space.dimensions:
-        if name not in allowed:
-            raise ConfigError(f"space.{name}: not a hyperparameter of model {config.model!r} "
-                              f"(allowed: {', '.join(allowed)})")
+    for name in (space.families() if isinstance(space, FamilySpace) else [config.model]):
+        try:
+            get_model_spec(name)  # also imports a user model (package.module:function)
+        except ValueError as err:
+            raise ConfigError(f"model: {err}") from None
+    try:
+        views = family_views(config.model, space)  # one per model a trial may build
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     losses = allowed_losses(data.n_classes)
     if "loss" in space.dimensions:
         for loss in candidate_values(space.dimensions["loss"]):
@@ -30,24 +92,9 @@ def validate_against_data(config: StudyConfig, data: Dataset) -> None:
                 raise ConfigError(
                     f"space.loss: {loss!r} needs two classes but {data.name} has "
                     f"{data.n_classes}; allowed: {', '.join(losses)}")
-    model_dims = {n: d for n, d in space.dimensions.items() if n not in TRAINING_KEYS}
-    for name, dim in model_dims.items():
-        for value in candidate_values(dim):
-            try:
-                resolve_hparams(config.model, **{name: value})
-            except ValueError as err:
-                raise ConfigError(f"space.{name}: {err}") from None
-    # The smallest input a model needs can depend on depth-like hyperparameters: try every
-    # combination of theirs (few values each) against the data's image size.
-    shape_keys = [k for k in ("n_stages", "padding", "kernel_size", "n_blocks")
-                  if k in model_dims]
-    combos = itertools.product(*(candidate_values(model_dims[k]) for k in shape_keys))
-    for combo in combos:
-        try:
-            check_model_input(config.model, data.input_shape, **dict(zip(shape_keys, combo)))
-        except ValueError as err:
-            where = ", ".join(f"{k}={v}" for k, v in zip(shape_keys, combo))
-            raise ConfigError(f"model: {err}" + (f" (with {where})" if where else "")) from None
+    for model_name, view in views:
+        _check_model(model_name, view, data)
+    _check_data_knobs(config, data)
     if config.tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise ConfigError("tensorboard: true needs the tensorboard package; "
                           "pip install 'tunelab[tensorboard]'")

@@ -6,9 +6,8 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
-from tunelab.models import Head, build_model, get_model_spec
+from tunelab.models import Head, build_model, get_model_spec, transfer
 from tunelab.models import features as feature_cache
-from tunelab.models import transfer
 from tunelab.models.data import Dataset, Split
 from tunelab.models.training import TrainingSettings
 
@@ -85,7 +84,7 @@ def test_trains_a_step_and_fine_tunes_at_a_lower_rate(tmp_path):
     assert float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)) == \
         pytest.approx(1e-4)
     after = transfer.backbone_of(model).get_weights()
-    changed = [not np.array_equal(a, b) for a, b in zip(before, after)]
+    changed = [not np.array_equal(a, b) for a, b in zip(before, after, strict=True)]
     assert changed[-2:] == [True, True]  # the top conv (kernel, bias) moved
     assert not any(changed[:-2])  # the rest stayed frozen
 
@@ -139,7 +138,7 @@ def test_local_weights_file(tmp_path):
     source.save_weights(path)
     model = build_model("vgg16_transfer", (16, 16, 1), 2, weights=str(path))
     loaded = transfer.backbone_of(model).get_weights()
-    assert all(np.array_equal(a, b) for a, b in zip(source.get_weights(), loaded))
+    assert all(np.array_equal(a, b) for a, b in zip(source.get_weights(), loaded, strict=True))
     assert transfer.transfer_plan(model).weights_tag.startswith("file")
 
 
