@@ -1,4 +1,4 @@
-"""LeNet-style CNN: two conv/pool blocks and one hidden dense layer."""
+"""LeNet-style CNN: conv/pool blocks (two by default, ``n_blocks``) and one hidden dense layer."""
 
 from __future__ import annotations
 
@@ -9,14 +9,19 @@ from .heads import Head
 from .layers import conv_block, dense_stack, min_spatial_size
 from .registry import register_model
 
-#: Spatial layers in order ("M" = 2x2 max-pool), for the minimum input size.
-LENET_PLAN = ("C", "M", "C", "M")
+#: Spatial layers of one block ("M" = 2x2 max-pool), for the minimum input size.
+LENET_BLOCK_PLAN = ("C", "M")
+
+
+def _min_size(hp) -> int:
+    return min_spatial_size(LENET_BLOCK_PLAN * hp["n_blocks"], hp["kernel_size"], hp["padding"])
 
 
 @register_model(
     "lenet",
-    min_input_size=lambda hp: min_spatial_size(LENET_PLAN, hp["kernel_size"], hp["padding"]),
-    description="conv(b)-pool-conv(2b)-pool-flatten-dense-head (the labs' LeNet)",
+    min_input_size=_min_size,
+    description="conv(b)-pool-conv(2b)-pool-flatten-dense-head (the labs' LeNet); n_blocks "
+                "conv/pool blocks, filters doubling",
 )
 def lenet(
     input_shape: tuple[int, int, int],
@@ -25,6 +30,7 @@ def lenet(
     loss: str,
     name: str = "lenet",
     n_base: int = 16,
+    n_blocks: int = 2,
     batch_norm: bool = False,
     spatial_dropout: float = 0.0,
     conv_dropout: float = 0.0,
@@ -48,8 +54,9 @@ def lenet(
         l2=l2,
     )
     inputs = keras.Input(shape=input_shape, name="image")
-    x = conv_block(inputs, n_base, 1, name="block1", **conv)
-    x = conv_block(x, 2 * n_base, 1, name="block2", **conv)
+    x = inputs
+    for i in range(1, n_blocks + 1):
+        x = conv_block(x, n_base * 2 ** (i - 1), 1, name=f"block{i}", **conv)
     x = layers.Flatten(name="flatten")(x)
     x = dense_stack(
         x,

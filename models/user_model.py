@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import os
+import sys
 from typing import Any
 
 import keras
@@ -39,6 +40,8 @@ def _split(spec: str) -> tuple[str, str]:
 def load_builder(spec: str) -> Any:
     """Import ``package.module:function``; ValueError saying what is missing otherwise."""
     module_name, func_name = _split(spec)
+    if os.getcwd() not in sys.path and "" not in sys.path:  # the `tunelab` script omits it
+        sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
     except ImportError as err:

@@ -12,6 +12,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import optuna  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
+from .compare import MAX_VARIANTS, comparison_figure  # noqa: E402
+
 MIN_TRIALS_FOR_IMPORTANCE = 4
 
 
@@ -41,6 +43,9 @@ def study_figures(study: optuna.Study) -> tuple[dict[str, Any], list[str]]:
         notes.append(f"parameter importances need at least {MIN_TRIALS_FOR_IMPORTANCE} complete "
                      f"trials and two varied parameters (have {len(complete)} and "
                      f"{len(searched)}): skipped")
+    if (study.user_attrs.get("config", {}).get("sampler", {}).get("kind") == "grid"
+            and len(complete) <= MAX_VARIANTS):  # the labs' side-by-side curves (compare.py)
+        plots["variant_curves"] = lambda: comparison_figure(complete)
     for name, make in plots.items():
         try:
             with warnings.catch_warnings():
