@@ -113,7 +113,7 @@ def load_dataset(source: str = "digits", *, image_size: int | None = None,
                "seed": seed, "label_pattern": label_pattern, "group_pattern": group_pattern,
                "skip_bad_images": skip_bad_images, "max_image_pixels": max_image_pixels}
     name = source if source == "digits" else Path(source).stem
-    if cache_dir is None:
+    if cache_dir is None or found.kind == "digits":  # built in: decoded in milliseconds
         return _build(found, name, options, None, progress)
     cache_dir = Path(cache_dir)
     final = cache_dir / cache_key(found, options)

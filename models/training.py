@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -10,8 +11,11 @@ from typing import Any
 import keras
 import numpy as np
 
+from .augment import Augmentation
 from .data import Dataset
 from .heads import Head
+from .metrics import ValidationMetrics, balanced_class_weights
+from .pipeline import make_dataset
 
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
 
@@ -34,7 +38,32 @@ class TrainingSettings:
     lr_patience: int = 3
     lr_step_size: int = 10
     min_lr: float = 1e-6
-    class_weight: dict[int, float] | None = None
+    # "balanced" (n / (k * count_c)), "none", or an explicit {class id: weight}
+    class_weight: dict[int, float] | str | None = None
+    # augmentation of the training split, in the labs' units (see augment.py)
+    rotation: float = 0.0  # degrees
+    width_shift: float = 0.0  # fraction of the width
+    height_shift: float = 0.0  # fraction of the height
+    horizontal_flip: bool = False
+    vertical_flip: bool = False
+    zoom: float = 0.0  # fraction
+    intensity_percentile: float = 0.0  # percent
+    memory_limit_mb: int | None = None  # train split cached in RAM below this; else streamed
+    seed: int = 0  # shuffling and augmentation
+
+    @property
+    def augmentation(self) -> Augmentation:
+        return Augmentation.from_params(dataclasses.asdict(self))
+
+    def class_weights(self, y: np.ndarray, n_classes: int) -> dict[int, float] | None:
+        if isinstance(self.class_weight, dict):
+            return {int(k): float(v) for k, v in self.class_weight.items()}
+        if self.class_weight in (None, "none", False):
+            return None
+        if self.class_weight in ("balanced", True):
+            return balanced_class_weights(y, n_classes)
+        raise ValueError(f"class_weight: {self.class_weight!r} is not allowed (balanced, none "
+                         "or a mapping of class id to weight)")
 
 
 @dataclass
@@ -102,7 +131,10 @@ def train(model: keras.Model, head: Head, data: Dataset, s: TrainingSettings, *,
     """Fit on the train split, validate on the val split; never raises on divergence."""
     if not getattr(model, "compiled", False):
         compile_model(model, head, s)
-    cbs: list[keras.callbacks.Callback] = [keras.callbacks.TerminateOnNaN()]
+    # per-class metrics first: early stopping and pruning may monitor them
+    cbs: list[keras.callbacks.Callback] = [
+        keras.callbacks.TerminateOnNaN(),
+        ValidationMetrics(data.val.x, data.val.y, head.probabilities, data.class_names)]
     cbs += schedule_callbacks(s)
     if on_epoch is not None:
         cbs.append(EpochHook(on_epoch))
@@ -111,12 +143,11 @@ def train(model: keras.Model, head: Head, data: Dataset, s: TrainingSettings, *,
             monitor=s.monitor, mode=s.monitor_mode, patience=s.patience,
             min_delta=s.min_delta, restore_best_weights=s.restore_best_weights, verbose=0))
     cbs += list(callbacks)
+    train_ds, val_ds = input_pipelines(data, head, s)
     history = model.fit(
-        data.train.x, head.encode_labels(data.train.y),
-        validation_data=(data.val.x, head.encode_labels(data.val.y)),
+        train_ds, validation_data=val_ds,
         epochs=initial_epoch + s.max_epochs, initial_epoch=initial_epoch,
-        batch_size=s.batch_size, class_weight=s.class_weight, callbacks=cbs, verbose=0,
-        shuffle=True,
+        callbacks=cbs, verbose=0, shuffle=False,  # the pipeline shuffles
     ).history
     history = {k: [float(v) for v in vs] for k, vs in history.items()}
     losses = history.get("loss", [])
@@ -126,6 +157,24 @@ def train(model: keras.Model, head: Head, data: Dataset, s: TrainingSettings, *,
         return TrainResult(history, len(losses), diverged=True,
                            reason=f"loss became NaN or infinite at epoch {bad + 1}")
     return TrainResult(history, len(losses))
+
+
+def input_pipelines(data: Dataset, head: Head, s: TrainingSettings):
+    """Training batches (shuffled, augmented, class-weighted) and validation batches.
+
+    Class weights travel as per-sample weights: Keras' ``class_weight`` cannot index the
+    {-1, 1} targets of a hinge head."""
+    weights = s.class_weights(data.train.y, data.n_classes)
+    sample_weight = (None if weights is None else
+                     np.array([weights[int(c)] for c in data.train.y], dtype="float32"))
+    augmentation = s.augmentation
+    augment = augmentation.layer(seed=s.seed) if augmentation.enabled else None
+    train_ds = make_dataset(data.train.x, head.encode_labels(data.train.y),
+                            batch_size=s.batch_size, sample_weight=sample_weight, shuffle=True,
+                            augment=augment, seed=s.seed, memory_limit_mb=s.memory_limit_mb)
+    val_ds = make_dataset(data.val.x, head.encode_labels(data.val.y),
+                          batch_size=max(s.batch_size, 256), memory_limit_mb=s.memory_limit_mb)
+    return train_ds, val_ds
 
 
 def predict_proba(model: keras.Model, head: Head, x: np.ndarray,

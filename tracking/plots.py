@@ -59,3 +59,30 @@ def confusion_matrix(y_true: Sequence[int], y_pred: Sequence[int],
 
 def close(fig: Figure) -> None:
     plt.close(fig)
+
+
+def image_grid(images: np.ndarray, row_labels: Sequence[str], title: str = "",
+               column_titles: Sequence[str] | None = None) -> Figure:
+    """``images`` of shape (rows, columns, H, W, C) with values in [0, 1]."""
+    images = np.asarray(images)
+    n_rows, n_cols = images.shape[:2]
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(1.3 * n_cols + 0.6, 1.3 * n_rows + 0.5),
+                             squeeze=False)
+    titles = column_titles or (["original"] + [f"augmented {i}" for i in range(1, n_cols)])
+    for r in range(n_rows):
+        for c in range(n_cols):
+            ax = axes[r, c]
+            image = images[r, c]
+            if image.shape[-1] == 1:
+                ax.imshow(image[..., 0], cmap="gray", vmin=0, vmax=1)
+            else:
+                ax.imshow(np.clip(image, 0, 1))
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0 and c < len(titles):
+                ax.set_title(titles[c], fontsize=7)
+            if c == 0:
+                ax.set_ylabel(str(row_labels[r]), fontsize=7)
+    fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -17,13 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from tunelab.config import (
-    DEFAULT_STORE,
-    ConfigError,
-    StudyConfig,
-    config_from_dict,
-    load_config,
-)
+from tunelab.config import ConfigError, StudyConfig, config_from_dict, load_config
 from tunelab.report import table
 
 
@@ -61,13 +55,13 @@ def load_data(config: StudyConfig):
 
 
 def cache_dir(config: StudyConfig) -> Path:
-    """Decoded images live beside the Optuna journal (or in ./mlruns/cache for a database
-    storage), so every worker process of a study opens the same files."""
+    """Decoded images, keyed by a hash of the files and options, so every worker process
+    (and every later study of the same data) opens them instead of decoding again. Outside
+    the stores: a config refused after the data loaded still leaves ./mlruns untouched."""
     if config.dataset.cache_dir:
         return Path(config.dataset.cache_dir)
-    if "://" in config.storage_url:
-        return DEFAULT_STORE / "cache"
-    return Path(config.storage_url).parent / "cache"
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "tunelab" / "datasets"
 
 
 def _training_settings(config: StudyConfig):

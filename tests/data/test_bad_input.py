@@ -85,10 +85,11 @@ def test_decompression_bomb_refused_with_its_size(tmp_path, gen):
 
 def test_bad_data_writes_nothing_to_the_stores(tmp_path, lab_folder):
     corrupt_jpeg(lab_folder / "validation" / "benign" / "broken.jpg")
-    raw = tiny_study(tmp_path / "study", **{"dataset.source": str(lab_folder)})
+    raw = tiny_study(tmp_path / "study", **{"dataset.source": str(lab_folder),
+                                            "dataset.cache_dir": str(tmp_path / "cache")})
     with pytest.raises(ConfigError, match=r"broken.jpg"):
         tunelab.tune(raw, in_process=True)
-    assert not (tmp_path / "study").exists()
+    assert not (tmp_path / "study").exists() and not (tmp_path / "cache").exists()
 
 
 def test_config_rejects_bad_patterns(tmp_path):

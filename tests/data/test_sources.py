@@ -165,3 +165,21 @@ def test_group_pattern_keeps_patients_together(tmp_path, gen):
     assert sum(len(s) for s in sets) == 12
     assert not (sets[0] & sets[1] or sets[0] & sets[2] or sets[1] & sets[2])
     assert all(len(s.y) % 3 == 0 for s in (data.train, data.val, data.test))
+
+
+def test_decoded_once_then_memory_mapped(lab_folder, tmp_path, gen):
+    cache = tmp_path / "cache"
+    first = load_dataset(str(lab_folder), image_size=8, cache_dir=cache)
+    (entry,) = [p for p in cache.iterdir()]
+    assert isinstance(first.train.x, np.memmap) and first.info["cache"] == str(entry)
+    # scribble on the cached pixels: a second load must read them, not decode the files
+    cached = np.load(entry / "train_x.npy", mmap_mode="r+")
+    cached[:] = 0.0
+    cached.flush()
+    again = load_dataset(str(lab_folder), image_size=8, cache_dir=cache)
+    assert isinstance(again.train.x, np.memmap) and float(again.train.x.max()) == 0.0
+    # a changed file or option is a new entry, decoded afresh
+    gen.write_image(lab_folder / "train" / "benign" / "img_999.png", "png8", 0.2)
+    changed = load_dataset(str(lab_folder), image_size=8, cache_dir=cache)
+    assert len(changed.train) == 25 and float(changed.train.x.max()) > 0.5
+    assert len(list(cache.iterdir())) == 2

@@ -1,0 +1,90 @@
+"""Metrics that tell a classifier of rare lesions from one that ignores them.
+
+Per epoch, ``ValidationMetrics`` predicts the validation split and adds to the Keras logs
+(so early stopping, pruning and the objective may monitor any of them):
+
+    val_balanced_accuracy, val_f1_macro,
+    val_precision_<class>, val_recall_<class>, val_f1_<class>   (every class)
+    val_auc                                                     (two classes: ROC AUC)
+
+Class names are made metric-safe (letters, digits, ``_``, ``-``, ``.``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import keras
+import numpy as np
+
+
+def metric_safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(name)).strip("_") or "class"
+
+
+def metric_names(class_names: Sequence[str], prefix: str = "val_") -> list[str]:
+    """Every name ``classification_metrics`` produces for these classes."""
+    names = ["balanced_accuracy", "f1_macro"]
+    for c in class_names:
+        names += [f"precision_{metric_safe(c)}", f"recall_{metric_safe(c)}",
+                  f"f1_{metric_safe(c)}"]
+    if len(class_names) == 2:
+        names.append("auc")
+    return [prefix + n for n in names]
+
+
+def classification_metrics(y_true: np.ndarray, proba: np.ndarray,
+                           class_names: Sequence[str]) -> dict[str, float]:
+    from sklearn.metrics import (
+        balanced_accuracy_score,
+        precision_recall_fscore_support,
+        roc_auc_score,
+    )
+
+    y_true = np.asarray(y_true).reshape(-1)
+    y_pred = np.asarray(proba).argmax(axis=1)
+    labels = list(range(len(class_names)))
+    precision, recall, f1, _ = precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, zero_division=0)
+    out = {"balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)),
+           "f1_macro": float(np.mean(f1))}
+    for i, c in enumerate(class_names):
+        safe = metric_safe(c)
+        out[f"precision_{safe}"] = float(precision[i])
+        out[f"recall_{safe}"] = float(recall[i])
+        out[f"f1_{safe}"] = float(f1[i])
+    if len(class_names) == 2:
+        scores = np.asarray(proba)[:, 1]
+        out["auc"] = (float(roc_auc_score(y_true, scores)) if len(np.unique(y_true)) == 2
+                      else float("nan"))
+    return out
+
+
+class ValidationMetrics(keras.callbacks.Callback):
+    """Adds ``val_<metric>`` entries to each epoch's logs; must run before the callbacks
+    that read them (early stopping, pruning, the epoch hook)."""
+
+    def __init__(self, x_val, y_val: np.ndarray, probabilities, class_names: Sequence[str],
+                 batch_size: int = 256):
+        super().__init__()
+        self.x_val, self.y_val = x_val, np.asarray(y_val)
+        self.probabilities = probabilities  # model outputs -> (N, n_classes)
+        self.class_names = tuple(class_names)
+        self.batch_size = batch_size
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if logs is None:
+            return
+        outputs = self.model.predict(self.x_val, batch_size=self.batch_size, verbose=0)
+        proba = self.probabilities(outputs)
+        if not np.all(np.isfinite(proba)):
+            return  # a diverged model: the NaN guard reports it
+        for key, value in classification_metrics(self.y_val, proba, self.class_names).items():
+            logs[f"val_{key}"] = value
+
+
+def balanced_class_weights(y: np.ndarray, n_classes: int) -> dict[int, float]:
+    """``n / (k * count_c)``, as scikit-learn's ``class_weight='balanced'``."""
+    counts = np.bincount(np.asarray(y).reshape(-1), minlength=n_classes).astype("float64")
+    return {i: float(len(y) / (n_classes * c)) if c else 0.0 for i, c in enumerate(counts)}
