@@ -8,11 +8,12 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from tunelab import lifecycle_cli, ops_cli  # noqa: E402
+from tunelab import data_cli, lifecycle_cli, ops_cli  # noqa: E402
 from tunelab.config import ConfigError  # noqa: E402
 
 TUNE_FLAGS = {  # flag -> (config key, type, help)
-    "--dataset": ("dataset.source", str, "'digits' or a MedMNIST-style .npz file"),
+    "--dataset": ("dataset.source", str, "'digits', a MedMNIST-style .npz, an image folder, "
+                  "a CIFAR-10 folder or a CSV of path,label"),
     "--model": ("model", str, "a registered model: lenet, alexnet, vgg16, resnet, mlp, ..."),
     "--n-trials": ("n_trials", int, "trials in the whole study"),
     "--timeout": ("timeout", float, "seconds for the whole study"),
@@ -51,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
     lifecycle_cli.add_parsers(sub)
     ops_cli.add_parsers(sub)
+    data_cli.add_parsers(sub)
     return parser
 
 
@@ -71,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
             return lifecycle_cli.run(args)
         if args.command in ops_cli.COMMANDS:
             return ops_cli.run(args)
+        if args.command in data_cli.COMMANDS:
+            return data_cli.run(args)
     except ConfigError as err:
         print(f"tunelab: error: {err}", file=sys.stderr)
         return 2

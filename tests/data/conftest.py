@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,9 @@ def write_image(path: Path, kind: str, value: float, size: int = 12) -> Path:
     that lets a tiny model tell bright from dark classes."""
     path.parent.mkdir(parents=True, exist_ok=True)
     ramp = np.linspace(0, 0.1, size, dtype="float64")[None, :]
-    grey = np.clip(value + ramp - 0.05, 0, 1) * np.ones((size, 1))
+    noise = np.random.default_rng(zlib.crc32(path.name.encode())).uniform(-0.03, 0.03,
+                                                                        (size, size))
+    grey = np.clip(value + ramp - 0.05 + noise, 0, 1)  # unique pixels: no accidental duplicates
     if kind == "png8":
         Image.fromarray((grey * 255).round().astype("uint8"), "L").save(path)
     elif kind == "png16":
