@@ -59,7 +59,7 @@ class DatasetConfig:
     max_image_pixels: int = 89_478_485  # larger images are refused (decompression bombs)
     cache_dir: str | None = None  # decoded images, once per study; null: cache/ beside the journal
     memory_limit_mb: int | None = None  # train split cached in RAM below this; null: 1/4 of RAM
-    cv_folds: int = 1  # k > 1: stratified k-fold cross-validation on train + validation
+    cv_folds: int = 1  # reserved for k-fold cross-validation; only 1 is accepted for now
 
 
 @dataclass(frozen=True)
@@ -411,6 +411,9 @@ def _check_dataset(d: DatasetConfig) -> None:
     if d.cv_folds < 1:
         raise ConfigError(f"dataset.cv_folds: {d.cv_folds} must be >= 1 (1: no "
                           "cross-validation)")
+    if d.cv_folds > 1:  # refused rather than silently ignored until folds are trained
+        raise ConfigError(f"dataset.cv_folds: {d.cv_folds}: cross-validation is not "
+                          "implemented yet; use 1 (a single train/validation split)")
 
 
 def _check_family_and_warm_start(config: StudyConfig, space: SearchSpace) -> None:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import importlib.util
 import itertools
 
-import numpy as np
-
 from tunelab.config import ConfigError, StudyConfig
 from tunelab.models import allowed_losses, check_model_input, get_model_spec, resolve_hparams
 from tunelab.models.data import Dataset
@@ -42,12 +40,6 @@ def _check_data_knobs(config: StudyConfig, data: Dataset) -> None:
             raise ConfigError(f"{key}: {metric!r} is not logged for {data.name} "
                               f"({data.n_classes} classes); choose one of val_loss, "
                               f"val_accuracy, {', '.join(sorted(known))}")
-    if config.dataset.cv_folds > 1:
-        smallest = min(np.bincount(np.concatenate([data.train.y, data.val.y])))
-        if smallest < config.dataset.cv_folds:
-            raise ConfigError(f"dataset.cv_folds: {config.dataset.cv_folds} folds need at "
-                              f"least that many images of every class; the rarest class has "
-                              f"{smallest}")
 
 
 def _check_model(model_name: str, view: dict, data: Dataset) -> None:
