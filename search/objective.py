@@ -120,6 +120,9 @@ class Objective:
         settings = replace(settings, seed=seed)
         n_params = int(model.count_params())
         trial.set_user_attr("seed", seed)
+        # every hyperparameter, fixed ones included (trial.params holds only the suggested):
+        # what a retrain or a synced run needs to rebuild exactly this model
+        trial.set_user_attr("hparams", params)
         trial.set_user_attr("model", model_name)
         trial.set_user_attr("n_params", n_params)
         best = best_trial(study)

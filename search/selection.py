@@ -220,7 +220,8 @@ def record_from_trial(trial: Any, metric: str) -> TrialRecord:
     attrs = trial.user_attrs
     return record_from_summary(
         trial.number, trial.value, attrs.get("summary") or {}, metric,
-        constraints=getattr(trial, "constraints", {}), params=trial.params,
+        constraints=getattr(trial, "constraints", {}),
+        params=attrs.get("hparams", trial.params),  # fixed values too, not only suggested
         history=attrs.get("history") or {},
         extra={k: attrs.get(k) for k in ("mlflow_run_id", "seed", "checkpoint", "n_params")})
 

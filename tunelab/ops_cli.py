@@ -94,7 +94,8 @@ def trial_records(study) -> list[dict[str, Any]]:
                                          and t.state == TrialState.FAIL):
             continue
         records.append({"number": t.number, "state": t.user_attrs.get("state", t.state.name),
-                        "params": t.params, "history": t.user_attrs.get("history"),
+                        "params": t.user_attrs.get("hparams", t.params),
+                        "history": t.user_attrs.get("history"),
                         "summary": t.user_attrs.get("summary"),
                         "reason": t.user_attrs.get("reason", ""),
                         "seed": t.user_attrs.get("seed", 0)})

@@ -128,3 +128,19 @@ def test_prepare_images_refuses_what_it_cannot_read():
     assert grey.shape == (1, 8, 8, 1) and np.allclose(grey, 1.0, atol=1e-3)
     assert prepare_images([np.zeros((3, 3), np.uint8)], (2, 2, 3)).shape == (1, 2, 2, 3)
     assert isinstance(ImageClassifier(), ImageClassifier)
+
+
+def test_retrain_without_checkpoints_rebuilds_fixed_hyperparameters(tmp_path):
+    # dense_units is fixed at a non-default width: Optuna's trial.params omit fixed values,
+    # so a retrain that read only them would rebuild the default model
+    raw = tiny_study(tmp_path, study_name="retrain", n_trials=1, max_epochs=1,
+                     **{"checkpoints.keep_top": 0, "objective.gap_tolerance": 1.0})
+    raw["space"]["dense_units"] = 24
+    study = tunelab.tune(raw, in_process=True)
+    trained = study.trials[0].user_attrs["n_params"]
+    result = register("retrained-clf", "retrain", raw["storage"])
+    assert result.model_source == "retrained"
+    mlflow.set_tracking_uri(raw["tracking_uri"])
+    model = mlflow.pyfunc.load_model("models:/retrained-clf@champion")
+    keras_model = model.unwrap_python_model().model
+    assert keras_model.count_params() == trained
