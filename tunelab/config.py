@@ -119,6 +119,17 @@ class PrunerConfig:
 
 
 @dataclass(frozen=True)
+class KerasTunerConfig:
+    """``engine: keras-tuner``: KerasTuner searches the same space (search/keras_tuner_engine)."""
+
+    kind: Literal["hyperband", "bayesian", "random"] = "hyperband"
+    factor: int = 3  # hyperband: reduction factor; max_epochs is the study's max_epochs
+    hyperband_iterations: int = 1  # hyperband: sweeps over all brackets
+    num_initial_points: int | None = None  # bayesian: random trials first (null: KerasTuner's)
+    directory: str | None = None  # KerasTuner's state; null: keras_tuner/ beside the journal
+
+
+@dataclass(frozen=True)
 class StudyConfig:
     study_name: str = "digits-lenet"
     model: str = "lenet"
@@ -139,6 +150,10 @@ class StudyConfig:
     workers: int = 1  # local worker processes running trials at once
     heartbeat_interval: int = 10  # RDB storage: seconds between a running trial's heartbeats
     tensorboard: bool = False  # per-trial TensorBoard logs as run artifacts
+    tracking: bool = True  # false: no MLflow runs at all (results stay in the Optuna storage)
+    # optuna: the sampler and pruner above; keras-tuner: KerasTuner runs the same space
+    engine: Literal["optuna", "keras-tuner"] = "optuna"
+    keras_tuner: KerasTunerConfig = field(default_factory=KerasTunerConfig)
     checkpoints: CheckpointConfig = field(default_factory=CheckpointConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     # known-good configurations (names as in space) enqueued once as the first trials
@@ -382,6 +397,7 @@ def validate(config: StudyConfig) -> None:
         )
     _check_selection(config)
     _check_family_and_warm_start(config, space)
+    _check_engine(config, space)
     if config.sampler.kind == "grid":
         try:
             space.grid()
@@ -430,6 +446,25 @@ def _check_family_and_warm_start(config: StudyConfig, space: SearchSpace) -> Non
         check_warm_start(config.warm_start, space)
     except ValueError as err:
         raise ConfigError(str(err)) from None
+
+
+def _check_engine(config: StudyConfig, space: SearchSpace) -> None:
+    if config.engine != "keras-tuner":
+        return
+    from tunelab.search.conditional import FamilySpace
+
+    if isinstance(space, FamilySpace):
+        raise ConfigError("engine: keras-tuner cannot search the model family (space.model); "
+                          "search one model, or use engine: optuna")
+    if config.workers != 1:
+        raise ConfigError(f"workers: {config.workers}; engine: keras-tuner runs its search in "
+                          "one process (workers: 1)")
+    if config.keras_tuner.factor < 2:
+        raise ConfigError(f"keras_tuner.factor: {config.keras_tuner.factor} must be >= 2")
+    _positive("keras_tuner.hyperband_iterations", config.keras_tuner.hyperband_iterations)
+    _positive("keras_tuner.num_initial_points", config.keras_tuner.num_initial_points)
+    if config.warm_start:
+        raise ConfigError("warm_start: only engine: optuna enqueues warm-start trials")
 
 
 def _check_selection(config: StudyConfig) -> None:

@@ -139,11 +139,15 @@ def tune(config: StudyConfig | str | Path | Mapping[str, Any] | None = None, *,
     data_info = {"fingerprint": data.fingerprint(), "class_names": list(data.class_names),
                  "class_counts": data.class_counts(), "input_shape": list(data.input_shape)}
     try:
+        if not config.tracking:  # `tracking: false`: no MLflow at all
+            raise _TrackingOff
         tracker = StudyTracker(tracking_uri, config.study_name)
         parent_run_id = tracker.start_study(config=config.to_dict(),
                                             space=config.search_space.to_yaml(),
                                             data_info=data_info)
         study.set_user_attr("mlflow_parent_run_id", parent_run_id)
+    except _TrackingOff:
+        tracker = None
     except Exception as err:  # the study goes on; `tunelab sync` logs the trials later
         tracker = None
         print(f"tunelab: tracking at {tracking_uri} is unavailable ({type(err).__name__}: "
@@ -162,7 +166,9 @@ def tune(config: StudyConfig | str | Path | Mapping[str, Any] | None = None, *,
           f"storage {config.storage_url}; tracking {tracking_uri}", flush=True)
     status = "FINISHED"
     try:
-        if in_process:
+        if config.engine == "keras-tuner":  # KerasTuner's search runs in this process
+            run_keras_tuner_engine(study, config, data, tracker, deadline, started)
+        elif in_process:
             run_worker(study_name=config.study_name, storage=config.storage_url,
                        tracking_uri=tracking_uri, deadline=deadline, started_at=started,
                        data=data, config=config, worker_index=0)
@@ -265,8 +271,7 @@ def run_worker(*, study_name: str, storage: str, tracking_uri: str | None = None
     at once, on any machines that reach the storage). Returns why it stopped."""
     import logging
 
-    from tunelab.commands import checkpoint_store, objective_rule
-    from tunelab.search import Objective, Progress, open_study, run_trials
+    from tunelab.search import open_study, run_trials
 
     logging.getLogger("tensorflow").setLevel(logging.ERROR)  # per-trial retracing notices
 
@@ -284,8 +289,9 @@ def run_worker(*, study_name: str, storage: str, tracking_uri: str | None = None
     from tunelab.tracking import StudyTracker
 
     try:
-        tracker = StudyTracker(uri, study_name,
-                               parent_run_id=study.user_attrs.get("mlflow_parent_run_id"))
+        if config.tracking:
+            tracker = StudyTracker(uri, study_name,
+                                   parent_run_id=study.user_attrs.get("mlflow_parent_run_id"))
     except Exception as err:  # tracking down must not stop the study
         print(f"tunelab: tracking unavailable ({type(err).__name__}: {err}); trials go on and "
               "keep their results in the Optuna storage; `tunelab sync` logs them later",
@@ -302,17 +308,56 @@ def run_worker(*, study_name: str, storage: str, tracking_uri: str | None = None
         worker_index = os.getpid()
     study = _open_study(config, create=False, on_stale=on_stale, worker_index=worker_index)
     n_trials = _budget(config)
-    progress = Progress(n_trials=n_trials, max_epochs=config.max_epochs,
-                        metric=config.objective.metric, started_at=started_at)
-    objective = Objective(model_name=config.model, space=config.search_space, data=data,
-                          training=_training_settings(config), metric=config.objective.metric,
-                          direction=config.direction, n_trials=n_trials, seed=config.seed,
-                          config=config.to_dict(), tracker=tracker, progress=progress,
-                          tensorboard=config.tensorboard, rule=objective_rule(config),
-                          checkpoints=checkpoint_store(config),
-                          feature_cache_dir=str((cache_dir(config) / "features").resolve()))
+    objective = make_objective(config, data, tracker, n_trials, started_at)
     return run_trials(study, objective, n_trials=n_trials, max_trials_here=max_trials,
                       deadline=deadline)
+
+
+class _TrackingOff(Exception):
+    pass
+
+
+def make_objective(config: StudyConfig, data, tracker, n_trials: int | None,
+                   started_at: float | None):
+    """The trial objective both engines record through (search.objective.Objective)."""
+    from tunelab.commands import checkpoint_store, objective_rule
+    from tunelab.search import Objective, Progress
+
+    progress = Progress(n_trials=n_trials, max_epochs=config.max_epochs,
+                        metric=config.objective.metric, started_at=started_at)
+    return Objective(model_name=config.model, space=config.search_space, data=data,
+                     training=_training_settings(config), metric=config.objective.metric,
+                     direction=config.direction, n_trials=n_trials, seed=config.seed,
+                     config=config.to_dict(), tracker=tracker, progress=progress,
+                     tensorboard=config.tensorboard, rule=objective_rule(config),
+                     checkpoints=checkpoint_store(config),
+                     feature_cache_dir=str((cache_dir(config) / "features").resolve()))
+
+
+def run_keras_tuner_engine(study, config: StudyConfig, data, tracker, deadline: float | None,
+                           started_at: float | None) -> str:
+    """``engine: keras-tuner``: KerasTuner searches the space; trials land in the same Optuna
+    study and MLflow runs as the Optuna engine's (search/keras_tuner_engine.py)."""
+    import logging
+
+    from tunelab.search.keras_tuner_engine import (
+        EngineError,
+        KerasTunerSettings,
+        default_directory,
+        run_keras_tuner,
+    )
+
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    kt = config.keras_tuner
+    settings = KerasTunerSettings(
+        kind=kt.kind, max_epochs=config.max_epochs, factor=kt.factor,
+        hyperband_iterations=kt.hyperband_iterations, num_initial_points=kt.num_initial_points,
+        directory=kt.directory or default_directory(config.storage_url, config.study_name))
+    objective = make_objective(config, data, tracker, _budget(config), started_at)
+    try:
+        return run_keras_tuner(study, objective, settings, deadline=deadline)
+    except EngineError as err:
+        raise ConfigError(str(err)) from None
 
 
 def _finish(study, tracker, status: str) -> None:

@@ -1,0 +1,87 @@
+"""engine: keras-tuner runs the same space with KerasTuner and records like the Optuna engine."""
+
+import optuna
+import pytest
+from conftest import tiny_study
+from mlflow import MlflowClient
+
+pytest.importorskip("keras_tuner", reason="pip install 'tunelab[keras-tuner]'")
+
+from tunelab.search.keras_tuner_engine import declare, decode, distributions  # noqa: E402
+from tunelab.search.space import SearchSpace  # noqa: E402
+
+import tunelab  # noqa: E402
+from tunelab.config import ConfigError, config_from_dict  # noqa: E402
+
+
+def test_space_maps_onto_keras_tuner_and_back():
+    import keras_tuner
+
+    space = SearchSpace.from_yaml({
+        "learning_rate": {"low": 1e-4, "high": 1e-2, "log": True},
+        "n_base": {"low": 4, "high": 16, "step": 4}, "dropout": {"low": 0.0, "high": 0.5,
+                                                                 "step": 0.1},
+        "batch_norm": [True, False], "mixed": [16, "auto"], "dense_units": 32,
+    })
+    hp = keras_tuner.HyperParameters()
+    declare(space, hp)
+    assert set(hp.values) == {"learning_rate", "n_base", "dropout", "batch_norm", "mixed",
+                              "dense_units"}
+    hp.values.update({"mixed": 1, "dropout": 0.30000000000000004, "n_base": 12})
+    params = decode(space, hp.values)
+    assert params["mixed"] == "auto" and params["dense_units"] == 32
+    assert params["dropout"] == 0.3 and params["n_base"] == 12
+    dists = distributions(space)
+    assert set(dists) == {"learning_rate", "n_base", "dropout", "batch_norm", "mixed"}
+    for name, dist in dists.items():
+        assert dist._contains(dist.to_internal_repr(params[name])), name
+
+
+def test_config_refuses_what_the_engine_cannot_run(tmp_path):
+    raw = tiny_study(tmp_path, engine="keras-tuner")
+    assert config_from_dict(raw).keras_tuner.kind == "hyperband"
+    with pytest.raises(ConfigError, match="workers"):
+        config_from_dict({**raw, "workers": 2})
+    with pytest.raises(ConfigError, match="model family"):
+        config_from_dict({**raw, "model": ["lenet", "mlp"]})
+    with pytest.raises(ConfigError, match="keras_tuner.kind"):
+        config_from_dict({**raw, "keras_tuner": {"kind": "grid"}})
+
+
+@pytest.mark.parametrize("kind", ["hyperband", "random"])
+def test_keras_tuner_trials_are_optuna_trials_and_mlflow_runs(tmp_path, kind):
+    raw = tiny_study(tmp_path, engine="keras-tuner", **{"keras_tuner.kind": kind,
+                                                        "keras_tuner.factor": 2})
+    raw["n_trials"] = 3
+    study = tunelab.tune(raw, in_process=True)
+    done = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert len(done) == 3
+    for t in done:
+        assert t.user_attrs["engine"] == f"keras-tuner/{kind}"
+        assert set(t.params) == {"learning_rate", "n_base"}
+        assert t.user_attrs["summary"]["epochs_trained"] == len(t.user_attrs["history"]["loss"])
+        assert t.value == t.user_attrs["summary"]["best_val_accuracy"]
+        assert t.intermediate_values  # epochs reported to the Optuna trial
+    if kind == "hyperband":  # max_epochs 2, factor 2: the 1-epoch bracket promotes a trial
+        resumed = [t for t in done if "resumed_from" in t.user_attrs["keras_tuner"]]
+        assert resumed
+        for t in resumed:  # only the new epochs are trained and counted
+            kt = t.user_attrs["keras_tuner"]
+            assert min(t.intermediate_values) == kt["initial_epoch"] == 1
+            assert t.user_attrs["summary"]["epochs_trained"] == kt["epochs"] - kt["initial_epoch"]
+    client = MlflowClient(tracking_uri=raw["tracking_uri"])
+    exp = client.get_experiment_by_name("tiny")
+    runs = client.search_runs([exp.experiment_id])
+    parent = [r for r in runs if r.data.tags.get("tunelab.role") == "study"]
+    trials = [r for r in runs if r.data.tags.get("tunelab.role") == "trial"]
+    assert len(parent) == 1 and parent[0].info.status == "FINISHED"
+    assert len(trials) == 3
+    assert {r.info.run_id for r in trials} == {t.user_attrs["mlflow_run_id"] for t in done}
+    for r in trials:
+        assert r.info.status == "FINISHED"
+        assert r.data.tags["tunelab.engine"] == f"keras-tuner/{kind}"
+        assert r.data.tags["mlflow.parentRunId"] == parent[0].info.run_id
+        assert "val_accuracy" in r.data.metrics and "best_epoch" in r.data.metrics
+        names = {a.path for a in client.list_artifacts(r.info.run_id)}
+        assert {"learning_curves.png", "confusion_matrix.png"} <= names
+    assert parent[0].data.tags["tunelab.best_trial"] == str(study.best_trial.number)
