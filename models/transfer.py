@@ -36,6 +36,7 @@ from keras import layers
 
 from . import features as feature_cache
 from .data import Split
+from .folds import Fold
 from .heads import Head
 from .layers import dense_stack
 from .registry import preset, register_model
@@ -293,12 +294,15 @@ def train_model(model: keras.Model, head: Head, data: Any, settings: TrainingSet
                 callbacks: Sequence[keras.callbacks.Callback] = (),
                 on_epoch: Callable[[int, dict[str, float]], None] | None = None,
                 feature_cache_dir: str | Path | None = None,
-                cache_features: bool = True) -> TrainResult:
+                cache_features: bool = True, fold: Fold | None = None) -> TrainResult:
     """``training.train`` for every model; transfer models train in the two phases above.
 
     ``feature_cache_dir``: where frozen-backbone features are cached on disk (None: only in
     this process). ``cache_features=False`` trains the frozen phase on the images (the
     backbone then runs in every epoch of every trial; benchmarks compare the two).
+    ``fold``: ``data`` is this cross-validation fold; the frozen features are then computed
+    (or read from the cache) once for the fold's whole pool and sliced to its rows, so every
+    fold of every trial shares one feature file.
     ``TrainResult.extra`` says where the features came from and how many layers were unfrozen.
     """
     plan = transfer_plan(model)
@@ -320,9 +324,14 @@ def train_model(model: keras.Model, head: Head, data: Any, settings: TrainingSet
 
             kw = dict(backbone=plan.backbone, weights_tag=plan.weights_tag, size=plan.size,
                       cache_dir=feature_cache_dir)
-            f_train, src_train = feature_cache.cached_features(run, data.train.x, **kw)
-            f_val, src_val = feature_cache.cached_features(run, data.val.x, **kw)
-            extra["feature_cache"] = f"train: {src_train}, val: {src_val}"
+            if fold is not None:
+                f_pool, src = feature_cache.cached_features(run, fold.pool_x, **kw)
+                f_train, f_val = f_pool[fold.train_rows], f_pool[fold.val_rows]
+                extra["feature_cache"] = f"cross-validation pool: {src}"
+            else:
+                f_train, src_train = feature_cache.cached_features(run, data.train.x, **kw)
+                f_val, src_val = feature_cache.cached_features(run, data.val.x, **kw)
+                extra["feature_cache"] = f"train: {src_train}, val: {src_val}"
             features = dataclasses.replace(data, train=Split(f_train, data.train.y),
                                            val=Split(f_val, data.val.y), test=None)
             result = train(head_model(model), head, features, phase1, callbacks=callbacks,

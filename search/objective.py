@@ -25,6 +25,7 @@ from tunelab.models.training import TrainingSettings
 
 from .datalog import log_augmented_samples
 from .conditional import split_params
+from .crossval import CrossValResult, train_folds
 from .progress import Progress
 from .selection import ObjectiveRule, record_from_summary
 from .space import SearchSpace
@@ -84,6 +85,7 @@ class Objective:
     rule: ObjectiveRule | None = None  # objective kind and gap limit; None: the raw metric
     checkpoints: Any = None  # a search.checkpoints.CheckpointStore; None: keep no weights
     feature_cache_dir: str | None = None  # frozen-backbone features shared by trials (disk)
+    cv_folds: int = 1  # > 1: every trial is k-fold cross-validation (crossval.py)
 
     def __post_init__(self):
         self.data_info = {"fingerprint": self.data.fingerprint(),
@@ -155,8 +157,17 @@ class Objective:
         log_augmented_samples(run, settings, self.data, seed)
         started = time.time()
         try:
-            result = train_model(model, head, self.data, settings, callbacks=callbacks,
-                                 on_epoch=on_epoch, feature_cache_dir=self.feature_cache_dir)
+            if self.cv_folds > 1:
+                result = train_folds(
+                    trial, self.data, self.cv_folds, head=head, settings=settings,
+                    build=lambda: build_model(model_name, self.data.input_shape,
+                                              self.data.n_classes, loss=loss, **model_params),
+                    metric=self.metric, direction=self.direction, seed=seed,
+                    fold_seed=self.seed, callbacks=callbacks, on_epoch=on_epoch,
+                    feature_cache_dir=self.feature_cache_dir)
+            else:
+                result = train_model(model, head, self.data, settings, callbacks=callbacks,
+                                     on_epoch=on_epoch, feature_cache_dir=self.feature_cache_dir)
         except optuna.TrialPruned:
             epochs = len(history.get("loss", []))
             reason = f"pruned at epoch {epochs}"
@@ -179,12 +190,15 @@ class Objective:
             raise TrialDiverged(result.reason)
         if result.extra:  # transfer models: feature cache hits, frozen epochs, unfrozen layers
             trial.set_user_attr("transfer", dict(result.extra))
-        summary = summarize(result.history, self.metric, self.direction)
+        cv = isinstance(result, CrossValResult)  # summary: means over folds, fold std
+        summary = result.summary if cv else summarize(result.history, self.metric,
+                                                      self.direction)
         summary["n_params"] = n_params
         summary["train_seconds"] = time.time() - started
         summary["process_rss_mb"] = current_rss_mb()
         summary["process_peak_rss_mb"] = _max_rss_mb()
-        y_pred = predict_proba(model, head, self.data.val.x).argmax(axis=1)
+        y_true, y_pred = (result.y_true, result.y_pred) if cv else (  # out-of-fold with cv
+            self.data.val.y, predict_proba(model, head, self.data.val.x).argmax(axis=1))
         rule = self.rule or ObjectiveRule(self.metric, self.direction)
         value = rule.value(summary)
         summary["objective"] = value
@@ -195,15 +209,16 @@ class Objective:
                          {} if gap_limit is None else {"gap": gap_limit})
         self._record(trial, result.history, state="COMPLETE", summary=summary, started=started)
         run.finish(state="COMPLETE", summary=summary, history=result.history,
-                   y_true=self.data.val.y, y_pred=y_pred, **common)
+                   y_true=y_true, y_pred=y_pred, **common)
         self._report(trial.number, "COMPLETE", value,
                      f"best epoch {int(summary['best_epoch'])}/{int(summary['epochs_trained'])}")
         return value
 
     def _checkpoint(self, trial, model, head, value, summary, params, seed, history,
                     constraints) -> None:
-        """Keep the weights if the trial ranks among the top ones; never fail the trial."""
-        if self.checkpoints is None:
+        """Keep the weights if the trial ranks among the top ones; never fail the trial.
+        A cross-validated trial has no single model: `tunelab register` retrains it."""
+        if self.checkpoints is None or self.cv_folds > 1:
             return
         record = record_from_summary(trial.number, value, summary, self.metric,
                                      constraints=constraints)

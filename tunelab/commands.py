@@ -157,11 +157,17 @@ def trial_model(config: StudyConfig, data, record):
         except CheckpointError as err:
             print(f"tunelab: {err}; retraining trial {record.number} instead", file=sys.stderr)
     model, meta = retrain(config, data, record)
+    if meta["trained_on"] == "train+validation":
+        return model, meta, "retrained on train+validation (cross-validated trial)", None
     return model, meta, "retrained", None
 
 
 def retrain(config: StudyConfig, data, record):
-    """Train the trial again: same seed (``config.seed + trial``), same hyperparameters."""
+    """Train the trial again: same seed (``config.seed + trial``), same hyperparameters.
+
+    A cross-validated trial (``dataset.cv_folds`` > 1) has one model per fold and none kept:
+    its model is trained on the whole train + validation pool, without early stopping, for
+    the folds' mean best epoch."""
     from dataclasses import fields, replace
 
     import keras
@@ -186,11 +192,20 @@ def retrain(config: StudyConfig, data, record):
     names = {f.name for f in fields(settings)}
     settings = replace(settings, **{k: v for k, v in train_params.items()
                                     if k in names and k != "loss"})
-    result = train_model(model, head, data, settings)
+    fit_data, pooled = data, (config.dataset.cv_folds or 1) > 1
+    if pooled:
+        from tunelab.models.folds import pool_of
+
+        best_epoch = (record.extra.get("summary") or {}).get("best_epoch") or record.best_epoch
+        settings = replace(settings, early_stopping=False,
+                           max_epochs=max(1, round(best_epoch or settings.max_epochs)))
+        fit_data = replace(data, train=pool_of(data), test=None)
+    result = train_model(model, head, fit_data, settings)
     meta = {"model": model_name, "loss": loss, "params": params, "seed": seed,
             "input_shape": list(data.input_shape), "class_names": list(data.class_names),
             "data_fingerprint": data.fingerprint(), "history": result.history,
-            "epochs_trained": result.epochs_trained, "trial": record.number}
+            "epochs_trained": result.epochs_trained, "trial": record.number,
+            "trained_on": "train+validation" if pooled else "train"}
     return model, meta
 
 
@@ -252,6 +267,12 @@ def register(name: str, study_name: str | None = None, storage: str | None = Non
         if force and not move:
             compared += " (--force: moving the alias anyway)"
             move = True
+    if meta.get("trained_on") == "train+validation":
+        folds = int((record.extra.get("summary") or {}).get("cv_folds", 0))
+        compared += ("; note: a cross-validated trial, retrained on the validation images too, "
+                     "so its validation accuracy is optimistic (cross-validated "
+                     f"{config.objective.metric}: {record.metric} +/- {record.fold_std} over "
+                     f"{folds} folds)")
 
     report = _selection_report(selection, record, source, compared, plots)
     try:

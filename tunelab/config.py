@@ -59,7 +59,7 @@ class DatasetConfig:
     max_image_pixels: int = 89_478_485  # larger images are refused (decompression bombs)
     cache_dir: str | None = None  # decoded images, once per study; null: cache/ beside the journal
     memory_limit_mb: int | None = None  # train split cached in RAM below this; null: 1/4 of RAM
-    cv_folds: int = 1  # reserved for k-fold cross-validation; only 1 is accepted for now
+    cv_folds: int | None = 1  # k >= 2: stratified k-fold CV on train + validation; 1/null: off
 
 
 @dataclass(frozen=True)
@@ -424,12 +424,9 @@ def _check_dataset(d: DatasetConfig) -> None:
         raise ConfigError("dataset.label_pattern and dataset.labels_csv: set one, not both")
     _positive("dataset.max_image_pixels", d.max_image_pixels)
     _positive("dataset.memory_limit_mb", d.memory_limit_mb)
-    if d.cv_folds < 1:
-        raise ConfigError(f"dataset.cv_folds: {d.cv_folds} must be >= 1 (1: no "
-                          "cross-validation)")
-    if d.cv_folds > 1:  # refused rather than silently ignored until folds are trained
-        raise ConfigError(f"dataset.cv_folds: {d.cv_folds}: cross-validation is not "
-                          "implemented yet; use 1 (a single train/validation split)")
+    if d.cv_folds is not None and d.cv_folds < 1:
+        raise ConfigError(f"dataset.cv_folds: {d.cv_folds} must be >= 2 (k-fold "
+                          "cross-validation) or 1 / null (no cross-validation)")
 
 
 def _check_family_and_warm_start(config: StudyConfig, space: SearchSpace) -> None:
@@ -451,6 +448,10 @@ def _check_family_and_warm_start(config: StudyConfig, space: SearchSpace) -> Non
 def _check_engine(config: StudyConfig, space: SearchSpace) -> None:
     if config.engine != "keras-tuner":
         return
+    if (config.dataset.cv_folds or 1) > 1:
+        raise ConfigError(f"dataset.cv_folds: {config.dataset.cv_folds}; engine: keras-tuner "
+                          "trains one model per trial, so cross-validation needs engine: "
+                          "optuna (or dataset.cv_folds: 1)")
     from tunelab.search.conditional import FamilySpace
 
     if isinstance(space, FamilySpace):

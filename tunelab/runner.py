@@ -87,7 +87,7 @@ def _open_study(config: StudyConfig, create: bool, on_stale=None, worker_index: 
                            n_startup_trials=config.sampler.n_startup_trials,
                            grid=space.grid() if config.sampler.kind == "grid" else None)
     p = config.pruner
-    pruner = make_pruner(p.kind, max_epochs=config.max_epochs,
+    pruner = make_pruner(p.kind, max_epochs=trial_epochs(config),
                          n_startup_trials=p.n_startup_trials, n_warmup_steps=p.n_warmup_steps,
                          min_resource=p.min_resource, reduction_factor=p.reduction_factor)
     return open_study(storage=config.storage_url, study_name=config.study_name,
@@ -323,7 +323,7 @@ def make_objective(config: StudyConfig, data, tracker, n_trials: int | None,
     from tunelab.commands import checkpoint_store, objective_rule
     from tunelab.search import Objective, Progress
 
-    progress = Progress(n_trials=n_trials, max_epochs=config.max_epochs,
+    progress = Progress(n_trials=n_trials, max_epochs=trial_epochs(config),
                         metric=config.objective.metric, started_at=started_at)
     return Objective(model_name=config.model, space=config.search_space, data=data,
                      training=_training_settings(config), metric=config.objective.metric,
@@ -331,7 +331,14 @@ def make_objective(config: StudyConfig, data, tracker, n_trials: int | None,
                      config=config.to_dict(), tracker=tracker, progress=progress,
                      tensorboard=config.tensorboard, rule=objective_rule(config),
                      checkpoints=checkpoint_store(config),
-                     feature_cache_dir=str((cache_dir(config) / "features").resolve()))
+                     feature_cache_dir=str((cache_dir(config) / "features").resolve()),
+                     cv_folds=config.dataset.cv_folds or 1)
+
+
+def trial_epochs(config: StudyConfig) -> int:
+    """Epochs a trial may train: with cross-validation, counted across its folds (pruning
+    steps and progress lines count them that way)."""
+    return config.max_epochs * (config.dataset.cv_folds or 1)
 
 
 def run_keras_tuner_engine(study, config: StudyConfig, data, tracker, deadline: float | None,

@@ -97,12 +97,6 @@ def test_config_rejects_bad_patterns(tmp_path):
         tunelab.tune(tiny_study(tmp_path, **{"dataset.label_pattern": r"^C\d"}))
     with pytest.raises(ConfigError, match=r"dataset.group_pattern: '\(' is not a valid"):
         tunelab.tune(tiny_study(tmp_path, **{"dataset.group_pattern": "("}))
-    with pytest.raises(ConfigError, match=r"dataset.cv_folds: 0 must be >= 1"):
+    with pytest.raises(ConfigError, match=r"dataset.cv_folds: 0 must be >= 2"):
         tunelab.tune(tiny_study(tmp_path, **{"dataset.cv_folds": 0}))
     assert not (tmp_path / "mlruns").exists()
-
-
-def test_cross_validation_is_refused_not_ignored(tmp_path):
-    with pytest.raises(ConfigError, match=r"dataset.cv_folds: 5: cross-validation is not "
-                                          r"implemented yet"):
-        tunelab.tune(tiny_study(tmp_path, **{"dataset.cv_folds": 5}), in_process=True)

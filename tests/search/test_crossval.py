@@ -1,0 +1,218 @@
+"""k-fold cross-validation: the folds (stratified, group-aware), a real tiny study whose trials
+are cross-validated (Optuna attributes, MLflow metrics, `tunelab best`, `tunelab register`),
+pruning steps counted across folds, and frozen features computed once for the pool."""
+
+from __future__ import annotations
+
+import numpy as np
+import optuna
+import pytest
+from conftest import tiny_study
+from mlflow import MlflowClient
+from tunelab.models import Head, build_model
+from tunelab.models import features as feature_cache
+from tunelab.models.data import Dataset, Split, load_dataset
+from tunelab.models.folds import fold_rows, k_folds
+from tunelab.models.sources import DataError
+from tunelab.models.training import TrainingSettings
+from tunelab.search import Objective, SearchSpace
+from tunelab.search.crossval import train_folds
+from tunelab.search.selection import ObjectiveRule, select_from_study
+
+import tunelab
+from tunelab.commands import best, register, selection_table
+
+
+def _labels(n_per_class=(12, 9, 6), seed=0):
+    y = np.concatenate([np.full(n, c) for c, n in enumerate(n_per_class)])
+    return np.random.default_rng(seed).permutation(y)
+
+
+def test_folds_cover_the_pool_once_and_are_stratified():
+    y = _labels()
+    folds = fold_rows(y, 3, seed=0)
+    assert len(folds) == 3
+    val = np.concatenate([v for _, v in folds])
+    assert sorted(val.tolist()) == list(range(len(y)))  # each row validated exactly once
+    for train, v in folds:
+        assert not set(train) & set(v) and len(train) + len(v) == len(y)
+        assert np.bincount(y[v], minlength=3).tolist() == (np.bincount(y) // 3).tolist()
+    assert [v.tolist() for _, v in fold_rows(y, 3, seed=0)] == [v.tolist() for _, v in folds]
+    assert [v.tolist() for _, v in fold_rows(y, 3, seed=1)] != [v.tolist() for _, v in folds]
+
+
+def test_group_aware_folds_put_each_group_in_one_validation_part():
+    rng = np.random.default_rng(0)
+    groups = np.repeat([f"patient{i:02d}" for i in range(15)], 4)
+    y = np.repeat(rng.integers(0, 2, 15), 4)  # a patient's images share their label
+    folds = fold_rows(y, 3, seed=0, groups=groups)
+    seen: dict[str, int] = {}
+    for i, (train, val) in enumerate(folds):
+        assert not set(groups[train]) & set(groups[val])
+        for g in set(groups[val]):
+            assert g not in seen, f"{g} validated in folds {seen[g]} and {i}"
+            seen[g] = i
+    assert set(seen) == set(groups)
+
+
+def test_too_few_images_of_a_class_or_groups_is_a_clear_error():
+    with pytest.raises(DataError, match=r"dataset.cv_folds: 7 folds need at least 7 images of "
+                                        r"every class, but class id\(s\) \[2\] have only 6"):
+        fold_rows(_labels(), 7, seed=0)
+    groups = np.repeat(["a", "b", "c"], 9)
+    with pytest.raises(DataError, match=r"dataset.cv_folds: 4 folds need at least 4 groups "
+                                        r"but dataset.group_pattern finds 3"):
+        fold_rows(_labels(), 4, seed=0, groups=groups)
+
+
+def test_k_folds_keep_the_test_split_aside_and_groups_together():
+    rng = np.random.default_rng(0)
+
+    def split(n, first_group):  # groups of 3 images of one class
+        groups = np.array([f"g{first_group + i // 3}" for i in range(n)])
+        return Split(rng.random((n, 4, 4, 1), dtype="float32"), (np.arange(n) // 3) % 3,
+                     groups)
+
+    data = Dataset("tiny", ("a", "b", "c"), split(27, 0), split(18, 9), split(9, 15))
+    folds = list(k_folds(data, 3, seed=0))
+    pool_x = np.concatenate([data.train.x, data.val.x])
+    for fold in folds:
+        assert fold.data.test is data.test
+        assert len(fold.data.train) + len(fold.data.val) == 45
+        assert not set(fold.data.train.groups) & set(fold.data.val.groups)
+        np.testing.assert_array_equal(fold.data.val.x, pool_x[fold.val_rows])
+        np.testing.assert_array_equal(fold.data.train.x, pool_x[fold.train_rows])
+
+
+# -- a real study -------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def cv_study(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("cv")
+    raw = tiny_study(tmp, **{"dataset.cv_folds": 3, "n_trials": 2,
+                             "objective.gap_tolerance": 1.0})
+    study = tunelab.tune(raw, in_process=True)
+    return tmp, raw, study
+
+
+def test_trials_carry_fold_summaries_mean_and_fold_std(cv_study):
+    _, raw, study = cv_study
+    trials = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert len(trials) == 2
+    for trial in trials:
+        folds = trial.user_attrs["folds"]
+        assert [f["fold"] for f in folds] == [0, 1, 2]
+        per_fold = [f["summary"]["best_val_accuracy"] for f in folds]
+        summary = trial.user_attrs["summary"]
+        assert summary["cv_folds"] == 3
+        assert trial.value == pytest.approx(np.mean(per_fold))
+        assert summary["best_val_accuracy"] == pytest.approx(np.mean(per_fold))
+        assert summary["fold_std_val_accuracy"] == pytest.approx(np.std(per_fold))
+        assert [summary[f"fold_{i}_val_accuracy"] for i in range(3)] == pytest.approx(per_fold)
+        gaps = [f["summary"]["gap_accuracy"] for f in folds]
+        assert summary["gap_accuracy"] == pytest.approx(np.mean(gaps))
+        # pruning steps: fold f's epoch e is step f * max_epochs + e
+        assert sorted(trial.intermediate_values) == [0, 1, 2, 3, 4, 5]
+        for f, fold in enumerate(folds):
+            reported = [trial.intermediate_values[f * 2 + e] for e in range(fold["epochs"])]
+            assert reported == pytest.approx(
+                trial.user_attrs["history"]["val_accuracy"][f * 2:f * 2 + 2], abs=1e-6)
+        assert "checkpoint" not in trial.user_attrs  # no single model to keep
+
+
+def test_fold_sizes_add_up_to_the_pool(cv_study):
+    _, raw, study = cv_study
+    data = load_dataset("digits", image_size=8, seed=42)  # the study's default seed
+    n_pool = len(data.train) + len(data.val)
+    for trial in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)):
+        folds = trial.user_attrs["folds"]
+        assert sum(f["n_val"] for f in folds) == n_pool
+        assert all(f["n_train"] + f["n_val"] == n_pool for f in folds)
+
+
+def test_mlflow_runs_carry_fold_metrics_and_curves_across_folds(cv_study):
+    _, raw, study = cv_study
+    client = MlflowClient(raw["tracking_uri"])
+    for trial in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)):
+        run = client.get_run(trial.user_attrs["mlflow_run_id"])
+        metrics = run.data.metrics
+        summary = trial.user_attrs["summary"]
+        for i in range(3):
+            assert metrics[f"fold_{i}_val_accuracy"] == pytest.approx(
+                summary[f"fold_{i}_val_accuracy"])
+        assert metrics["fold_std_val_accuracy"] == pytest.approx(
+            summary["fold_std_val_accuracy"])
+        assert metrics["cv_folds"] == 3
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")
+                 if m.step < 100]  # the final summary value is logged at step 0 too
+        assert {2, 3, 4, 5} <= set(steps)
+
+
+def test_best_shows_the_fold_std(cv_study):
+    _, raw, study = cv_study
+    selection = best("tiny", raw["storage"])
+    chosen = selection.chosen
+    trial = study.trials[chosen.number]
+    assert chosen.fold_std == pytest.approx(trial.user_attrs["summary"]["fold_std_val_accuracy"])
+    text = selection_table(selection)
+    assert "fold std" in text and f"{chosen.fold_std:.4f}" in text
+    rule = ObjectiveRule("val_accuracy", "maximize", gap_tolerance=1.0)
+    assert select_from_study(study, rule).chosen.number == chosen.number
+
+
+def test_register_retrains_a_cross_validated_trial_on_the_pool(cv_study):
+    _, raw, study = cv_study
+    reg = register("cv-clf", "tiny", raw["storage"])
+    assert reg.model_source == "retrained on train+validation (cross-validated trial)"
+    assert "optimistic" in reg.compared and "over 3 folds" in reg.compared
+    client = MlflowClient(raw["tracking_uri"])
+    version = client.get_model_version("cv-clf", reg.version)
+    assert version.tags["tunelab.trial"] == str(reg.trial)
+
+
+# -- pruning ------------------------------------------------------------------------------
+def test_pruner_sees_steps_beyond_max_epochs(tmp_path):
+    data = load_dataset("digits", image_size=8, seed=0)
+    objective = Objective(model_name="lenet",
+                          space=SearchSpace.from_yaml({"n_base": 4, "dense_units": 8}),
+                          data=data, training=TrainingSettings(max_epochs=2, batch_size=128),
+                          metric="val_accuracy", direction="maximize", cv_folds=3)
+    # no accuracy reaches 1.5: the pruner stops the trial at the first step after its warm-up,
+    # which lies in the second fold
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.ThresholdPruner(
+        lower=1.5, n_warmup_steps=3))
+    study.optimize(objective, n_trials=1)
+    trial = study.trials[0]
+    assert trial.state == optuna.trial.TrialState.PRUNED
+    assert sorted(trial.intermediate_values) == [0, 1, 2, 3]  # fold 1, epoch 1 is step 3
+    assert [f["fold"] for f in trial.user_attrs["folds"]] == [0]
+    assert trial.user_attrs["reason"] == "pruned at epoch 4"
+
+
+# -- frozen features ----------------------------------------------------------------------
+def test_frozen_features_are_computed_once_for_the_pool(tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+
+    def split(n):
+        return Split(rng.random((n, 8, 8, 1), dtype="float32"), np.arange(n) % 3)
+
+    data = Dataset("tiny", ("a", "b", "c"), split(24), split(12))
+    feature_cache.clear_memory()
+    monkeypatch.setattr(feature_cache, "STATS", feature_cache.Counter())
+    head = Head("categorical_crossentropy", 3)
+    settings = TrainingSettings(max_epochs=1, batch_size=8)
+    study = optuna.create_study(direction="maximize")
+    caches = []
+    for _ in range(2):
+        trial = study.ask()
+        result = train_folds(
+            trial, data, 3, head=head, settings=settings, metric="val_accuracy",
+            direction="maximize", seed=0, fold_seed=0, feature_cache_dir=str(tmp_path),
+            build=lambda: build_model("vgg16_transfer", data.input_shape, 3, weights=None,
+                                      dense_units=8))
+        caches.append([e["feature_cache"] for e in result.extra["folds"]])
+        assert len(result.y_pred) == 36
+        feature_cache.clear_memory()  # as in a fresh worker process
+    assert caches == [["cross-validation pool: computed"] + ["cross-validation pool: memory"] * 2,
+                      ["cross-validation pool: disk"] + ["cross-validation pool: memory"] * 2]
+    assert feature_cache.STATS == {"computed": 1, "memory": 4, "loaded": 1}
+    assert len(list(tmp_path.glob("features-*.npy"))) == 1
