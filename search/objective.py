@@ -29,7 +29,7 @@ from .crossval import CrossValResult, train_folds
 from .progress import Progress
 from .selection import ObjectiveRule, record_from_summary
 from .space import SearchSpace
-from .study import best_trial, counted_trials, fail_stale_trials, over_budget
+from .study import best_trial, counted_trials, fail_stale_trials, over_budget, primary_value
 from .summary import summarize
 
 # Searchable knobs that shape training rather than the model (augmentation in augment.py's
@@ -94,7 +94,7 @@ class Objective:
                           "class_index": self.data.class_index,
                           "input_shape": list(self.data.input_shape)}
 
-    def __call__(self, trial: optuna.Trial) -> float:
+    def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
         import keras
 
         from tunelab.models import Head, build_model
@@ -130,7 +130,7 @@ class Objective:
         best = best_trial(study)
         if self.progress:
             self.progress.trial_started(trial.number, counted_trials(study) + 1,
-                                        (best.value, best.number) if best else None)
+                                        (primary_value(best), best.number) if best else None)
         run = (self.tracker.trial_run(trial.number, {"model": model_name, "loss": loss,
                                                       **params},
                                       seed=seed, config=self.config, data_info=self.data_info,
@@ -147,7 +147,8 @@ class Objective:
             if self.progress:
                 self.progress.epoch(trial.number, epoch, logs)
 
-        callbacks: list[Any] = [KerasPruningCallback(trial, self.metric)]
+        multi = self.rule is not None and self.rule.multi  # Optuna cannot prune it
+        callbacks: list[Any] = [] if multi else [KerasPruningCallback(trial, self.metric)]
         tb_dir = None
         if self.tensorboard:
             tb_dir = tempfile.mkdtemp(prefix=f"tunelab-tb-{trial.number}-")
@@ -210,9 +211,11 @@ class Objective:
         self._record(trial, result.history, state="COMPLETE", summary=summary, started=started)
         run.finish(state="COMPLETE", summary=summary, history=result.history,
                    y_true=y_true, y_pred=y_pred, **common)
+        objectives = rule.objectives(summary)  # (metric, overfit gap) when multi-objective
         self._report(trial.number, "COMPLETE", value,
-                     f"best epoch {int(summary['best_epoch'])}/{int(summary['epochs_trained'])}")
-        return value
+                     (f"gap {objectives[1]:.4f}, " if rule.multi else "")
+                     + f"best epoch {int(summary['best_epoch'])}/{int(summary['epochs_trained'])}")
+        return objectives
 
     def _checkpoint(self, trial, model, head, value, summary, params, seed, history,
                     constraints) -> None:

@@ -7,6 +7,9 @@ within a tolerance and whose validation loss was not rising while training loss 
 
 Everything is a pure function of plain trial records (``TrialRecord``), so the rule can be
 tested on synthetic numbers; ``records_from_study`` turns an Optuna study into records.
+
+``kind="pareto"`` makes the study multi-objective, (metric, max(0, gap)): the rule then only
+trusts trials on the Pareto front of those two, and picks among them as above.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-OBJECTIVE_KINDS = ("metric", "penalized")
+OBJECTIVE_KINDS = ("metric", "penalized", "pareto")
 
 
 @dataclass(frozen=True)
@@ -27,7 +30,9 @@ class ObjectiveRule:
     minus ``gap_penalty * max(0, gap - gap_tolerance)`` (plus, for a minimized metric).
     ``max_gap`` becomes an Optuna constraint (``trial.set_constraint("gap", gap - max_gap)``):
     the study keeps one objective, pruning keeps working, and samplers that know constraints
-    (TPE, NSGA-II, GP) treat larger gaps as infeasible.
+    (TPE, NSGA-II, GP) treat larger gaps as infeasible. ``kind="pareto"``: two objectives,
+    the metric (its direction) and ``overfit_gap`` (minimized); Optuna cannot prune such a
+    study.
     """
 
     metric: str = "val_accuracy"
@@ -53,14 +58,30 @@ class ObjectiveRule:
                    gap_penalty=getattr(objective, "gap_penalty", 1.0),
                    max_gap=getattr(objective, "max_gap", None))
 
+    @property
+    def multi(self) -> bool:
+        return self.kind == "pareto"
+
+    @property
+    def directions(self) -> list[str]:
+        """The study's directions: one, or (metric, gap) for ``pareto``."""
+        return [self.direction, "minimize"] if self.multi else [self.direction]
+
     def value(self, summary: Mapping[str, float]) -> float:
-        """The objective value of a finished trial's summary."""
+        """The objective value of a finished trial's summary (``pareto``: the metric)."""
         metric = float(summary[f"best_{self.metric}"])
-        if self.kind == "metric":
+        if self.kind in ("metric", "pareto"):
             return metric
         excess = max(0.0, (gap_of(summary) or 0.0) - self.gap_tolerance)
         sign = -1.0 if self.direction == "maximize" else 1.0
         return metric + sign * self.gap_penalty * excess
+
+    def objectives(self, summary: Mapping[str, float]) -> float | tuple[float, float]:
+        """What the Optuna objective returns: ``value``, or (metric, overfit gap) for
+        ``pareto``."""
+        if not self.multi:
+            return self.value(summary)
+        return self.value(summary), overfit_gap(gap_of(summary))
 
     def constraint(self, summary: Mapping[str, float]) -> float | None:
         """``gap - max_gap`` (feasible when <= 0), or None without a gap limit."""
@@ -74,6 +95,13 @@ def gap_of(summary: Mapping[str, Any]) -> float | None:
     """The generalization gap: train minus validation accuracy at the best epoch."""
     gap = summary.get("gap_accuracy")
     return None if gap is None or not math.isfinite(gap) else float(gap)
+
+
+def overfit_gap(gap: float | None) -> float:
+    """The gap as ``pareto`` minimizes it: a negative gap (validation above training
+    accuracy, common early on or with dropout) is no better than none; a missing one counts
+    as 0, as in ``ObjectiveRule.constraint``."""
+    return max(0.0, gap or 0.0)
 
 
 def fold_std_of(summary: Mapping[str, Any], metric: str) -> float | None:
@@ -119,6 +147,7 @@ class Verdict:
     eligible: bool
     chosen: bool
     reason: str
+    on_front: bool = False  # pareto: not dominated in (metric, gap) by another trial
 
 
 @dataclass(frozen=True)
@@ -138,13 +167,14 @@ class Selection:
         if not self.verdicts:
             return "no complete trial: nothing to select"
         chosen = self.chosen
+        front = "Pareto-front " if self.rule.multi else ""
         if chosen is None:
-            return (f"no trial qualifies: every complete trial has a gap above "
+            return (f"no trial qualifies: every complete {front}trial has a gap above "
                     f"{self.rule.gap_tolerance:g}, rising validation loss or a violated "
                     "constraint (raise objective.gap_tolerance, train with more "
                     "regularization, or pass --force to take the best objective anyway)")
         top = self.verdicts[0].record
-        text = (f"selected trial {chosen.number}: {self.rule.metric} "
+        text = (f"selected {front}trial {chosen.number}: {self.rule.metric} "
                 f"{_num(chosen.metric)}, gap {_num(chosen.gap)} <= tolerance "
                 f"{self.rule.gap_tolerance:g}, no rising validation loss")
         if top.number != chosen.number:
@@ -165,13 +195,40 @@ def rank(records: Iterable[TrialRecord], direction: str) -> list[TrialRecord]:
                                          r.gap if r.gap is not None else math.inf, r.number))
 
 
+def dominated_by(records: Sequence[TrialRecord], direction: str) -> dict[int, int]:
+    """Trials off the Pareto front of (metric, overfit gap): trial number -> the number of
+    the best-ranked trial that dominates it (at least as good in both, better in one). The
+    metric is ``record.value`` in ``direction``; ``overfit_gap(record.gap)`` is minimized."""
+    sign = -1.0 if direction == "maximize" else 1.0
+
+    def point(r: TrialRecord) -> tuple[float, float]:
+        return sign * r.value, overfit_gap(r.gap)
+
+    out: dict[int, int] = {}
+    for r in records:
+        a = point(r)
+        for other in records:
+            b = point(other)
+            if b[0] <= a[0] and b[1] <= a[1] and b != a:
+                out[r.number] = other.number
+                break
+    return out
+
+
 def select(records: Iterable[TrialRecord], rule: ObjectiveRule) -> Selection:
     """Apply the rule: the best-ranked trial that is feasible, has a gap within the
-    tolerance and is not flagged as overfitting. Every trial gets a verdict and a reason."""
+    tolerance and is not flagged as overfitting (``pareto``: and lies on the Pareto front).
+    Every trial gets a verdict and a reason."""
     verdicts: list[Verdict] = []
     chosen: TrialRecord | None = None
-    for i, record in enumerate(rank(records, rule.direction), start=1):
+    ranked = rank(records, rule.direction)
+    dominated = dominated_by(ranked, rule.direction) if rule.multi else {}
+    for i, record in enumerate(ranked, start=1):
         problems = []
+        if record.number in dominated:
+            problems.append(f"off the Pareto front (trial {dominated[record.number]} has a "
+                            f"{rule.metric} at least as good and an overfitting gap at least "
+                            "as small)")
         if not record.feasible:
             problems.append(f"infeasible: gap {_num(record.gap)} above max_gap "
                             f"{rule.max_gap:g}" if rule.max_gap is not None
@@ -184,14 +241,16 @@ def select(records: Iterable[TrialRecord], rule: ObjectiveRule) -> Selection:
         eligible = not problems
         if eligible and chosen is None:
             chosen = record
-            reason = "best objective among trials within the gap tolerance, not overfitting"
+            reason = ("best objective among trials within the gap tolerance, not overfitting"
+                      + (", on the Pareto front" if rule.multi else ""))
             if record.gap is None:
                 reason += " (no gap recorded for this trial)"
         elif eligible:
             reason = f"eligible, but trial {chosen.number} ranks higher"  # type: ignore[union-attr]
         else:
             reason = "; ".join(problems)
-        verdicts.append(Verdict(record, i, eligible, record is chosen, reason))
+        verdicts.append(Verdict(record, i, eligible, record is chosen, reason,
+                                rule.multi and record.number not in dominated))
     return Selection(verdicts, rule)
 
 
@@ -219,7 +278,7 @@ def record_from_trial(trial: Any, metric: str) -> TrialRecord:
     """A ``TrialRecord`` from an Optuna ``FrozenTrial`` written by ``tunelab``'s objective."""
     attrs = trial.user_attrs
     return record_from_summary(
-        trial.number, trial.value, attrs.get("summary") or {}, metric,
+        trial.number, trial.values[0], attrs.get("summary") or {}, metric,
         constraints=getattr(trial, "constraints", {}),
         params=attrs.get("hparams", trial.params),  # fixed values too, not only suggested
         history=attrs.get("history") or {},
@@ -234,7 +293,7 @@ def records_from_study(study: Any, metric: str) -> list[TrialRecord]:
     from optuna.trial import TrialState
 
     trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    return [record_from_trial(t, metric) for t in trials if t.value is not None]
+    return [record_from_trial(t, metric) for t in trials if t.values]
 
 
 def select_from_study(study: Any, rule: ObjectiveRule) -> Selection:

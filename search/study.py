@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -105,14 +105,22 @@ def make_pruner(kind: str, *, max_epochs: int, n_startup_trials: int = 3,
 
 
 def open_study(*, storage: str, study_name: str, direction: str | None = None,
+               directions: Sequence[str] | None = None,
                sampler: optuna.samplers.BaseSampler | None = None,
                pruner: optuna.pruners.BasePruner | None = None,
                heartbeat_interval: int | None = None,
                on_stale: Callable[[FrozenTrial], None] | None = None) -> optuna.Study:
-    """Create the study, or resume it by name; without a direction it must already exist."""
+    """Create the study, or resume it by name; without a direction it must already exist.
+
+    ``directions`` (several) makes a multi-objective study. Resuming a study whose
+    directions differ from the ones asked for is a ``ValueError``: a study keeps its
+    objectives."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     backend = open_storage(storage, heartbeat_interval=heartbeat_interval, on_stale=on_stale)
-    if direction is None:
+    if direction is not None and directions is not None:
+        raise ValueError("give direction or directions, not both")
+    wanted = list(directions or ([direction] if direction else []))
+    if not wanted:
         try:
             return optuna.load_study(study_name=study_name, storage=backend, sampler=sampler,
                                      pruner=pruner)
@@ -120,8 +128,21 @@ def open_study(*, storage: str, study_name: str, direction: str | None = None,
             names = [s.study_name for s in optuna.get_all_study_summaries(backend)]
             raise ValueError(f"no study named {study_name!r} in {storage} (found: "
                              f"{', '.join(names) or 'none'})") from None
-    return optuna.create_study(storage=backend, study_name=study_name, direction=direction,
-                               sampler=sampler, pruner=pruner, load_if_exists=True)
+    study = optuna.create_study(storage=backend, study_name=study_name, directions=wanted,
+                                sampler=sampler, pruner=pruner, load_if_exists=True)
+    found = [d.name.lower() for d in study.directions]
+    if found != wanted:
+        raise ValueError(f"study {study_name!r} in {storage} exists with {_objectives(found)}; "
+                         f"this run asks for {_objectives(wanted)}: a study keeps its "
+                         "objectives, so start a new study (another study name) or resume it "
+                         "with its own objective")
+    return study
+
+
+def _objectives(directions: Sequence[str]) -> str:
+    if len(directions) == 1:
+        return f"one objective ({directions[0]})"
+    return f"{len(directions)} objectives ({', '.join(directions)})"
 
 
 def fail_stale_trials(study: optuna.Study) -> None:
@@ -147,8 +168,25 @@ def over_budget(study: optuna.Study, number: int, n_trials: int | None) -> bool:
     return len(earlier) >= n_trials
 
 
+def is_multi_objective(study: optuna.Study) -> bool:
+    return len(study.directions) > 1
+
+
 def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
+    """The best complete trial; for a multi-objective study, the Pareto-front trial with the
+    best first objective (``primary_value``)."""
+    if is_multi_objective(study):
+        front = study.best_trials
+        if not front:
+            return None
+        sign = -1.0 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else 1.0
+        return min(front, key=lambda t: (sign * t.values[0], t.number))
     try:
         return study.best_trial
     except ValueError:
         return None
+
+
+def primary_value(trial: FrozenTrial) -> float | None:
+    """The trial's (first) objective value; ``trial.value`` raises on multi-objective trials."""
+    return trial.values[0] if trial.values else None

@@ -28,17 +28,27 @@ def study_figures(study: optuna.Study) -> tuple[dict[str, Any], list[str]]:
         return figures, ["no complete trial: no study plots"]
     searched = sorted({p for t in complete for p in t.distributions
                        if len({str(t2.params.get(p)) for t2 in complete}) > 1})
-    plots = {"optimization_history": lambda: ovm.plot_optimization_history(study),
-             "intermediate_values": lambda: ovm.plot_intermediate_values(study)}
+    # a multi-objective study is plotted by its first objective, the metric (the Pareto
+    # front itself is drawn by the shell, with the selection rule's pick)
+    target: dict[str, Any] = {}
+    if len(study.directions) > 1:
+        metric = study.user_attrs.get("config", {}).get("objective", {}).get("metric")
+        target = {"target": lambda t: t.values[0], "target_name": metric or "objective 0"}
+    plots = {"optimization_history": lambda: ovm.plot_optimization_history(study, **target)}
+    if target:
+        notes.append("multi-objective study: no intermediate values (Optuna cannot prune it)")
+    else:
+        plots["intermediate_values"] = lambda: ovm.plot_intermediate_values(study)
     if searched:
-        plots["parallel_coordinate"] = lambda: ovm.plot_parallel_coordinate(study,
-                                                                           params=searched)
-        plots["slice"] = lambda: ovm.plot_slice(study, params=searched)
+        plots["parallel_coordinate"] = lambda: ovm.plot_parallel_coordinate(
+            study, params=searched, **target)
+        plots["slice"] = lambda: ovm.plot_slice(study, params=searched, **target)
     else:
         notes.append("no parameter took two values among complete trials: no slice or "
                      "parallel-coordinate plot")
     if len(complete) >= MIN_TRIALS_FOR_IMPORTANCE and len(searched) >= 2:
-        plots["param_importances"] = lambda: ovm.plot_param_importances(study, params=searched)
+        plots["param_importances"] = lambda: ovm.plot_param_importances(study, params=searched,
+                                                                        **target)
     else:
         notes.append(f"parameter importances need at least {MIN_TRIALS_FOR_IMPORTANCE} complete "
                      f"trials and two varied parameters (have {len(complete)} and "

@@ -86,3 +86,42 @@ def image_grid(images: np.ndarray, row_labels: Sequence[str], title: str = "",
     fig.suptitle(title, fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def pareto_front(points: Sequence[tuple[int, float | None, float | None, bool]], *,
+                 metric: str, direction: str, gap_tolerance: float | None = None,
+                 chosen: int | None = None, title: str = "") -> Figure:
+    """A multi-objective study's trials: validation metric against overfitting gap.
+
+    ``points``: (trial number, metric, gap, on the Pareto front), the two objectives as the
+    study optimized them. The front is joined by a line, every trial is annotated with its
+    number, the chosen trial is ringed, the gap tolerance is a dashed line."""
+    shown = [(n, m, g, f) for n, m, g, f in points if m is not None and g is not None]
+    fig, ax = plt.subplots(figsize=(7, 5))
+    others = [(m, g) for _, m, g, f in shown if not f]
+    front = sorted(((g, m) for _, m, g, f in shown if f))
+    if others:
+        ax.scatter([g for _, g in others], [m for m, _ in others], c="lightgrey",
+                   edgecolors="grey", label="dominated trials", zorder=2)
+    if front:
+        ax.plot([g for g, _ in front], [m for _, m in front], "o-", color="tab:blue",
+                label="Pareto front", zorder=3)
+    for number, m, g, _ in shown:
+        ax.annotate(str(number), (g, m), textcoords="offset points", xytext=(5, 4),
+                    fontsize=8)
+    for number, m, g, _ in shown:
+        if number == chosen:
+            ax.scatter([g], [m], s=220, facecolors="none", edgecolors="tab:red", linewidths=2,
+                       label=f"selected: trial {number}", zorder=4)
+    if gap_tolerance is not None:
+        ax.axvline(gap_tolerance, color="tab:orange", ls="--", lw=1,
+                   label=f"gap tolerance {gap_tolerance:g}")
+    ax.set_xlim(left=-0.01)  # gaps are >= 0
+    better = "higher" if direction == "maximize" else "lower"
+    ax.set_xlabel("overfitting gap: max(0, train - validation accuracy), lower is better")
+    ax.set_ylabel(f"best-epoch {metric} ({better} is better)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title or f"Pareto front: {metric} vs gap", fontsize=9)
+    fig.tight_layout()
+    return fig

@@ -103,18 +103,24 @@ def selection_table(selection, top: int = TOP_SHOWN) -> str:
         r = v.record
         rows.append([v.rank, r.number, r.value, r.metric, r.gap, r.gap_loss, r.fold_std,
                      f"{r.best_epoch}/{r.epochs_trained}" if r.best_epoch else None,
+                     *([("yes" if v.on_front else "")] if rule.multi else []),
                      ",".join(r.flags) or None, ("CHOSEN: " if v.chosen else "") + v.reason])
     objective = "objective" if rule.kind == "metric" else f"objective ({rule.kind})"
     return table(["rank", "trial", objective, rule.metric, "gap acc", "gap loss", "fold std",
-                  "best ep", "flags", "verdict"], rows)
+                  "best ep", *(["Pareto front"] if rule.multi else []), "flags", "verdict"],
+                 rows)
 
 
 def print_selection(selection, out=None) -> None:
     out = out or sys.stdout
     rule = selection.rule
     n = len(selection.verdicts)
+    front = sum(v.on_front for v in selection.verdicts)
     print(f"{n} complete trial(s), ranked by {rule.metric} ({rule.direction}, kind "
-          f"{rule.kind}); gap tolerance {rule.gap_tolerance:g}"
+          f"{rule.kind}"
+          + (f": two objectives, {front} trial(s) on the Pareto front of {rule.metric} and "
+             "the gap, only those are selected" if rule.multi else "")
+          + f"); gap tolerance {rule.gap_tolerance:g}"
           + (f", max_gap {rule.max_gap:g}" if rule.max_gap is not None else ""), file=out)
     if n:
         print(selection_table(selection), file=out)

@@ -12,6 +12,7 @@ import difflib
 import math
 import types
 import typing
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,10 @@ from tunelab.search.space import Choice, Fixed, FloatRange, IntRange, SearchSpac
 
 class ConfigError(ValueError):
     """A study configuration that cannot run; the message says what to change."""
+
+
+class ConfigWarning(UserWarning):
+    """A study configuration that runs, but not as written; the message says what changed."""
 
 
 DEFAULT_STORE = Path("mlruns")
@@ -57,7 +62,7 @@ class DatasetConfig:
     group_pattern: str | None = None  # regex on file paths (e.g. a patient id): one split per group
     skip_bad_images: bool = False  # false: an unreadable image is an error naming the file
     max_image_pixels: int = 89_478_485  # larger images are refused (decompression bombs)
-    cache_dir: str | None = None  # decoded images, once per study; null: cache/ beside the journal
+    cache_dir: str | None = None  # decoded images and frozen features; null: ~/.cache/tunelab/datasets
     memory_limit_mb: int | None = None  # train split cached in RAM below this; null: 1/4 of RAM
     cv_folds: int | None = 1  # k >= 2: stratified k-fold CV on train + validation; 1/null: off
 
@@ -84,8 +89,9 @@ class LRScheduleConfig:
 class ObjectiveConfig:
     metric: str = "val_accuracy"  # loss-independent, so trials with different losses compare
     direction: Literal["maximize", "minimize"] | None = None  # null: minimize losses only
-    # metric: the best-epoch metric; penalized: metric - gap_penalty * max(0, gap - tolerance)
-    kind: Literal["metric", "penalized"] = "metric"
+    # metric: the best-epoch metric; penalized: metric - gap_penalty * max(0, gap - tolerance);
+    # pareto: two objectives, (metric, gap), a Pareto front; Optuna cannot prune such a study
+    kind: Literal["metric", "penalized", "pareto"] = "metric"
     gap_tolerance: float = 0.05  # train - val accuracy gap a trusted trial may have
     gap_penalty: float = 1.0  # penalized: objective lost per point of gap above tolerance
     max_gap: float | None = None  # Optuna constraint: a larger gap makes a trial infeasible
@@ -242,8 +248,21 @@ def _model_list_to_space(raw: Mapping[str, Any]) -> Mapping[str, Any]:
 
 def config_from_dict(raw: Mapping[str, Any]) -> StudyConfig:
     config = _build(StudyConfig, _model_list_to_space(raw), "")
+    config = _no_pruning_for_pareto(config)
     validate(config)
     return config
+
+
+def _no_pruning_for_pareto(config: StudyConfig) -> StudyConfig:
+    """Optuna cannot prune multi-objective studies (``trial.report`` raises): the pareto
+    kind turns pruning off, with a warning, rather than refusing the default pruner."""
+    if config.objective.kind != "pareto" or config.pruner.kind == "none":
+        return config
+    warnings.warn(f"objective.kind: pareto makes a multi-objective study and Optuna cannot "
+                  f"prune multi-objective studies: pruner.kind {config.pruner.kind!r} is "
+                  "turned off (set pruner: {kind: none} to silence this warning; early "
+                  "stopping still works)", ConfigWarning, stacklevel=3)
+    return dataclasses.replace(config, pruner=dataclasses.replace(config.pruner, kind="none"))
 
 
 def _build(cls: type, raw: Any, where: str) -> Any:
@@ -448,6 +467,9 @@ def _check_family_and_warm_start(config: StudyConfig, space: SearchSpace) -> Non
 def _check_engine(config: StudyConfig, space: SearchSpace) -> None:
     if config.engine != "keras-tuner":
         return
+    if config.objective.kind == "pareto":
+        raise ConfigError("objective.kind: pareto (two objectives) needs engine: optuna; "
+                          "KerasTuner optimizes one objective")
     if (config.dataset.cv_folds or 1) > 1:
         raise ConfigError(f"dataset.cv_folds: {config.dataset.cv_folds}; engine: keras-tuner "
                           "trains one model per trial, so cross-validation needs engine: "

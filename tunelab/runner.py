@@ -78,6 +78,7 @@ def _training_settings(config: StudyConfig):
 
 
 def _open_study(config: StudyConfig, create: bool, on_stale=None, worker_index: int = 0):
+    from tunelab.commands import objective_rule
     from tunelab.search import make_pruner, make_sampler, open_study
 
     space = config.search_space
@@ -87,13 +88,21 @@ def _open_study(config: StudyConfig, create: bool, on_stale=None, worker_index: 
                            n_startup_trials=config.sampler.n_startup_trials,
                            grid=space.grid() if config.sampler.kind == "grid" else None)
     p = config.pruner
-    pruner = make_pruner(p.kind, max_epochs=trial_epochs(config),
+    rule = objective_rule(config)
+    pruner = make_pruner("none" if rule.multi else p.kind, max_epochs=trial_epochs(config),
                          n_startup_trials=p.n_startup_trials, n_warmup_steps=p.n_warmup_steps,
                          min_resource=p.min_resource, reduction_factor=p.reduction_factor)
-    return open_study(storage=config.storage_url, study_name=config.study_name,
-                      direction=config.direction if create else None,
-                      sampler=sampler, pruner=pruner,
-                      heartbeat_interval=config.heartbeat_interval, on_stale=on_stale)
+    try:
+        return open_study(storage=config.storage_url, study_name=config.study_name,
+                          directions=rule.directions if create else None,
+                          sampler=sampler, pruner=pruner,
+                          heartbeat_interval=config.heartbeat_interval, on_stale=on_stale)
+    except ValueError as err:
+        if not create:
+            raise
+        raise ConfigError(f"objective.kind: {config.objective.kind}: {err} (objective.kind "
+                          "pareto has two objectives, (metric, overfit gap); the others one)"
+                          ) from None
 
 
 def _budget(config: StudyConfig) -> int | None:
@@ -185,7 +194,7 @@ def tune(config: StudyConfig | str | Path | Mapping[str, Any] | None = None, *,
     finally:
         study = _open_study(config, create=False)
         if tracker is not None:
-            _finish(study, tracker, status)
+            _finish(study, tracker, status, config)
     print_summary(study, config, tracking_uri)
     return study
 
@@ -367,18 +376,54 @@ def run_keras_tuner_engine(study, config: StudyConfig, data, tracker, deadline: 
         raise ConfigError(str(err)) from None
 
 
-def _finish(study, tracker, status: str) -> None:
-    from tunelab.search import best_trial, close_all, study_figures
+def _finish(study, tracker, status: str, config: StudyConfig) -> None:
+    from tunelab.search import close_all, study_figures
 
     figures, notes = study_figures(study)
     summary = study_summary(study)
-    best = best_trial(study)
+    best = study_best(study, config)
     if best is not None:
-        summary.update({"best_value": best.value, "best_trial": best.number,
+        summary.update({"best_value": best.values[0], "best_trial": best.number,
                         "best_params": best.params,
                         "best_run_id": best.user_attrs.get("mlflow_run_id")})
+    if len(study.directions) > 1:
+        from tunelab.search.selection import overfit_gap
+        from tunelab.tracking.plots import pareto_front
+
+        selection = _selection(study, config)
+        front = [v for v in selection.verdicts if v.on_front]
+        summary["pareto_front"] = sorted(v.record.number for v in front)
+        summary["n_pareto_front"] = len(front)
+        if selection.verdicts:
+            figures["pareto_front"] = pareto_front(
+                [(v.record.number, v.record.value, overfit_gap(v.record.gap), v.on_front)
+                 for v in selection.verdicts],
+                metric=config.objective.metric, direction=config.direction,
+                gap_tolerance=config.objective.gap_tolerance,
+                chosen=selection.chosen.number if selection.chosen else None,
+                title=f"study {config.study_name}: Pareto front of {config.objective.metric} "
+                      "and the overfitting gap")
     tracker.finish_study(status=status, figures=figures, summary=summary, notes=notes)
     close_all()
+
+
+def _selection(study, config: StudyConfig):
+    from tunelab.commands import objective_rule
+    from tunelab.search.selection import select_from_study
+
+    return select_from_study(study, objective_rule(config))
+
+
+def study_best(study, config: StudyConfig):
+    """The best trial; for a multi-objective study, the selection rule's pick on the Pareto
+    front (or the front's best metric when no front trial passes the rule)."""
+    from tunelab.search import best_trial
+
+    if len(study.directions) == 1:
+        return best_trial(study)
+    selection = _selection(study, config)
+    record = selection.chosen or selection.best_by_objective
+    return None if record is None else study.trials[record.number]
 
 
 def study_summary(study) -> dict[str, Any]:
@@ -392,33 +437,38 @@ def top_trials(study, k: int = 5):
     from optuna.trial import TrialState
 
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    reverse = study.direction.name == "MAXIMIZE"
-    return sorted(complete, key=lambda t: t.value, reverse=reverse)[:k]
+    reverse = study.directions[0].name == "MAXIMIZE"  # the metric, also when multi-objective
+    return sorted(complete, key=lambda t: t.values[0], reverse=reverse)[:k]
 
 
 def print_summary(study, config: StudyConfig, tracking_uri: str, k: int = 5) -> None:
-    from tunelab.search import best_trial
     from tunelab.tracking import ui_command
 
     counts = study_summary(study)
     print(f"\nstudy {study.study_name!r}: {counts['n_complete']} complete, "
           f"{counts['n_pruned']} pruned, {counts['n_fail']} failed")
-    best = best_trial(study)
+    best = study_best(study, config)
+    multi = len(study.directions) > 1
     if best is None:
         print("no trial completed")
     else:
-        print(f"best trial: #{best.number}  {config.objective.metric} = {best.value:.4f}")
+        front = ({v.record.number for v in _selection(study, config).verdicts if v.on_front}
+                 if multi else set())
+        where = f" (selected on the Pareto front of {len(front)} trial(s))" if multi else ""
+        print(f"best trial: #{best.number}  {config.objective.metric} = {best.values[0]:.4f}"
+              + (f", overfitting gap {best.values[1]:.4f}" if multi else "") + where)
         for key, value in best.params.items():
             print(f"  {key}: {value}")
         rows = []
         for t in top_trials(study, k):
             s = t.user_attrs.get("summary", {})
-            rows.append([t.number, t.value, s.get("gap_accuracy"), s.get("best_epoch"),
+            rows.append([t.number, t.values[0], s.get("gap_accuracy"), s.get("best_epoch"),
                          s.get("epochs_trained"),
+                         *(["yes" if t.number in front else ""] if multi else []),
                          ", ".join(f"{k}={_short(v)}" for k, v in t.params.items())])
         print(f"\ntop {len(rows)} trials")
-        print(table(["trial", config.objective.metric, "gap", "best ep", "epochs", "params"],
-                    rows))
+        print(table(["trial", config.objective.metric, "gap", "best ep", "epochs",
+                     *(["Pareto front"] if multi else []), "params"], rows))
     print(f"\nbrowse the runs: {ui_command(tracking_uri)}", flush=True)
 
 

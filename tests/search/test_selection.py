@@ -64,8 +64,8 @@ def test_objective_kinds(kind, direction, metric, expected):
 
 
 def test_unknown_kind_is_refused():
-    with pytest.raises(ValueError, match="choose one of metric, penalized"):
-        ObjectiveRule(kind="pareto")
+    with pytest.raises(ValueError, match="choose one of metric, penalized, pareto"):
+        ObjectiveRule(kind="hypervolume")
 
 
 def test_summary_has_the_overfitting_signals():
