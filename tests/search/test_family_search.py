@@ -179,7 +179,8 @@ def test_trials_share_cached_backbone_features(tmp_path, monkeypatch):
     monkeypatch.setattr(feature_cache, "STATS", feature_cache.Counter())
     feature_cache.clear_memory()
     raw = tiny_study(tmp_path, model="vgg16_transfer", n_trials=2,
-                     dataset={"source": str(_tiny_npz(tmp_path / "tiny.npz")), "image_size": 8},
+                     dataset={"source": str(_tiny_npz(tmp_path / "tiny.npz")), "image_size": 8,
+                              "cache_dir": str(tmp_path / "cache")},
                      space={"weights": None, "dense_units": [8, 16], "batch_size": 16,
                             "learning_rate": {"low": 1e-3, "high": 1e-2, "log": True}})
     study = tunelab.tune(raw, in_process=True)
@@ -188,5 +189,5 @@ def test_trials_share_cached_backbone_features(tmp_path, monkeypatch):
     assert trials[0].user_attrs["transfer"]["feature_cache"] == "train: computed, val: computed"
     assert trials[1].user_attrs["transfer"]["feature_cache"] == "train: memory, val: memory"
     assert feature_cache.STATS["computed"] == 2  # train and val, once for the whole study
-    files = list((tmp_path / "mlruns" / "cache" / "features").glob("features-vgg16-*.npy"))
+    files = list((tmp_path / "cache" / "features").glob("features-vgg16-*.npy"))
     assert len(files) == 2

@@ -48,7 +48,7 @@ def test_config_refuses_what_the_engine_cannot_run(tmp_path):
         config_from_dict({**raw, "keras_tuner": {"kind": "grid"}})
 
 
-@pytest.mark.parametrize("kind", ["hyperband", "random"])
+@pytest.mark.parametrize("kind", ["hyperband", "bayesian", "random"])
 def test_keras_tuner_trials_are_optuna_trials_and_mlflow_runs(tmp_path, kind):
     raw = tiny_study(tmp_path, engine="keras-tuner", **{"keras_tuner.kind": kind,
                                                         "keras_tuner.factor": 2})

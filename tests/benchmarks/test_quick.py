@@ -1,0 +1,77 @@
+"""Every benchmark's --quick mode runs end to end and prints the numbers it promises.
+
+The full runs are not part of the suite (BENCHMARKS.md has their commands and results)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run_quick(script: str, *args: str, timeout: int = 300) -> str:
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), "--quick", *args],
+                          capture_output=True, text=True, timeout=timeout, cwd=REPO)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout
+
+
+def number_after(label: str, text: str) -> float:
+    match = re.search(re.escape(label) + r"\s*([0-9.]+)", text)
+    assert match, f"{label!r} not in output:\n{text[-2000:]}"
+    return float(match.group(1))
+
+
+def test_search_efficiency_quick(tmp_path):
+    out = run_quick("search_efficiency.py", "--out", str(tmp_path))
+    results = json.loads((tmp_path / "results.json").read_text())
+    methods = {r["method"] for r in results["runs"]}
+    assert methods == {"tunelab", "kt-hyperband"}
+    for run in results["runs"]:
+        assert run["trials"], run["method"]
+        epochs = [t["epochs"] for t in run["trials"]]
+        assert all(1 <= e <= 2 for e in epochs)  # counted as trained, max_epochs 2
+        assert run["trials"][-1]["cum_epochs"] == sum(epochs)
+        assert 0 < run["fit"] < run["wall"]
+        scored = [t["holdout"] for t in run["trials"] if t["holdout"] is not None]
+        assert scored and all(0.0 <= s <= 1.0 for s in scored)
+    assert (tmp_path / "search_efficiency_digits.png").stat().st_size > 1000
+    assert "time for tunelab to reach KerasTuner Hyperband's final best" in out
+    assert "orchestration overhead" in (tmp_path / "summary.md").read_text()
+
+
+def test_tracking_overhead_quick():
+    out = run_quick("tracking_overhead.py")
+    assert number_after("wall-time ratio on / off: median", out) > 0
+    assert "log_metrics" in out
+    assert re.search(r"= (\d+)/\1 = 1\.000", out), out[-1500:]
+
+
+def test_input_pipeline_quick():
+    out = run_quick("input_pipeline.py")
+    for label in ("tunelab in RAM / in-memory tensors:", "tunelab streamed / in-memory tensors:",
+                  "tunelab + augmentation / tensors + same aug:"):
+        assert number_after(label, out) > 0
+
+
+@pytest.mark.skipif(not list(Path("/usr/lib/postgresql").glob("*/bin/initdb")),
+                    reason="PostgreSQL server binaries not installed")
+@pytest.mark.skipif(shutil.which("runuser") is None, reason="runuser not available")
+def test_workers_quick():
+    out = run_quick("workers.py")
+    rows = json.loads(out.strip().splitlines()[-1])
+    assert {r["workers"] for r in rows} == {1, 2}
+    assert all(r["trials"] == 6 and r["per_minute"] > 0 for r in rows)
+
+
+def test_memory_per_trial_quick():
+    out = run_quick("memory_per_trial.py")
+    assert number_after("one process: trial 6 / trial 3 memory =", out) > 0
+    assert number_after("recycled workers: trial 6 / trial 3 memory =", out) > 0
