@@ -55,7 +55,7 @@ def write_image_folder(root: Path, quick: bool) -> Path:
         splits = {"train": (npz["train_images"], npz["train_labels"].reshape(-1)),
                   "val": (npz["val_images"], npz["val_labels"].reshape(-1))}
     for split, (x, y) in splits.items():
-        for i, (image, label) in enumerate(zip(x, y)):
+        for i, (image, label) in enumerate(zip(x, y, strict=True)):
             folder = root / split / f"class_{int(label)}"
             folder.mkdir(parents=True, exist_ok=True)
             Image.fromarray(image).save(folder / f"{i:05d}.png")
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> None:
     source = "digits" if args.quick or not PNEUMONIA.exists() else "pneumoniamnist"
 
     def ratio(a: str, b: str) -> str:
-        per_round = [x / y for x, y in zip(rates[a], rates[b])]
+        per_round = [x / y for x, y in zip(rates[a], rates[b], strict=True)]
         return (f"{statistics.median(per_round):.3f} [{min(per_round):.3f}, "
                 f"{max(per_round):.3f}]")
 

@@ -6,7 +6,7 @@ TensorFlow keeps memory from every model built in a process, even after
 and prints the memory of the process that ran each trial and the ratio trial N / trial 3.
 
     python benchmarks/memory_per_trial.py            # 30 trials each way (~4 minutes)
-    python benchmarks/memory_per_trial.py --quick    # 6 trials each way (smoke test)
+    python benchmarks/memory_per_trial.py --quick    # 4 trials each way (smoke test)
 """
 
 from __future__ import annotations
@@ -41,18 +41,19 @@ def rss_by_trial(study_obj) -> list[float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="6 trials each way")
+    parser.add_argument("--quick", action="store_true",
+                        help="4 trials each way, workers recycled every 2")
     parser.add_argument("--trials", type=int, default=30)
     parser.add_argument("--per-process", type=int, default=None,
                         help="trials per worker process (default: the config default)")
     args = parser.parse_args()
-    n = 6 if args.quick else args.trials
+    n = 4 if args.quick else args.trials
     import tunelab
     from tunelab.config import StudyConfig
 
     per_process = args.per_process or StudyConfig().trials_per_process
     if args.quick:
-        per_process = min(per_process, 3)
+        per_process = 2
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for label, in_process in (("one process", True), ("recycled workers", False)):
@@ -64,7 +65,7 @@ def main() -> None:
           f"workers recycled every {per_process}")
     print(f"{'trial':>5}  {'one process':>12}  {'recycled workers':>16}")
     one, recycled = results["one process"][0], results["recycled workers"][0]
-    for i, (a, b) in enumerate(zip(one, recycled), start=1):
+    for i, (a, b) in enumerate(zip(one, recycled, strict=True), start=1):
         print(f"{i:>5}  {a:>12.0f}  {b:>16.0f}")
     k = 3 if n >= 3 else 1
     for label, (rss, seconds) in results.items():

@@ -167,11 +167,10 @@ def config_for(method: str, seed: int, tmp: Path, *, seconds: float, n_trials: i
 def run_method(method: str, data, holdout, seed: int, tmp: Path, *, seconds: float,
                n_trials: int | None, max_epochs: int, image_size: int | None,
                source: str) -> dict:
+    from tunelab import runner
     from tunelab.search import run_trials
     from tunelab.search.keras_tuner_engine import KerasTunerSettings, run_keras_tuner
     from tunelab.tracking import StudyTracker
-
-    from tunelab import runner
 
     config = config_for(method, seed, tmp, seconds=seconds, n_trials=n_trials,
                         max_epochs=max_epochs, image_size=image_size, source=source)

@@ -25,8 +25,8 @@ import numpy as np  # noqa: E402
 from tunelab.models import Head, build_model  # noqa: E402
 from tunelab.models import features as feature_cache  # noqa: E402
 from tunelab.models.data import load_dataset  # noqa: E402
-from tunelab.models.transfer import train_model  # noqa: E402
 from tunelab.models.training import TrainingSettings  # noqa: E402
+from tunelab.models.transfer import train_model  # noqa: E402
 
 
 def main() -> None:

@@ -88,6 +88,10 @@ def postgres_cluster():
         shutil.rmtree(root, ignore_errors=True)
 
 
+class BudgetFilled(Exception):
+    pass
+
+
 # -- one worker process ---------------------------------------------------------------------
 def worker(url: str, name: str, n_trials: int, trial_seconds: float, epochs: int,
            index: int, start_at: float) -> None:
@@ -100,6 +104,10 @@ def worker(url: str, name: str, n_trials: int, trial_seconds: float, epochs: int
                                  heartbeat_interval=10)
 
     def objective(trial: optuna.Trial) -> float:
+        # tunelab's budget rule (search/objective.py): the storage numbers trials, so a trial
+        # numbered past the budget gives up before it trains and is not counted
+        if study_mod.over_budget(trial.study, trial.number, n_trials):
+            raise BudgetFilled
         lr = trial.suggest_float("learning_rate", 1e-4, 1e-2, log=True)
         units = trial.suggest_categorical("dense_units", [16, 32, 64])
         dropout = trial.suggest_float("dropout", 0.0, 0.5)
@@ -119,7 +127,10 @@ def worker(url: str, name: str, n_trials: int, trial_seconds: float, epochs: int
 
     time.sleep(max(0.0, start_at - time.time()))  # every worker starts at once
     while study_mod.counted_trials(study) < n_trials:
-        study.optimize(objective, n_trials=1)
+        try:
+            study.optimize(objective, n_trials=1)
+        except BudgetFilled:
+            break  # trials still running in other workers fill the budget
 
 
 def run_level(url: str, n_workers: int, rep: int, args) -> dict:
@@ -133,8 +144,11 @@ def run_level(url: str, n_workers: int, rep: int, args) -> dict:
     for p in procs:
         if p.wait() != 0:
             raise SystemExit(f"a worker exited with code {p.returncode}")
+    import optuna
+
     study = study_mod.open_study(storage=url, study_name=name)
-    done = [t for t in study.get_trials(deepcopy=False) if t.datetime_complete is not None]
+    done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,
+                                                    optuna.trial.TrialState.PRUNED))
     first = min(t.datetime_start for t in done).timestamp()
     last = max(t.datetime_complete for t in done).timestamp()
     slept = sum(args.trial_seconds / args.epochs * len(t.intermediate_values) for t in done)

@@ -5,6 +5,7 @@ Keras model works; taking ``loss`` lets tunelab pick the matching output head.
 """
 
 import keras
+
 from tunelab.models import Head
 
 

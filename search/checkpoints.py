@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+
 from tunelab.models.checkpoints import remove_checkpoint, save_checkpoint
 
 from .selection import ObjectiveRule, TrialRecord, records_from_study, select

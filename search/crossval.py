@@ -61,6 +61,7 @@ def train_folds(trial: optuna.Trial, data: Any, n_folds: int, *, build: Callable
     user attribute as they finish.
     """
     import keras
+
     from tunelab.models.folds import k_folds
     from tunelab.models.training import predict_proba
     from tunelab.models.transfer import train_model

@@ -352,6 +352,7 @@ class _TunelabTunerMixin:
 
     def _finish_trial(self, current: _Current, run, history, started: float, common):
         from keras_tuner.src import errors
+
         from tunelab.models.training import model_summary, predict_proba
 
         from .selection import ObjectiveRule
@@ -395,6 +396,7 @@ class _TunelabTunerMixin:
 
     def _build_and_fit_model(self, trial, *args, **kwargs):
         from keras_tuner.src import utils as kt_utils
+
         from tunelab.models.training import train
 
         current = self._current

@@ -23,9 +23,9 @@ from tunelab.models.augment import AUGMENT_KEYS
 from tunelab.models.data import Dataset
 from tunelab.models.training import TrainingSettings
 
-from .datalog import log_augmented_samples
 from .conditional import split_params
 from .crossval import CrossValResult, train_folds
+from .datalog import log_augmented_samples
 from .progress import Progress
 from .selection import ObjectiveRule, record_from_summary
 from .space import SearchSpace

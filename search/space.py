@@ -13,11 +13,11 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Any, Union
+from typing import Any
 
 import optuna
 
-Scalar = Union[bool, int, float, str, None]
+Scalar = bool | int | float | str | None
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,7 @@ class FloatRange:
         return [round(self.low + i * self.step, 12) for i in range(n)]
 
 
-Dimension = Union[Fixed, Choice, IntRange, FloatRange]
+Dimension = Fixed | Choice | IntRange | FloatRange
 RANGE_KEYS = {"low", "high", "step", "log"}
 
 

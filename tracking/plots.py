@@ -18,7 +18,7 @@ def learning_curves(history: Mapping[str, Sequence[float]], title: str = "",
     panels = [k for k in ("loss", "accuracy") if k in history]
     fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(5 * max(1, len(panels)), 3.6))
     axes = np.atleast_1d(axes)
-    for ax, key in zip(axes, panels):
+    for ax, key in zip(axes, panels, strict=False):
         epochs = np.arange(1, len(history[key]) + 1)
         ax.plot(epochs, history[key], "o-", ms=3, label=f"train {key}")
         if f"val_{key}" in history:

@@ -62,7 +62,8 @@ class DatasetConfig:
     group_pattern: str | None = None  # regex on file paths (e.g. a patient id): one split per group
     skip_bad_images: bool = False  # false: an unreadable image is an error naming the file
     max_image_pixels: int = 89_478_485  # larger images are refused (decompression bombs)
-    cache_dir: str | None = None  # decoded images and frozen features; null: ~/.cache/tunelab/datasets
+    # decoded images and frozen features; null: ~/.cache/tunelab/datasets
+    cache_dir: str | None = None
     memory_limit_mb: int | None = None  # train split cached in RAM below this; null: 1/4 of RAM
     cv_folds: int | None = 1  # k >= 2: stratified k-fold CV on train + validation; 1/null: off
 

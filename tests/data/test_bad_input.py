@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import tiny_study
-from tunelab.models.data import DataError, load_dataset
 
 import tunelab
 from tunelab.config import ConfigError
+from tunelab.models.data import DataError, load_dataset
 
 
 def corrupt_jpeg(path):

@@ -7,6 +7,7 @@ import pickle
 import numpy as np
 import pytest
 from PIL import Image
+
 from tunelab.models.data import DataError, load_dataset
 from tunelab.models.images import read_image
 

@@ -7,13 +7,13 @@ import json
 import numpy as np
 import pytest
 from conftest import tiny_study
+
+import tunelab
 from tunelab.models import Head, build_model
 from tunelab.models.augment import Augmentation
 from tunelab.models.metrics import balanced_class_weights, classification_metrics
 from tunelab.models.pipeline import make_dataset
 from tunelab.models.training import TrainingSettings, train
-
-import tunelab
 
 
 def test_rotation_is_given_in_degrees():

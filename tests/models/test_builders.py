@@ -6,6 +6,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
+
 from tunelab.models import Head, build_model, check_model_input, get_model_spec, list_models
 
 SMALL = {"n_base": 4}  # keep every model tiny

@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 import pytest
+
 from tunelab.models import Head, build_model
 from tunelab.models.data import load_dataset
 from tunelab.models.gradcam import find_last_conv_layer, gradcam

@@ -6,6 +6,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
+
 from tunelab.models import Head, build_model, get_model_spec, transfer
 from tunelab.models import features as feature_cache
 from tunelab.models.data import Dataset, Split

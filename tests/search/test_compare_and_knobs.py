@@ -8,10 +8,10 @@ import optuna
 import pytest
 from conftest import tiny_study
 from mlflow import MlflowClient
-from tunelab.models import build_model, check_model_input
-from tunelab.search.compare import comparison_figure
 
 import tunelab
+from tunelab.models import build_model, check_model_input
+from tunelab.search.compare import comparison_figure
 
 
 def test_grid_study_overlays_the_variants_curves_on_the_parent_run(tmp_path):

@@ -9,6 +9,9 @@ import optuna
 import pytest
 from conftest import tiny_study
 from mlflow import MlflowClient
+
+import tunelab
+from tunelab.commands import best, register, selection_table
 from tunelab.models import Head, build_model
 from tunelab.models import features as feature_cache
 from tunelab.models.data import Dataset, Split, load_dataset
@@ -18,9 +21,6 @@ from tunelab.models.training import TrainingSettings
 from tunelab.search import Objective, SearchSpace
 from tunelab.search.crossval import train_folds
 from tunelab.search.selection import ObjectiveRule, select_from_study
-
-import tunelab
-from tunelab.commands import best, register, selection_table
 
 
 def _labels(n_per_class=(12, 9, 6), seed=0):

@@ -7,11 +7,11 @@ import numpy as np
 import optuna
 import pytest
 from conftest import tiny_study
-from tunelab.models import features as feature_cache
-from tunelab.search.conditional import FamilySpace, build_space, split_params
 
 import tunelab
 from tunelab.config import ConfigError, config_from_dict
+from tunelab.models import features as feature_cache
+from tunelab.search.conditional import FamilySpace, build_space, split_params
 from tunelab.validation import validate_against_data
 
 FAMILY_SPACE = {

@@ -8,13 +8,13 @@ import optuna
 import pytest
 from conftest import tiny_study
 from mlflow import MlflowClient
-from tunelab.search.selection import ObjectiveRule, TrialRecord, dominated_by, select
 
 import tunelab
 from tunelab.cli import main
 from tunelab.commands import best, open_finished_study
 from tunelab.config import ConfigError, ConfigWarning, config_from_dict
 from tunelab.runner import _open_study
+from tunelab.search.selection import ObjectiveRule, TrialRecord, dominated_by, select
 
 TOLERANCE = 0.5  # 2 epochs on digits: every gap is small, so the rule always has a choice
 

@@ -3,6 +3,7 @@
 import math
 
 import pytest
+
 from tunelab.search.selection import ObjectiveRule, TrialRecord, select
 from tunelab.search.summary import summarize
 

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from conftest import tiny_study
 from mlflow import MlflowClient
-from tunelab.models import Head
-from tunelab.tracking.pyfunc_model import ImageClassifier, prepare_images, probabilities
 
 import tunelab
 from tunelab.commands import register
+from tunelab.models import Head
+from tunelab.tracking.pyfunc_model import ImageClassifier, prepare_images, probabilities
 
 NAME = "tiny-clf"
 
