@@ -1,6 +1,7 @@
 """Frozen-backbone features cached on disk vs the backbone run in every epoch of every trial.
 
     python benchmarks/transfer_feature_cache.py [--trials 3] [--epochs 2] [--images 600]
+    python benchmarks/transfer_feature_cache.py --quick    # 2 trials, 1 epoch, 100 images
 
 Each "trial" builds the VGG16 transfer model (random weights: no download needed; ImageNet
 weights cost the same per image), trains the frozen phase for --epochs, and is timed. Cached:
@@ -30,11 +31,14 @@ from tunelab.models.transfer import train_model  # noqa: E402
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="2 trials, 1 epoch, 100 images")
     parser.add_argument("--trials", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--images", type=int, default=600, help="training images (digits)")
     args = parser.parse_args()
+    if args.quick:
+        args.trials, args.epochs, args.images = 2, 1, 100
     data = load_dataset("digits", image_size=8)
     from dataclasses import replace
 

@@ -78,3 +78,10 @@ def test_memory_per_trial_quick():
         assert match and float(match.group(1)) > 0, out[-1500:]
     rows = re.findall(r"^\s+(\d+)\s+(\d+)\s+(\d+)$", out, re.M)
     assert [int(r[0]) for r in rows] == [1, 2, 3, 4]  # resident MB per trial, both ways
+
+
+def test_transfer_feature_cache_quick():
+    out = run_quick("transfer_feature_cache.py")
+    assert number_after("trials after the first:", out) > 0
+    # one extractor run per split for the whole study; the other trials read the cache
+    assert number_after("extractor runs:", out) == 2
