@@ -63,8 +63,8 @@ class CallTimer:
     def install(self) -> None:
         from tunelab.tracking import runs
 
-        for name in ("log_params", "log_metrics", "set_tags", "log_figure", "log_text",
-                     "log_dict", "log_dir", "end"):
+        for name in ("log_params", "log_metrics", "log_batch", "set_tags", "log_figure",
+                     "log_text", "log_dict", "log_dir", "end"):
             self.wrap(runs._Run, name, name)
         self.wrap(runs.TrialRun, "finish", "finish (all of it: plots, summary, end)")
         self.wrap(runs.StudyTracker, "trial_run", "trial_run (find/create run, params, "
@@ -114,8 +114,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--trials", type=int, default=10)
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--dataset", default=BREAST, help="'digits' or a .npz")
+    parser.add_argument("--image-size", type=int, default=None,
+                        help="resize images (longer trials); default: native size")
     args = parser.parse_args(argv)
-    source, image_size = args.dataset, None
+    source, image_size = args.dataset, args.image_size
     if args.quick:
         args.repeats, args.trials, args.epochs, source, image_size = 1, 2, 1, "digits", 8
     import logging
@@ -159,12 +161,18 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         timer.uninstall()
     print(f"\ntracking on vs off: {args.repeats} repeat(s) x {args.trials} trials x "
-          f"{args.epochs} epochs on {Path(source).stem}")
+          f"{args.epochs} epochs on {Path(source).stem} at {image_size or 'native'} px")
     for i, r in enumerate(ratios):
         print(f"  repeat {i}: on {walls[True][i]:.1f} s, off {walls[False][i]:.1f} s, "
               f"ratio {r:.3f}")
     print(f"wall-time ratio on / off: median {statistics.median(ratios):.3f} "
           f"[{min(ratios):.3f}, {max(ratios):.3f}] (target <= 1.05)")
+    per_trial = [(on - off) / args.trials for on, off in zip(walls[True], walls[False],
+                                                             strict=True)]
+    untracked = statistics.median(walls[False]) / args.trials
+    print(f"tracking cost per trial: median {statistics.median(per_trial):.2f} s on trials of "
+          f"{untracked:.1f} s untracked; the ratio is <= 1.05 for trials longer than "
+          f"{statistics.median(per_trial) / 0.05:.0f} s")
     print(f"\ncost per trial of each logging call ({tracked_trials} tracked trials)")
     print(f"{'call':<52} {'calls/trial':>11} {'ms/trial':>9} {'ms/call':>8}")
     for label in sorted(timer.seconds, key=lambda k: -timer.seconds[k]):

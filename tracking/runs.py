@@ -72,9 +72,20 @@ class _Run:
         self.client.log_batch(self.run_id, tags=items, synchronous=True)
 
     @_guarded
-    def log_figure(self, fig, name: str) -> None:
+    def log_batch(self, *, metrics: Mapping[str, float] | None = None,
+                  tags: Mapping[str, Any] | None = None) -> None:
+        """Final metrics and tags in one round trip to the store."""
+        now = int(time.time() * 1000)
+        self.client.log_batch(
+            self.run_id, synchronous=True,
+            metrics=[Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()
+                     if isinstance(v, (int, float))],
+            tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()])
+
+    @_guarded
+    def log_figure(self, fig, name: str, dpi: int = 110) -> None:
         try:
-            self.client.log_figure(self.run_id, fig, name, save_kwargs={"dpi": 110})
+            self.client.log_figure(self.run_id, fig, name, save_kwargs={"dpi": dpi})
         finally:
             plots.close(fig)
 
@@ -124,17 +135,17 @@ class TrialRun(_Run):
         tags = {"tunelab.state": state}
         if reason:
             tags["tunelab.reason"] = reason
-        self.set_tags(tags)
-        if summary:
-            self.log_metrics(summary)
+        self.log_batch(metrics=summary, tags=tags)
+        # per-trial figures at 80 dpi: PNG encoding is most of what tracking costs a trial
         if history:
             best = int(summary["best_epoch"]) if summary and "best_epoch" in summary else None
             title = f"trial {self.number} ({state.lower()})"
-            self.log_figure(plots.learning_curves(history, title, best), "learning_curves.png")
+            self.log_figure(plots.learning_curves(history, title, best), "learning_curves.png",
+                            dpi=80)
         if y_true is not None and y_pred is not None:
             self.log_figure(plots.confusion_matrix(y_true, y_pred, class_names,
                                                    f"trial {self.number}, validation"),
-                            "confusion_matrix.png")
+                            "confusion_matrix.png", dpi=80)
         if model_summary:
             self.log_text(model_summary, "model_summary.txt")
         if artifacts_dir and Path(artifacts_dir).exists():
