@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -18,6 +19,12 @@ RDB_PREFIXES = ("sqlite:", "postgresql", "mysql", "oracle", "mssql")
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
+# Optuna 4.9 renamed failed_trial_callback (the old name warns and goes in 6.0)
+_STALE_CALLBACK_ARG = ("heartbeat_stale_trial_callback" if "heartbeat_stale_trial_callback"
+                       in inspect.signature(RDBStorage.__init__).parameters
+                       else "failed_trial_callback")
+
+
 def open_storage(url: str, *, heartbeat_interval: int | None = None,
                  on_stale: Callable[[FrozenTrial], None] | None = None,
                  ) -> optuna.storages.BaseStorage:
@@ -31,7 +38,7 @@ def open_storage(url: str, *, heartbeat_interval: int | None = None,
         if heartbeat_interval and not url.startswith("sqlite:"):
             kwargs = {"heartbeat_interval": heartbeat_interval,
                       "grace_period": 2 * heartbeat_interval,
-                      "failed_trial_callback": _RetryOnce(on_stale)}
+                      _STALE_CALLBACK_ARG: _RetryOnce(on_stale)}
         return _retrying(lambda: RDBStorage(url, engine_kwargs={"pool_pre_ping": True},
                                             **kwargs))
     path = Path(url.removeprefix("journal:")).expanduser()
