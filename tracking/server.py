@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -54,13 +56,22 @@ class RunningServer:
     url: str
 
     def stop(self, timeout: float = 20) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        """Stop the server and the workers it started (uvicorn, job consumers): the whole
+        process group, which ``start_server`` made its own."""
+        _signal_group(self.process, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pass
+        _signal_group(self.process, signal.SIGKILL)  # whatever ignored the first signal
+        self.process.wait()
+
+
+def _signal_group(process: subprocess.Popen, signum: int) -> None:
+    try:
+        os.killpg(process.pid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def wait_until_up(url: str, timeout: float = 90, process: subprocess.Popen | None = None,

@@ -53,9 +53,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _server(args: argparse.Namespace) -> int:
+    import signal
     import subprocess
 
     from tunelab.tracking import server_command
+    from tunelab.tracking.server import RunningServer
 
     try:
         command = server_command(backend_store_uri=args.backend_store_uri, host=args.host,
@@ -68,10 +70,20 @@ def _server(args: argparse.Namespace) -> int:
     print(f"tunelab: MLflow tracking server and UI at http://{shown}:{args.port}\n"
           f"         log to it with: tunelab tune --tracking-uri http://{shown}:{args.port}",
           flush=True)
+    # its own process group, stopped as a whole: MLflow's server starts uvicorn and job
+    # consumers that outlive it when only the server process is signalled
+    process = subprocess.Popen(command, start_new_session=True)
+
+    def stop_on_sigterm(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
     try:
-        return subprocess.call(command)
+        return process.wait()
     except KeyboardInterrupt:
         return 0
+    finally:
+        RunningServer(process, "").stop()
 
 
 def _open(storage: str, name: str):

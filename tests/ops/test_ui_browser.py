@@ -71,13 +71,19 @@ def test_ui_lists_the_study_and_its_trial_runs(tmp_path, browser):
                     "tags.%60tunelab.role%60%20%3D%20%27trial%27")
         page_shows(browser, ["ui-study", "3 matching runs"])
         # trial runs are nested under the study's parent run: expand it
-        expanders = browser.find_elements(
-            "xpath", "//*[normalize-space(text())='ui-study']/ancestor::*[@role='row' or "
-            "contains(@class,'row')][1]//button")
+        expanders, deadline = [], time.time() + 60
+        while not expanders and time.time() < deadline:  # the table renders rows lazily
+            expanders = browser.find_elements(
+                "xpath", "//*[normalize-space(text())='ui-study']/ancestor::*[@role='row' or "
+                "contains(@class,'row')][1]//button")
+            time.sleep(0 if expanders else 1)
         assert expanders, "no expand button on the study's parent run row"
         expanders[0].click()
         page_shows(browser, ["trial-0000", "trial-0001"])
         browser.save_screenshot(str(tmp_path / "ui.png"))
     finally:
         server.terminate()
-        server.wait(timeout=30)
+        server.wait(timeout=60)
+    # the MLflow server and the workers it started go with `tunelab server`
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert not [line for line in ps.splitlines() if f"--port {port}" in line], ps
