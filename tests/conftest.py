@@ -8,6 +8,15 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+# servers, worker processes and whole studies: minutes each
+LONG_FIRST = ("tests/ops/", "tests/benchmarks/", "tests/e2e/")
+
+
+def pytest_collection_modifyitems(config, items):
+    """The long tests first: with one test process per core (-n auto) the short ones then fill
+    the gaps, instead of the long ones running last on a single process."""
+    items.sort(key=lambda item: 0 if item.nodeid.startswith(LONG_FIRST)
+               or item.get_closest_marker("slow") else 1)
 
 
 @pytest.fixture
