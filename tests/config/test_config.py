@@ -1,8 +1,10 @@
 """Every kind of bad input is refused before anything is trained or written."""
 
-import subprocess
-import sys
+import contextlib
+import io
+import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -102,8 +104,18 @@ def test_missing_file_and_bad_yaml(tmp_path):
 
 
 def run_cli(args, cwd):
-    return subprocess.run([sys.executable, "-m", "tunelab", *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=300)
+    """The CLI in this process, saving a TensorFlow import per case (the installed command
+    itself runs in test_examples.py::test_the_real_command)."""
+    from tunelab.cli import main
+
+    out, err, before = io.StringIO(), io.StringIO(), os.getcwd()
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(list(args))
+    finally:
+        os.chdir(before)
+    return SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
 
 
 @pytest.mark.parametrize("extra, words", [
