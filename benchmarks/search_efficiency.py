@@ -197,6 +197,7 @@ def run_method(method: str, data, holdout, seed: int, tmp: Path, *, seconds: flo
             hyperband_iterations=kt.hyperband_iterations, directory=kt.directory,
             overwrite=True), deadline=deadline)
     if tracker is not None:
+        tracker.flush()
         tracker.parent.end("FINISHED")
     ended = time.time()
     wall = ended - started - probe.paused_before(ended)

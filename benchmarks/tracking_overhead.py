@@ -2,16 +2,19 @@
 
 Each repeat runs the study twice through ``tunelab.tune`` (in process), once with
 ``tracking: true`` and once with ``tracking: false``, in alternating order, with the same seed;
-no pruner, so both train the same number of epochs. It reports
+no pruner, so both train the same number of epochs. All studies share one MLflow store, as
+a lab's studies share ``mlruns/mlflow.db``; creating it is timed once, apart. It reports
 
-* the wall-time ratio on / off per repeat (median and range; target <= 1.05),
-* the cost per trial of each kind of logging call (calls and milliseconds per trial, measured
-  by wrapping tunelab's MLflow run methods during the tracked runs),
+* the wall-time ratio on / off per repeat (median and range; target <= 1.05), and what
+  tracking adds split into the study end (study plots, parent run) and each trial,
+* the time the training process itself spends on tracking (trial runs' MLflow calls are
+  handed to a writer process, tracking/writer.py), and the cost of each kind of MLflow call
+  as the writer runs it, timed in one more study that logs in process,
 * the consistency check: MLflow trial runs in a terminal state / Optuna finished trials
   (must be 1.0), over every tracked study, plus one study with the median pruner so pruned
   trials are covered.
 
-    python benchmarks/tracking_overhead.py          # breastmnist, 3 repeats x 10 trials x 5 ep.
+    python benchmarks/tracking_overhead.py          # breastmnist, 5 repeats x 10 trials x 5 ep.
     python benchmarks/tracking_overhead.py --quick    # digits 8x8, 1 repeat, 2 trials, 1 epoch
 """
 
@@ -32,6 +35,7 @@ os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
 REPO = Path(__file__).resolve().parents[1]
 BREAST = str(REPO.parent / "shared" / "data" / "breastmnist.npz")
 TERMINAL = ("FINISHED", "FAILED", "KILLED")
+STUDY_END = "study end (study plots, parent run, waiting for the writer; once per study)"
 
 
 class CallTimer:
@@ -44,7 +48,7 @@ class CallTimer:
         self._undo: list = []
 
     def wrap(self, cls, name: str, label: str) -> None:
-        original = cls.__dict__[name]
+        original = vars(cls)[name]
 
         @functools.wraps(original)
         def timed(*args, **kwargs):
@@ -60,17 +64,33 @@ class CallTimer:
         setattr(cls, name, timed)
         self._undo.append((cls, name, original))
 
-    def install(self) -> None:
+    def install_handoffs(self) -> None:
+        """What the training process itself spends on tracking (the timed studies)."""
+        from tunelab import runner
+        from tunelab.tracking import runs
+
+        self.wrap(runs.StudyTracker, "start_study", "start_study (once per study)")
+        self.wrap(runs.StudyTracker, "trial_run", "trial_run (find or create the run)")
+        self.wrap(runs.TrialRun, "epoch_ended", "epoch_ended (hand-off to the writer)")
+        self.wrap(runs.TrialRun, "finish", "finish (hand-off to the writer)")
+        self.wrap(runner, "_finish", STUDY_END)
+
+    def install_calls(self) -> None:
+        """Each MLflow call, as the writer process runs it (the profiling study)."""
         from tunelab.tracking import runs
 
         for name in ("log_params", "log_metrics", "log_batch", "set_tags", "log_figure",
                      "log_text", "log_dict", "log_dir", "end"):
             self.wrap(runs._Run, name, name)
-        self.wrap(runs.TrialRun, "finish", "finish (all of it: plots, summary, end)")
-        self.wrap(runs.StudyTracker, "trial_run", "trial_run (find/create run, params, "
-                  "config)")
-        self.wrap(runs.StudyTracker, "start_study", "start_study (once per study)")
-        self.wrap(runs.StudyTracker, "finish_study", "finish_study (once per study)")
+        self.wrap(runs.TrialRun, "_finish", "finish (final batch, figures, summary, run end)")
+
+    def table(self, trials: int) -> list[str]:
+        lines = [f"{'call':<72} {'calls/trial':>11} {'ms/trial':>9} {'ms/call':>8}"]
+        for label in sorted(self.seconds, key=lambda k: -self.seconds[k]):
+            n, sec = self.calls[label], self.seconds[label]
+            lines.append(f"{label:<72} {n / trials:>11.1f} {1000 * sec / trials:>9.1f} "
+                         f"{1000 * sec / n:>8.1f}")
+        return lines
 
     def uninstall(self) -> None:
         for cls, name, original in reversed(self._undo):
@@ -79,6 +99,7 @@ class CallTimer:
 
 def study(tmp: Path, name: str, *, tracking: bool, seed: int, n_trials: int, epochs: int,
           source: str, image_size: int | None, pruner: str = "none") -> dict:
+    """Every study logs to one store, as a lab's studies share mlruns/mlflow.db."""
     return {
         "study_name": name, "model": "lenet",
         "dataset": {"source": source, "image_size": image_size},
@@ -88,7 +109,7 @@ def study(tmp: Path, name: str, *, tracking: bool, seed: int, n_trials: int, epo
         "pruner": {"kind": pruner, "n_startup_trials": 1, "n_warmup_steps": 0},
         "seed": seed, "tracking": tracking, "checkpoints": {"keep_top": 0},
         "storage": str(tmp / name / "optuna.journal"),
-        "tracking_uri": f"sqlite:///{tmp / name / 'mlflow.db'}",
+        "tracking_uri": f"sqlite:///{tmp / 'mlflow.db'}",
     }
 
 
@@ -110,7 +131,7 @@ def consistency(study_obj, raw: dict) -> tuple[int, int]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="digits 8x8, 1 repeat, 2 trials")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--trials", type=int, default=10)
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--dataset", default=BREAST, help="'digits' or a .npz")
@@ -123,43 +144,65 @@ def main(argv: list[str] | None = None) -> None:
     import logging
 
     import tunelab
+    from tunelab.tracking import StudyTracker, runs
 
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
-    timer = CallTimer()
-    timer.install()
+    handoffs, calls = CallTimer(), CallTimer()
+    handoffs.install_handoffs()
+    calls.install_calls()
     walls: dict[bool, list[float]] = {True: [], False: []}
+    study_ends: list[float] = []
     ratios, checks, tracked_trials = [], [], 0
     try:
         with tempfile.TemporaryDirectory(prefix="tunelab-tracking-") as tmp:
-            if not args.quick:  # untimed warm-up: imports and first tracing count for neither
-                tunelab.tune(study(Path(tmp), "warmup", tracking=False, seed=99, n_trials=1,
-                                   epochs=1, source=source, image_size=image_size),
-                             in_process=True)
+            tmp = Path(tmp)
+            # untimed warm-up: imports, first tracing and creating the store (once per
+            # store, timed apart) count for neither
+            store_seconds = time.perf_counter()
+            StudyTracker(f"sqlite:///{tmp / 'mlflow.db'}", "warmup", background=False)
+            store_seconds = time.perf_counter() - store_seconds
+
+            def run(name: str, tracking: bool, **kw):
+                raw = study(tmp, name, tracking=tracking, source=source,
+                            image_size=image_size, **kw)
+                return tunelab.tune(raw, in_process=True), raw
+
+            if not args.quick:
+                run("warmup", True, seed=99, n_trials=1, epochs=1)
             for rep in range(args.repeats):
-                order = (True, False) if rep % 2 == 0 else (False, True)
                 pair = {}
-                for tracking in order:
-                    raw = study(Path(tmp), f"r{rep}-{'on' if tracking else 'off'}",
-                                tracking=tracking, seed=rep, n_trials=args.trials,
-                                epochs=args.epochs, source=source, image_size=image_size)
-                    timer.active = tracking
+                for tracking in ((True, False) if rep % 2 == 0 else (False, True)):
+                    handoffs.active = tracking
+                    before = handoffs.seconds[STUDY_END]
                     start = time.perf_counter()
-                    s = tunelab.tune(raw, in_process=True)
+                    s, raw = run(f"r{rep}-{'on' if tracking else 'off'}", tracking, seed=rep,
+                                 n_trials=args.trials, epochs=args.epochs)
                     pair[tracking] = time.perf_counter() - start
-                    timer.active = False
+                    handoffs.active = False
                     walls[tracking].append(pair[tracking])
                     if tracking:
+                        study_ends.append(handoffs.seconds[STUDY_END] - before)
                         checks.append(consistency(s, raw))
                         tracked_trials += len(s.trials)
                 ratios.append(pair[True] / pair[False])
+            # the profiling study logs in this process, so each call can be timed as the
+            # writer runs it
+            writer = runs.shared_writer
+            runs.shared_writer = lambda: None
+            calls.active = True
+            try:
+                s, raw = run("profile", True, seed=5, n_trials=args.trials, epochs=args.epochs)
+            finally:
+                calls.active = False
+                runs.shared_writer = writer
+            profiled_trials = len(s.trials)
             if not args.quick:  # a tracked study with pruned trials, for the consistency check
-                raw = study(Path(tmp), "pruned", tracking=True, seed=7,
-                            n_trials=max(3, args.trials), epochs=max(2, args.epochs),
-                            source=source, image_size=image_size, pruner="median")
-                s = tunelab.tune(raw, in_process=True)
+                s, raw = run("pruned", True, seed=7, n_trials=max(3, args.trials),
+                             epochs=max(2, args.epochs), pruner="median")
                 checks.append(consistency(s, raw))
     finally:
-        timer.uninstall()
+        handoffs.uninstall()
+        calls.uninstall()
     print(f"\ntracking on vs off: {args.repeats} repeat(s) x {args.trials} trials x "
           f"{args.epochs} epochs on {Path(source).stem} at {image_size or 'native'} px")
     for i, r in enumerate(ratios):
@@ -167,18 +210,21 @@ def main(argv: list[str] | None = None) -> None:
               f"ratio {r:.3f}")
     print(f"wall-time ratio on / off: median {statistics.median(ratios):.3f} "
           f"[{min(ratios):.3f}, {max(ratios):.3f}] (target <= 1.05)")
-    per_trial = [(on - off) / args.trials for on, off in zip(walls[True], walls[False],
-                                                             strict=True)]
+    extra = [on - off for on, off in zip(walls[True], walls[False], strict=True)]
+    per_trial = [(x - end) / args.trials for x, end in zip(extra, study_ends, strict=True)]
     untracked = statistics.median(walls[False]) / args.trials
-    print(f"tracking cost per trial: median {statistics.median(per_trial):.2f} s on trials of "
-          f"{untracked:.1f} s untracked; the ratio is <= 1.05 for trials longer than "
-          f"{statistics.median(per_trial) / 0.05:.0f} s")
-    print(f"\ncost per trial of each logging call ({tracked_trials} tracked trials)")
-    print(f"{'call':<52} {'calls/trial':>11} {'ms/trial':>9} {'ms/call':>8}")
-    for label in sorted(timer.seconds, key=lambda k: -timer.seconds[k]):
-        n, sec = timer.calls[label], timer.seconds[label]
-        print(f"{label:<52} {n / tracked_trials:>11.1f} {1000 * sec / tracked_trials:>9.1f} "
-              f"{1000 * sec / n:>8.1f}")
+    print(f"what tracking adds: median {statistics.median(extra):.2f} s a study, of which the "
+          f"study end (study plots, parent run) is {statistics.median(study_ends):.2f} s and "
+          f"the trials {statistics.median(per_trial):.3f} s each (trials of {untracked:.1f} s "
+          "untracked)")
+    print(f"creating the MLflow store (once per store, not counted above): "
+          f"{store_seconds:.1f} s")
+    print(f"\ntime the training process spends on tracking ({tracked_trials} tracked trials, "
+          "timed studies)")
+    print("\n".join(handoffs.table(tracked_trials)))
+    print(f"\ncost of each MLflow call as the writer process runs it ({profiled_trials} trials "
+          "of a study logged in process)")
+    print("\n".join(calls.table(profiled_trials)))
     terminal = sum(a for a, _ in checks)
     finished = sum(b for _, b in checks)
     print(f"\nconsistency: MLflow trial runs in a terminal state / Optuna finished trials = "

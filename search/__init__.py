@@ -1,30 +1,33 @@
-"""Everything Optuna: the search space, the objective, the study, pruning and its plots."""
+"""Everything Optuna: the search space, the objective, the study, pruning and its plots.
 
-from .objective import (
-    BudgetReached,
-    Objective,
-    TrialDiverged,
-    TrialFailed,
-    current_rss_mb,
-    run_trials,
-)
-from .progress import Progress
-from .space import Choice, Fixed, FloatRange, IntRange, SearchSpace
-from .study import (
-    best_trial,
-    counted_trials,
-    make_pruner,
-    make_sampler,
-    open_storage,
-    open_study,
-    over_budget,
-)
-from .summary import summarize
-from .visualize import close_all, study_figures
+Names load on first use, so ``tunelab.config`` (which needs only the space) and the MLflow
+writer process do not import Keras and TensorFlow through ``search.objective``.
+"""
 
-__all__ = [
-    "BudgetReached", "Choice", "Fixed", "FloatRange", "IntRange", "Objective", "Progress",
-    "SearchSpace", "TrialDiverged", "TrialFailed", "best_trial", "close_all", "counted_trials",
-    "current_rss_mb", "make_pruner", "make_sampler", "open_storage", "open_study",
-    "over_budget", "run_trials", "study_figures", "summarize",
-]
+from importlib import import_module
+
+_WHERE = {
+    "BudgetReached": "objective", "Objective": "objective", "TrialDiverged": "objective",
+    "TrialFailed": "objective", "current_rss_mb": "objective", "run_trials": "objective",
+    "Progress": "progress",
+    "Choice": "space", "Fixed": "space", "FloatRange": "space", "IntRange": "space",
+    "SearchSpace": "space",
+    "best_trial": "study", "counted_trials": "study", "make_pruner": "study",
+    "make_sampler": "study", "open_storage": "study", "open_study": "study",
+    "over_budget": "study",
+    "summarize": "summary",
+    "close_all": "visualize", "study_figures": "visualize",
+}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f".{_WHERE[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_WHERE))

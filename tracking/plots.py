@@ -1,4 +1,8 @@
-"""Figures people would rather look at than read: learning curves and confusion matrices."""
+"""Figures people would rather look at than read: learning curves and confusion matrices.
+
+Built as plain ``Figure`` objects, not through pyplot's global figure list, so the background
+tracking writer can draw a trial's figures while the main thread trains the next trial.
+"""
 
 from __future__ import annotations
 
@@ -10,13 +14,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
 def learning_curves(history: Mapping[str, Sequence[float]], title: str = "",
                     best_epoch: int | None = None) -> Figure:
     """Loss and accuracy, train against validation, side by side as the labs plot them."""
     panels = [k for k in ("loss", "accuracy") if k in history]
-    fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(5 * max(1, len(panels)), 3.6))
+    fig = Figure(figsize=(5 * max(1, len(panels)), 3.6))
+    axes = fig.subplots(1, max(1, len(panels)))
     axes = np.atleast_1d(axes)
     for ax, key in zip(axes, panels, strict=False):
         epochs = np.arange(1, len(history[key]) + 1)
@@ -26,11 +32,15 @@ def learning_curves(history: Mapping[str, Sequence[float]], title: str = "",
         if best_epoch is not None:
             ax.axvline(best_epoch, color="grey", ls="--", lw=1, label=f"best epoch {best_epoch}")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(key)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(title)
-    fig.tight_layout()
+    # fixed margins (the size is fixed): tight_layout would draw the figure twice
+    width = fig.get_figwidth()
+    fig.subplots_adjust(left=0.75 / width, right=1 - 0.15 / width, bottom=0.15, top=0.86,
+                        wspace=0.25)
     return fig
 
 
@@ -40,7 +50,8 @@ def confusion_matrix(y_true: Sequence[int], y_pred: Sequence[int],
     matrix = np.zeros((n, n), dtype=int)
     np.add.at(matrix, (np.asarray(y_true, dtype=int), np.asarray(y_pred, dtype=int)), 1)
     size = max(3.5, 0.45 * n + 2)
-    fig, ax = plt.subplots(figsize=(size, size))
+    fig = Figure(figsize=(size, size))
+    ax = fig.subplots()
     ax.imshow(matrix, cmap="Blues")
     threshold = matrix.max() / 2 if matrix.size else 0
     for i in range(n):
@@ -58,7 +69,8 @@ def confusion_matrix(y_true: Sequence[int], y_pred: Sequence[int],
 
 
 def close(fig: Figure) -> None:
-    plt.close(fig)
+    if fig.canvas.manager is not None:  # only pyplot's figures are in its global list
+        plt.close(fig)
 
 
 def image_grid(images: np.ndarray, row_labels: Sequence[str], title: str = "",
@@ -66,8 +78,8 @@ def image_grid(images: np.ndarray, row_labels: Sequence[str], title: str = "",
     """``images`` of shape (rows, columns, H, W, C) with values in [0, 1]."""
     images = np.asarray(images)
     n_rows, n_cols = images.shape[:2]
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(1.3 * n_cols + 0.6, 1.3 * n_rows + 0.5),
-                             squeeze=False)
+    fig = Figure(figsize=(1.3 * n_cols + 0.6, 1.3 * n_rows + 0.5))
+    axes = fig.subplots(n_rows, n_cols, squeeze=False)
     titles = column_titles or (["original"] + [f"augmented {i}" for i in range(1, n_cols)])
     for r in range(n_rows):
         for c in range(n_cols):
@@ -97,7 +109,8 @@ def pareto_front(points: Sequence[tuple[int, float | None, float | None, bool]],
     study optimized them. The front is joined by a line, every trial is annotated with its
     number, the chosen trial is ringed, the gap tolerance is a dashed line."""
     shown = [(n, m, g, f) for n, m, g, f in points if m is not None and g is not None]
-    fig, ax = plt.subplots(figsize=(7, 5))
+    fig = Figure(figsize=(7, 5))
+    ax = fig.subplots()
     others = [(m, g) for _, m, g, f in shown if not f]
     front = sorted(((g, m) for _, m, g, f in shown if f))
     if others:

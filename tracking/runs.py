@@ -21,6 +21,7 @@ from mlflow.entities import Metric, Param, RunTag
 
 from . import plots
 from .store import artifact_root, package_versions, resolve_tracking_uri
+from .writer import BackgroundWriter, shared_writer
 
 STUDY_TAG = "tunelab.study"
 TRIAL_TAG = "tunelab.trial"
@@ -49,9 +50,23 @@ def _guarded(method):
 
 
 class _Run:
-    def __init__(self, client: MlflowClient, run_id: str | None, label: str):
+    def __init__(self, client: MlflowClient, run_id: str | None, label: str,
+                 writer: BackgroundWriter | None = None):
         self.client, self.run_id, self.label = client, run_id, label
         self.broken = run_id is None
+        self.writer = writer  # None: every call runs now, in this thread
+
+    def __reduce__(self):
+        # the writer process rebuilds the run with a client of its own (see _rebuilt)
+        return (_rebuilt, (type(self), self.client.tracking_uri, self.run_id, self.label,
+                           getattr(self, "number", None)))
+
+    def later(self, call, *args, **kwargs) -> None:
+        """Run ``call`` in the background writer (in submission order), or now without one."""
+        if self.writer is None or self.broken:
+            call(*args, **kwargs)
+        else:
+            self.writer.submit(call, *args, **kwargs)
 
     @_guarded
     def log_params(self, params: Mapping[str, Any]) -> None:
@@ -89,9 +104,12 @@ class _Run:
         finally:
             plots.close(fig)
 
-    @_guarded
     def log_image_grid(self, images, row_labels, name: str, title: str = "") -> None:
         """A grid of images: one row per sample, columns as given (see plots.image_grid)."""
+        self.later(self._log_image_grid, images, row_labels, name, title)
+
+    @_guarded
+    def _log_image_grid(self, images, row_labels, name: str, title: str) -> None:
         self.log_figure(plots.image_grid(images, row_labels, title), name)
 
     @_guarded
@@ -111,6 +129,21 @@ class _Run:
         self.client.set_terminated(self.run_id, status=status)
 
 
+_rebuilt_runs: dict[tuple[type, str | None], _Run] = {}
+_clients: dict[str, MlflowClient] = {}
+
+
+def _rebuilt(cls: type, tracking_uri: str, run_id: str | None, label: str,
+             number: int | None) -> _Run:
+    """A run on the writer's side: one object per run, so a failure is reported once."""
+    key = (cls, run_id)
+    if key not in _rebuilt_runs:
+        client = _clients.setdefault(tracking_uri, MlflowClient(tracking_uri=tracking_uri))
+        _rebuilt_runs[key] = (TrialRun(client, run_id, number) if cls is TrialRun
+                              else cls(client, run_id, label))
+    return _rebuilt_runs[key]
+
+
 def _param_value(value: Any) -> str:
     text = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
     return text[:MAX_PARAM_LENGTH]
@@ -119,19 +152,27 @@ def _param_value(value: Any) -> str:
 class TrialRun(_Run):
     """The nested run of one trial; the objective reports to it as it trains."""
 
-    def __init__(self, client: MlflowClient, run_id: str | None, number: int):
-        super().__init__(client, run_id, f"trial {number}")
+    def __init__(self, client: MlflowClient, run_id: str | None, number: int,
+                 writer: BackgroundWriter | None = None):
+        super().__init__(client, run_id, f"trial {number}", writer)
         self.number = number
 
     def epoch_ended(self, epoch: int, logs: Mapping[str, float]) -> None:
-        self.log_metrics(logs, step=epoch)
+        self.later(self.log_metrics, dict(logs), step=epoch)
 
     def finish(self, *, state: str, summary: Mapping[str, float] | None = None,
-               history: Mapping[str, Sequence[float]] | None = None,
-               y_true: Sequence[int] | None = None, y_pred: Sequence[int] | None = None,
-               class_names: Sequence[str] = (), model_summary: str | None = None,
-               reason: str = "", artifacts_dir: str | Path | None = None) -> None:
-        """Final metrics, plots and the terminal state (complete, pruned, failed)."""
+               history: Mapping[str, Sequence[float]] | None = None, **details: Any) -> None:
+        """Final metrics, plots and the terminal state (complete, pruned, failed); with a
+        writer they are drawn and logged in the background (copies: the caller moves on)."""
+        self.later(self._finish, state=state, summary=dict(summary) if summary else None,
+                   history={k: list(v) for k, v in history.items()} if history else None,
+                   **details)
+
+    def _finish(self, *, state: str, summary: Mapping[str, float] | None = None,
+                history: Mapping[str, Sequence[float]] | None = None,
+                y_true: Sequence[int] | None = None, y_pred: Sequence[int] | None = None,
+                class_names: Sequence[str] = (), model_summary: str | None = None,
+                reason: str = "", artifacts_dir: str | Path | None = None) -> None:
         tags = {"tunelab.state": state}
         if reason:
             tags["tunelab.reason"] = reason
@@ -157,9 +198,14 @@ class TrialRun(_Run):
 class StudyTracker:
     """The study's experiment and parent run, and the factory of trial runs."""
 
-    def __init__(self, tracking_uri: str, study_name: str, parent_run_id: str | None = None):
+    def __init__(self, tracking_uri: str, study_name: str, parent_run_id: str | None = None,
+                 *, background: bool = True):
         self.tracking_uri = resolve_tracking_uri(tracking_uri)
         self.client = MlflowClient(tracking_uri=self.tracking_uri)
+        # trial runs log through it so training never waits on plots or the store
+        self.writer = shared_writer() if background else None
+        if self.writer is not None:
+            self.writer.start()  # its imports overlap this process's own (TensorFlow, data)
         self.study_name = study_name
         self.experiment_id = self._experiment()
         self.parent = _Run(self.client, parent_run_id or self._parent_run_id(), "the study run")
@@ -234,15 +280,22 @@ class StudyTracker:
             print(f"tunelab: tracking error for trial {number}, not logged to MLflow "
                   f"({type(err).__name__}: {err})", file=sys.stderr)
             return TrialRun(self.client, None, number)
-        run = TrialRun(self.client, run_id, number)
-        run.log_params({**params, "seed": seed,
-                        "data_fingerprint": data_info.get("fingerprint")})
-        run.log_dict(config, "config.yaml")
-        run.log_dict({"packages": package_versions(), **data_info}, "environment.json")
+        run = TrialRun(self.client, run_id, number, self.writer)
+        run.later(run.log_params, {**params, "seed": seed,
+                                   "data_fingerprint": data_info.get("fingerprint")})
+        run.later(run.log_dict, dict(config), "config.yaml")
+        run.later(run.log_dict, {"packages": package_versions(), **data_info},
+                  "environment.json")
         return run
+
+    def flush(self) -> None:
+        """Wait for every trial run's background calls (figures, metrics, run ends)."""
+        if self.writer is not None:
+            self.writer.flush()
 
     def finish_study(self, *, status: str, figures: Mapping[str, Any],
                      summary: Mapping[str, Any], notes: Sequence[str] = ()) -> None:
+        self.flush()
         for name, fig in figures.items():
             self.parent.log_figure(fig, f"study/{name}.png")
         metrics = {k: v for k, v in summary.items() if isinstance(v, (int, float))}
@@ -264,6 +317,7 @@ class StudyTracker:
             print(f"tunelab: could not mark run {run_id} failed ({err})", file=sys.stderr)
 
     def trial_runs(self) -> list[Any]:
+        self.flush()  # read what this tracker wrote, background calls included
         return list(self.client.search_runs([self.experiment_id],
                                             filter_string=f"tags.`{ROLE_TAG}` = 'trial'",
                                             max_results=5000))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import platform
 from importlib import metadata
 from pathlib import Path
@@ -38,14 +39,19 @@ def ui_command(uri: str) -> str:
     return f"mlflow ui --backend-store-uri {uri}{extra} --port 5000"
 
 
-def package_versions() -> dict[str, str]:
-    versions = {"python": platform.python_version()}
+@functools.cache
+def _package_versions() -> tuple[tuple[str, str], ...]:
+    versions = [("python", platform.python_version())]
     for name in PACKAGES:
         try:
-            versions[name] = metadata.version(name)
+            versions.append((name, metadata.version(name)))
         except metadata.PackageNotFoundError:
             pass
-    return versions
+    return tuple(versions)
+
+
+def package_versions() -> dict[str, str]:
+    return dict(_package_versions())
 
 
 def delete_experiment(uri: str, name: str) -> str:

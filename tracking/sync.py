@@ -38,7 +38,7 @@ def sync_trials(tracker: StudyTracker, records: Iterable[Mapping[str, Any]], *,
                                   step=epoch)
         trial_run.finish(state=record["state"], summary=record.get("summary") or None,
                          history=history or None, reason=record.get("reason", ""))
-        if trial_run.broken:
+        if trial_run.broken:  # known here only when the tracker logs in this process
             raise RuntimeError(f"logging trial {number} failed; see the error above")
         logged.append(number)
     return logged

@@ -124,8 +124,9 @@ def _sync(args: argparse.Namespace) -> int:
     if not uri:
         raise ConfigError(f"study {args.study_name!r} records no tracking URI; pass "
                           "--tracking-uri")
-    tracker = StudyTracker(uri, args.study_name,
-                           parent_run_id=study.user_attrs.get("mlflow_parent_run_id"))
+    tracker = StudyTracker(uri, args.study_name,  # in this process: it reports failures
+                           parent_run_id=study.user_attrs.get("mlflow_parent_run_id"),
+                           background=False)
     if tracker.parent.run_id is None:
         config = config_from_dict(raw)
         parent = tracker.start_study(config=raw, space=config.search_space.to_yaml(),

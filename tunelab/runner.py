@@ -318,8 +318,12 @@ def run_worker(*, study_name: str, storage: str, tracking_uri: str | None = None
     study = _open_study(config, create=False, on_stale=on_stale, worker_index=worker_index)
     n_trials = _budget(config)
     objective = make_objective(config, data, tracker, n_trials, started_at)
-    return run_trials(study, objective, n_trials=n_trials, max_trials_here=max_trials,
-                      deadline=deadline)
+    try:
+        return run_trials(study, objective, n_trials=n_trials, max_trials_here=max_trials,
+                          deadline=deadline)
+    finally:
+        if tracker is not None:
+            tracker.flush()  # the last trial's figures and run end, drawn in the background
 
 
 class _TrackingOff(Exception):

@@ -1,0 +1,116 @@
+"""Trial runs log through a writer process: the trainer never waits, nothing is lost."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+from tunelab.tracking import StudyTracker
+from tunelab.tracking.writer import BackgroundWriter
+
+HISTORY = {"loss": [0.9, 0.5, 0.4], "val_loss": [0.8, 0.6, 0.7],
+           "accuracy": [0.5, 0.8, 0.9], "val_accuracy": [0.55, 0.75, 0.7]}
+SUMMARY = {"best_epoch": 2, "best_val_accuracy": 0.75}
+
+
+def wait_for(path):
+    """A call the writer runs that holds it until ``path`` exists (picklable: a subprocess)."""
+    return (subprocess.run, ["sh", "-c", f"while [ ! -e {path} ]; do sleep 0.05; done"])
+
+
+def artifacts(tracker, run_id):
+    return {f.path for f in tracker.client.list_artifacts(run_id)}
+
+
+def test_finish_returns_before_the_run_is_written_and_flush_lands_it(tmp_path):
+    tracker = StudyTracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "bg")
+    run = tracker.trial_run(0, {"learning_rate": 0.01}, seed=0, config={}, data_info={})
+    gate = tmp_path / "go"
+    tracker.writer.submit(*wait_for(gate))  # hold the writer, as a slow store would
+    for epoch in range(3):
+        run.epoch_ended(epoch, {k: v[epoch] for k, v in HISTORY.items()})
+    run.finish(state="COMPLETE", summary=SUMMARY, history=HISTORY, y_true=[0, 1, 1],
+               y_pred=[0, 1, 0], class_names=["benign", "malignant"], model_summary="lenet")
+    # the trainer is free while the writer is held: nothing of the trial is written yet
+    assert tracker.writer.pending >= 6
+    logged = tracker.client.get_run(run.run_id)
+    assert logged.info.status == "RUNNING"
+    assert "learning_rate" not in logged.data.params and not logged.data.metrics
+    gate.touch()
+    tracker.flush()
+    assert tracker.writer.pending == 0
+    logged = tracker.client.get_run(run.run_id)
+    assert logged.info.status == "FINISHED"
+    assert logged.data.params["learning_rate"] == "0.01"
+    assert logged.data.tags["tunelab.state"] == "COMPLETE"
+    # submitted order is kept: every epoch, in order, before the run ended
+    assert [(m.step, m.value) for m in tracker.client.get_metric_history(
+        run.run_id, "val_accuracy")] == list(enumerate(HISTORY["val_accuracy"]))
+    assert {"learning_curves.png", "confusion_matrix.png", "model_summary.txt",
+            "config.yaml"} <= artifacts(tracker, run.run_id)
+
+
+def test_a_failing_store_is_reported_once_and_the_trainer_never_sees_it(tmp_path, capfd):
+    tracker = StudyTracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "bg")
+    tracker.writer = BackgroundWriter()  # a child started now writes to this test's stderr
+    run = tracker.trial_run(3, {"dropout": 0.2}, seed=0, config={}, data_info={})
+    tracker.flush()
+    tracker.client.delete_run(run.run_id)  # every later call on this run is refused
+    for epoch in range(3):
+        run.epoch_ended(epoch, {"loss": 1.0})
+    run.finish(state="COMPLETE", summary=SUMMARY, history=HISTORY)
+    tracker.writer.close()
+    err = capfd.readouterr().err
+    assert err.count("tracking error for trial 3") == 1
+
+
+def test_a_process_that_exits_without_flushing_still_lands_its_runs(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    script = textwrap.dedent(f"""
+        import time
+        from tunelab.tracking import StudyTracker
+        tracker = StudyTracker({uri!r}, "exit")
+        run = tracker.trial_run(0, {{"n_base": 8}}, seed=0, config={{}}, data_info={{}})
+        tracker.writer.submit(time.sleep, 1.0)  # still busy when the script ends
+        run.finish(state="COMPLETE", summary={SUMMARY!r}, history={HISTORY!r})
+        print(run.run_id)
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=120, check=True).stdout
+    run_id = out.split()[-1]
+    tracker = StudyTracker(uri, "exit")
+    logged = tracker.client.get_run(run_id)
+    assert logged.info.status == "FINISHED"
+    assert "learning_curves.png" in artifacts(tracker, run_id)
+
+
+def test_the_writer_finishes_what_it_received_when_its_trainer_is_killed(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    gate = tmp_path / "go"
+    script = textwrap.dedent(f"""
+        import subprocess, time
+        from tunelab.tracking import StudyTracker
+        tracker = StudyTracker({uri!r}, "killed")
+        run = tracker.trial_run(0, {{"n_base": 8}}, seed=0, config={{}}, data_info={{}})
+        tracker.writer.submit(subprocess.run, {wait_for(gate)[1]!r})
+        run.finish(state="COMPLETE", summary={SUMMARY!r}, history={HISTORY!r})
+        print(run.run_id, tracker.writer._proc.pid, flush=True)
+        time.sleep(600)
+    """)
+    trainer = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                               text=True, start_new_session=True)
+    run_id, writer_pid = trainer.stdout.readline().split()
+    # Ctrl-C, then a hard kill of the trainer's whole process group: no atexit, no flush
+    os.killpg(trainer.pid, signal.SIGINT)
+    os.killpg(trainer.pid, signal.SIGKILL)
+    trainer.wait()
+    os.kill(int(writer_pid), 0)  # the writer, in a session of its own, is still there
+    gate.touch()
+    tracker = StudyTracker(uri, "killed", background=False)
+    deadline = time.time() + 60
+    while tracker.client.get_run(run_id).info.status == "RUNNING" and time.time() < deadline:
+        time.sleep(0.2)
+    assert tracker.client.get_run(run_id).info.status == "FINISHED"
+    assert "learning_curves.png" in artifacts(tracker, run_id)
