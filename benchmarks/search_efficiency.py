@@ -29,6 +29,7 @@ wrapping ``keras.Model.fit``; hold-out scoring is excluded from every clock.
                                                           #   methods x 75 s (~1 h 50 min)
     python benchmarks/search_efficiency.py --quick        # smoke test: digits, 1 seed, 2 trials
     python benchmarks/search_efficiency.py --datasets digits breastmnist --seconds 20
+    python benchmarks/search_efficiency.py --from-results OUT/results.json   # re-analyse
 
 Writes results.json, summary.md and plots (best validation value against cumulative epochs
 and wall time) to --out.
@@ -240,6 +241,24 @@ def time_to_reach(run: dict, target: float) -> float:
     return math.inf
 
 
+def rank_of(scores: dict[str, float]) -> dict[str, float]:
+    """1 for the highest score; ties share their mean rank; a method with no score is last."""
+    def key(m):
+        v = scores[m]
+        return -math.inf if v is None or math.isnan(v) else v
+
+    ordered = sorted(scores, key=key, reverse=True)
+    ranks, i = {}, 0
+    while i < len(ordered):
+        j = i
+        while j + 1 < len(ordered) and key(ordered[j + 1]) == key(ordered[i]):
+            j += 1
+        for m in ordered[i:j + 1]:
+            ranks[m] = (i + j) / 2 + 1
+        i = j + 1
+    return ranks
+
+
 def med_spread(values: list[float], digits: int = 3) -> str:
     vals = [v for v in values if not math.isnan(v)]
     if not vals:
@@ -261,7 +280,12 @@ def analyse(runs: list[dict]) -> tuple[str, dict]:
     rows: dict[str, dict[str, list[float]]] = {}
     headline: dict[str, list[float]] = {"time_ratio": [], "holdout_diff_time": [],
                                         "holdout_diff_epochs": []}
+    ranks: dict[str, dict[str, list[float]]] = {}
     for (_ds, _seed), by_method in groups.items():
+        for key, field in (("val", "value"), ("hold", "holdout")):
+            scores = {m: best_at(r, t=r["budget_s"])[field] for m, r in by_method.items()}
+            for m, rank in rank_of(scores).items():
+                ranks.setdefault(m, {"val": [], "hold": []})[key].append(rank)
         epoch_budget = min(r["trials"][-1]["cum_epochs"] if r["trials"] else 0
                            for r in by_method.values())
         for m, r in by_method.items():
@@ -289,15 +313,19 @@ def analyse(runs: list[dict]) -> tuple[str, dict]:
                     headline[key].append(a - b)
     lines = ["| method | best val (time budget) | hold-out (time budget) | best val (epoch "
              "budget) | hold-out (epoch budget) | trials completed | epochs trained | "
-             "orchestration overhead |", "|" + "---|" * 8]
+             "orchestration overhead | mean rank, val / hold-out |", "|" + "---|" * 9]
     for m in [m for m in METHODS if m in rows]:
         row = rows[m]
         lines.append(f"| {m} | {med_spread(row['val_t'])} | {med_spread(row['hold_t'])} | "
                      f"{med_spread(row['val_e'])} | {med_spread(row['hold_e'])} | "
                      f"{med_spread(row['trials'], 0)} | {med_spread(row['epochs'], 0)} | "
-                     f"{med_spread(row['overhead'], 2)} |")
+                     f"{med_spread(row['overhead'], 2)} | "
+                     f"{statistics.mean(ranks[m]['val']):.1f} / "
+                     f"{statistics.mean(ranks[m]['hold']):.1f} |")
     lines += ["", "median [min, max] over datasets x seeds; epoch budget = the smallest total "
-              "epochs any method trained for that dataset and seed", "",
+              "epochs any method trained for that dataset and seed; mean rank: each method's "
+              "rank among all methods within a dataset and seed at the time budget (1 = best, "
+              "ties share the mean rank), averaged", "",
               f"- time for tunelab to reach KerasTuner Hyperband's final best / KerasTuner's "
               f"time: {med_spread(headline['time_ratio'], 2)} (n={len(headline['time_ratio'])})",
               f"- hold-out accuracy, tunelab - KerasTuner Hyperband, time budget: "
@@ -369,7 +397,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-epochs", type=int, default=9)
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" /
                                              "search_efficiency"))
+    parser.add_argument("--from-results", metavar="RESULTS_JSON",
+                        help="only analyse and plot the runs of an earlier results.json")
     args = parser.parse_args(argv)
+    if args.from_results:
+        saved = json.loads(Path(args.from_results).read_text())
+        report(saved["runs"], saved["settings"], Path(args.out))
+        return
     n_trials = None
     if args.quick:
         args.datasets, args.seeds, args.methods = ["digits"], [0], ["tunelab", "kt-hyperband"]
@@ -403,12 +437,17 @@ def main(argv: list[str] | None = None) -> None:
                           f"{r['trials'][-1]['cum_epochs'] if r['trials'] else 0:4d} epochs, "
                           f"best val {best:.4f}, wall {r['wall']:.1f} s, fit {r['fit']:.1f} s",
                           flush=True)
-    table, headline = analyse(runs)
     settings = (f"budget {args.seconds:.0f} s per run, max_epochs {args.max_epochs}, "
                 f"n_trials {n_trials or 'unlimited'}, datasets {', '.join(args.datasets)}, "
                 f"seeds {', '.join(map(str, args.seeds))}")
     (out / "results.json").write_text(json.dumps({"settings": settings, "runs": runs},
                                                  indent=1))
+    report(runs, settings, out)
+
+
+def report(runs: list[dict], settings: str, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    table, _ = analyse(runs)
     plots = plot(runs, out)
     (out / "summary.md").write_text(f"{settings}\n\n{table}\n")
     print(f"\n{settings}\n\n{table}\n\nplots: {', '.join(map(str, plots))}")

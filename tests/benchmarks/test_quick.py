@@ -45,12 +45,23 @@ def test_search_efficiency_quick(tmp_path):
     assert (tmp_path / "search_efficiency_digits.png").stat().st_size > 1000
     assert "time for tunelab to reach KerasTuner Hyperband's final best" in out
     assert "orchestration overhead" in (tmp_path / "summary.md").read_text()
+    # re-analysing the saved runs gives the same table, each method ranked 1 or 2
+    again = subprocess.run([sys.executable, str(REPO / "benchmarks" / "search_efficiency.py"),
+                            "--from-results", str(tmp_path / "results.json"),
+                            "--out", str(tmp_path / "again")],
+                           capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert again.returncode == 0, again.stderr[-2000:]
+    table = (tmp_path / "again" / "summary.md").read_text()
+    assert table == (tmp_path / "summary.md").read_text()
+    ranks = re.findall(r"\| (\d\.\d) / (\d\.\d) \|", table)
+    assert len(ranks) == 2 and all(1.0 <= float(r) <= 2.0 for pair in ranks for r in pair)
 
 
 def test_tracking_overhead_quick():
     out = run_quick("tracking_overhead.py")
     assert number_after("wall-time ratio on / off: median", out) > 0
-    assert "log_metrics" in out
+    assert "log_metrics" in out and "finish (hand-off to the writer)" in out
+    assert number_after("of which the study end (study plots, parent run) is", out) > 0
     assert re.search(r"= (\d+)/\1 = 1\.000", out), out[-1500:]
 
 
