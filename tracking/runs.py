@@ -202,10 +202,9 @@ class StudyTracker:
                  *, background: bool = True):
         self.tracking_uri = resolve_tracking_uri(tracking_uri)
         self.client = MlflowClient(tracking_uri=self.tracking_uri)
-        # trial runs log through it so training never waits on plots or the store
+        # trial runs log through it so training never waits on plots or the store; it starts
+        # at the first trial run (or start_writer), so trackers that log no trials start none
         self.writer = shared_writer() if background else None
-        if self.writer is not None:
-            self.writer.start()  # its imports overlap this process's own (TensorFlow, data)
         self.study_name = study_name
         self.experiment_id = self._experiment()
         self.parent = _Run(self.client, parent_run_id or self._parent_run_id(), "the study run")
@@ -287,6 +286,11 @@ class StudyTracker:
         run.later(run.log_dict, {"packages": package_versions(), **data_info},
                   "environment.json")
         return run
+
+    def start_writer(self) -> None:
+        """Start the writer process now, so its imports overlap this process's own."""
+        if self.writer is not None:
+            self.writer.start()
 
     def flush(self) -> None:
         """Wait for every trial run's background calls (figures, metrics, run ends)."""

@@ -318,6 +318,8 @@ def run_worker(*, study_name: str, storage: str, tracking_uri: str | None = None
     study = _open_study(config, create=False, on_stale=on_stale, worker_index=worker_index)
     n_trials = _budget(config)
     objective = make_objective(config, data, tracker, n_trials, started_at)
+    if tracker is not None:
+        tracker.start_writer()  # while TensorFlow loads for the first trial
     try:
         return run_trials(study, objective, n_trials=n_trials, max_trials_here=max_trials,
                           deadline=deadline)
