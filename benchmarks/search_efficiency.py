@@ -168,7 +168,7 @@ def config_for(method: str, seed: int, tmp: Path, *, seconds: float, n_trials: i
 def run_method(method: str, data, holdout, seed: int, tmp: Path, *, seconds: float,
                n_trials: int | None, max_epochs: int, image_size: int | None,
                source: str) -> dict:
-    from tunelab import runner
+    from tunelab import wiring
     from tunelab.search import run_trials
     from tunelab.search.keras_tuner_engine import KerasTunerSettings, run_keras_tuner
     from tunelab.tracking import StudyTracker
@@ -183,8 +183,8 @@ def run_method(method: str, data, holdout, seed: int, tmp: Path, *, seconds: flo
         tracker = StudyTracker(config.resolved_tracking_uri, config.study_name)
         tracker.start_study(config=config.to_dict(), space=config.search_space.to_yaml(),
                             data_info={"fingerprint": data.fingerprint()})
-    study = runner._open_study(config, create=True)
-    objective = runner.make_objective(config, data, tracker, n_trials, started)
+    study = wiring.open_study(config, create=True)
+    objective = wiring.make_objective(config, data, tracker, n_trials, started)
     objective.progress = None
     probe = HoldoutProbe(holdout, data.n_classes)
     objective.checkpoints = probe

@@ -66,14 +66,14 @@ class CallTimer:
 
     def install_handoffs(self) -> None:
         """What the training process itself spends on tracking (the timed studies)."""
-        from tunelab import runner
+        from tunelab import tuning
         from tunelab.tracking import runs
 
         self.wrap(runs.StudyTracker, "start_study", "start_study (once per study)")
         self.wrap(runs.StudyTracker, "trial_run", "trial_run (find or create the run)")
         self.wrap(runs.TrialRun, "epoch_ended", "epoch_ended (hand-off to the writer)")
         self.wrap(runs.TrialRun, "finish", "finish (hand-off to the writer)")
-        self.wrap(runner, "_finish", STUDY_END)
+        self.wrap(tuning, "finish_tracking", STUDY_END)
 
     def install_calls(self) -> None:
         """Each MLflow call, as the writer process runs it (the profiling study)."""

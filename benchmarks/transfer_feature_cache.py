@@ -23,8 +23,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from tunelab.models import Head, build_model  # noqa: E402
-from tunelab.models import features as feature_cache  # noqa: E402
+from tunelab.models import (  # noqa: E402
+    Head,
+    build_model,
+    feature_cache,  # noqa: E402
+)
 from tunelab.models.data import load_dataset  # noqa: E402
 from tunelab.models.training import TrainingSettings  # noqa: E402
 from tunelab.models.transfer import train_model  # noqa: E402

@@ -1,31 +1,32 @@
 """Keras model families behind one registry and one factory, ``build_model``.
 
-Importing the package registers every family (one module each); ``list_models()`` names
-them. Pure Keras: no optuna, no mlflow.
+Each family is one module that registers its builders with ``@register_model``; they are
+imported (and so registered) the first time a public name of this package is used, so that
+``tunelab.models.data`` and ``tunelab.models.training_keys`` load without Keras (the config,
+the search space and the MLflow writer process import them). Pure Keras: no optuna, no mlflow.
 """
 
-from . import alexnet, lenet, mlp, resnet, transfer, vgg  # noqa: F401  (imported to register)
-from .heads import LOSSES, Head, allowed_losses, check_loss
-from .registry import (
-    ModelSpec,
-    build_model,
-    check_model_input,
-    get_model_spec,
-    list_models,
-    register_model,
-    resolve_hparams,
-)
+from importlib import import_module
 
-__all__ = [
-    "LOSSES",
-    "Head",
-    "ModelSpec",
-    "allowed_losses",
-    "build_model",
-    "check_loss",
-    "check_model_input",
-    "get_model_spec",
-    "list_models",
-    "register_model",
-    "resolve_hparams",
-]
+_FAMILIES = ("alexnet", "lenet", "mlp", "resnet", "transfer", "vgg", "user_model")
+_WHERE = {
+    "LOSSES": "heads", "Head": "heads", "allowed_losses": "heads", "check_loss": "heads",
+    "ModelSpec": "registry", "build_model": "registry", "check_model_input": "registry",
+    "get_model_spec": "registry", "list_models": "registry", "register_model": "registry",
+    "resolve_hparams": "registry",
+}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    for family in _FAMILIES:  # registers every family; a no-op once imported
+        import_module(f".{family}", __name__)
+    value = getattr(import_module(f".{_WHERE[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_WHERE))

@@ -17,8 +17,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import keras
-
 from .heads import check_loss
 
 #: Activations every family accepts (names understood by ``keras.layers.Activation``).
@@ -29,6 +27,7 @@ PADDINGS = ("same", "valid")
 _RESERVED = ("loss", "name")
 
 MinInputSize = int | Callable[[Mapping[str, Any]], int]
+Builder = Callable[..., Any]  # returns a keras.Model
 
 
 # --------------------------------------------------------------------------- validation
@@ -76,58 +75,6 @@ def _non_negative(name: str, value: Any) -> float:
     return float(value)
 
 
-def _count(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
-        raise ValueError(f"hyperparameter {name}={value!r} is invalid: must be an integer >= 0")
-    return int(value)
-
-
-def _count_or_fraction(name: str, value: Any) -> int | float:
-    """A number of layers (integer >= 0) or a fraction of them (float in [0, 1])."""
-    if isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 0:
-        return int(value)
-    if (isinstance(value, numbers.Real) and not isinstance(value, bool)
-            and math.isfinite(value) and 0.0 <= value <= 1.0):
-        return float(value)
-    raise ValueError(f"hyperparameter {name}={value!r} is invalid: must be a number of layers "
-                     "(integer >= 0) or a fraction of them (0.0 to 1.0)")
-
-
-def _factor(name: str, value: Any) -> float:
-    if (isinstance(value, bool) or not isinstance(value, numbers.Real)
-            or not math.isfinite(value) or not 0.0 < value <= 1.0):
-        raise ValueError(f"hyperparameter {name}={value!r} is invalid: must be in (0, 1]")
-    return float(value)
-
-
-def _backbone(name: str, value: Any) -> str:
-    from .transfer import BACKBONES
-
-    if value not in BACKBONES:
-        raise ValueError(f"hyperparameter {name}={value!r} is invalid: choose one of "
-                         f"{', '.join(BACKBONES)} (keras.applications names)")
-    return value
-
-
-def _weights(name: str, value: Any) -> str | None:
-    """'imagenet', None (random weights) or the path of an existing weights file."""
-    if value is None or value == "none":
-        return None
-    if value == "imagenet":
-        return value
-    if isinstance(value, str) and value:
-        import os
-
-        path = os.path.expanduser(value)
-        if not os.path.isfile(path):
-            raise ValueError(f"hyperparameter {name}={value!r} is invalid: no such weights file "
-                             "(give 'imagenet', null for random weights, or the path of a "
-                             "backbone weights file without the top)")
-        return os.path.abspath(path)
-    raise ValueError(f"hyperparameter {name}={value!r} is invalid: 'imagenet', null or a "
-                     "weights file path")
-
-
 def _unchecked(name: str, value: Any) -> Any:
     """User models (``package.module:function``) validate their own hyperparameters."""
     return value
@@ -150,8 +97,9 @@ def _choice(allowed: Sequence[str]) -> Callable[[str, Any], str]:
     return check
 
 
-#: One validator per hyperparameter name used by any family. A builder that declares a
-#: hyperparameter missing here cannot be registered, so every value is checked.
+#: One validator per hyperparameter name used by any family (families add their own with
+#: ``add_validators``). A builder that declares a hyperparameter missing here cannot be
+#: registered, so every value is checked.
 VALIDATORS: dict[str, Callable[[str, Any], Any]] = {
     "n_base": _positive_int,
     "dense_units": _positive_int,
@@ -168,12 +116,17 @@ VALIDATORS: dict[str, Callable[[str, Any], Any]] = {
     "batch_norm": _flag,
     "activation": _choice(ACTIVATIONS),
     "padding": _choice(PADDINGS),
-    "backbone": _backbone,
-    "weights": _weights,
-    "fine_tune_layers": _count_or_fraction,
-    "warmup_epochs": _count,
-    "fine_tune_lr_factor": _factor,
 }
+
+
+def add_validators(**validators: Callable[[str, Any], Any]) -> None:
+    """A family's own hyperparameters and their checks (``transfer.py`` adds ``backbone``,
+    ``weights``, ...); call it before registering builders that declare them. A name
+    already checked differently is an error, so two families cannot disagree on it."""
+    for name, check in validators.items():
+        if VALIDATORS.get(name, check) is not check:
+            raise ValueError(f"hyperparameter {name!r} already has another validator")
+        VALIDATORS[name] = check
 
 
 # --------------------------------------------------------------------------- registry
@@ -190,7 +143,7 @@ class ModelSpec:
     """
 
     name: str
-    builder: Callable[..., keras.Model]
+    builder: Builder
     min_input_size: MinInputSize
     description: str
     defaults: dict[str, Any]
@@ -220,6 +173,29 @@ class ModelSpec:
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
+# Functions that turn an unregistered name into a spec, or None (``user_model.py`` resolves
+# ``package.module:function`` names by importing the builder).
+_RESOLVERS: list[Callable[[str], ModelSpec | None]] = []
+
+
+def register_spec(spec: ModelSpec) -> ModelSpec:
+    """Register a ready-made ``ModelSpec`` (user models; families use ``@register_model``)."""
+    if spec.name in _REGISTRY:
+        raise ValueError(f"model {spec.name!r} is already registered")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def registered_spec(name: str) -> ModelSpec | None:
+    """The spec registered as ``name``, or None (resolvers are not asked)."""
+    return _REGISTRY.get(name)
+
+
+def add_resolver(resolve: Callable[[str], ModelSpec | None]) -> None:
+    """``resolve(name)`` is asked for names that are not registered; it registers and
+    returns a spec, returns None (not its kind of name), or raises ValueError."""
+    if resolve not in _RESOLVERS:
+        _RESOLVERS.append(resolve)
 
 
 def _hyperparameter_defaults(name: str, builder: Callable[..., Any]) -> dict[str, Any]:
@@ -244,30 +220,28 @@ def register_model(
     min_input_size: MinInputSize,
     description: str,
     check: Callable[[Mapping[str, Any]], None] | None = None,
-) -> Callable[[Callable[..., keras.Model]], Callable[..., keras.Model]]:
+) -> Callable[[Builder], Builder]:
     """Decorator: register ``builder(input_shape, n_classes, *, loss, name, **hparams)``.
 
     ``check`` optionally validates the resolved hyperparameters as a whole (constraints
     that a per-value validator cannot express). Returns the builder unchanged.
     """
 
-    def decorator(builder: Callable[..., keras.Model]) -> Callable[..., keras.Model]:
-        if name in _REGISTRY:
-            raise ValueError(f"model {name!r} is already registered")
-        _REGISTRY[name] = ModelSpec(
+    def decorator(builder: Builder) -> Builder:
+        register_spec(ModelSpec(
             name=name,
             builder=builder,
             min_input_size=min_input_size,
             description=description,
             defaults=_hyperparameter_defaults(name, builder),
             check=check,
-        )
+        ))
         return builder
 
     return decorator
 
 
-def preset(builder: Callable[..., keras.Model], **fixed: Any) -> Callable[..., keras.Model]:
+def preset(builder: Builder, **fixed: Any) -> Builder:
     """``builder`` with some keyword arguments fixed and removed from its hyperparameters.
 
     Used for table variants (``vgg16`` = the VGG builder with its cfg) and depth presets
@@ -275,7 +249,7 @@ def preset(builder: Callable[..., keras.Model], **fixed: Any) -> Callable[..., k
     """
 
     @functools.wraps(builder)
-    def wrapped(*args: Any, **kwargs: Any) -> keras.Model:
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
         return builder(*args, **kwargs, **fixed)
 
     signature = inspect.signature(builder)
@@ -286,12 +260,13 @@ def preset(builder: Callable[..., keras.Model], **fixed: Any) -> Callable[..., k
 
 
 def get_model_spec(name: str) -> ModelSpec:
-    """The registered model ``name``; ``package.module:function`` imports and registers a
-    user's builder on first use (see ``user_model.py``)."""
-    if name not in _REGISTRY and ":" in name:
-        from .user_model import register_user_model
-
-        return register_user_model(name)
+    """The registered model ``name``; an unregistered name goes to the resolvers (a user's
+    ``package.module:function`` is imported and registered on first use, ``user_model.py``)."""
+    if name not in _REGISTRY:
+        for resolve in _RESOLVERS:
+            spec = resolve(name)
+            if spec is not None:
+                return spec
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -353,7 +328,7 @@ def build_model(
     *,
     loss: str | None = None,
     **hparams: Any,
-) -> keras.Model:
+) -> Any:
     """Build the registered model ``name`` (uncompiled) for ``n_classes`` classes.
 
     ``loss`` picks the output head (see ``Head``); it defaults to binary cross-entropy for

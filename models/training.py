@@ -11,11 +11,11 @@ from typing import Any
 import keras
 import numpy as np
 
-from .augment import Augmentation
-from .data import Dataset
+from .data.augment import Augmentation
+from .data.dataset import Dataset
+from .data.tf_dataset import make_dataset
 from .heads import Head
 from .metrics import ValidationMetrics, balanced_class_weights
-from .pipeline import make_dataset
 
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
 
@@ -73,6 +73,23 @@ class TrainResult:
     diverged: bool = False
     reason: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def reset_session(seed: int) -> None:
+    """A fresh Keras session with Python, NumPy and backend generators seeded: the same seed
+    trains the same model (trials, retraining for registration, cross-validation folds)."""
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(seed)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and the backend without clearing the session."""
+    keras.utils.set_random_seed(seed)
+
+
+def tensorboard_callback(log_dir: str) -> keras.callbacks.Callback:
+    """Per-epoch TensorBoard logs under ``log_dir`` (logged as run artifacts afterwards)."""
+    return keras.callbacks.TensorBoard(log_dir=log_dir)
 
 
 def make_optimizer(name: str, learning_rate: float, momentum: float = 0.9):

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,12 +36,12 @@ import keras
 import numpy as np
 from keras import layers
 
-from . import features as feature_cache
-from .data import Split
-from .folds import Fold
+from . import feature_cache
+from .data.dataset import Split
+from .data.folds import Fold
 from .heads import Head
 from .layers import dense_stack
-from .registry import preset, register_model
+from .registry import add_validators, preset, register_model
 from .training import TrainingSettings, TrainResult, make_optimizer, train
 
 
@@ -176,6 +178,59 @@ def load_backbone(backbone: str, weights: str | None, input_shape: tuple[int, in
             f"weights file {weights} could not be loaded into {backbone} without its top "
             f"({type(err).__name__}: {err}); it must hold the weights of "
             f"keras.applications.{backbone}(include_top=False)") from err
+
+
+# -- the transfer family's own hyperparameters ------------------------------------------
+def _count(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        raise ValueError(f"hyperparameter {name}={value!r} is invalid: must be an integer >= 0")
+    return int(value)
+
+
+def _count_or_fraction(name: str, value: Any) -> int | float:
+    """A number of layers (integer >= 0) or a fraction of them (float in [0, 1])."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 0:
+        return int(value)
+    if (isinstance(value, numbers.Real) and not isinstance(value, bool)
+            and math.isfinite(value) and 0.0 <= value <= 1.0):
+        return float(value)
+    raise ValueError(f"hyperparameter {name}={value!r} is invalid: must be a number of layers "
+                     "(integer >= 0) or a fraction of them (0.0 to 1.0)")
+
+
+def _factor(name: str, value: Any) -> float:
+    if (isinstance(value, bool) or not isinstance(value, numbers.Real)
+            or not math.isfinite(value) or not 0.0 < value <= 1.0):
+        raise ValueError(f"hyperparameter {name}={value!r} is invalid: must be in (0, 1]")
+    return float(value)
+
+
+def _backbone(name: str, value: Any) -> str:
+    if value not in BACKBONES:
+        raise ValueError(f"hyperparameter {name}={value!r} is invalid: choose one of "
+                         f"{', '.join(BACKBONES)} (keras.applications names)")
+    return value
+
+
+def _weights(name: str, value: Any) -> str | None:
+    """'imagenet', None (random weights) or the path of an existing weights file."""
+    if value is None or value == "none":
+        return None
+    if value == "imagenet":
+        return value
+    if isinstance(value, str) and value:
+        path = os.path.expanduser(value)
+        if not os.path.isfile(path):
+            raise ValueError(f"hyperparameter {name}={value!r} is invalid: no such weights file "
+                             "(give 'imagenet', null for random weights, or the path of a "
+                             "backbone weights file without the top)")
+        return os.path.abspath(path)
+    raise ValueError(f"hyperparameter {name}={value!r} is invalid: 'imagenet', null or a "
+                     "weights file path")
+
+
+add_validators(backbone=_backbone, weights=_weights, fine_tune_layers=_count_or_fraction,
+               warmup_epochs=_count, fine_tune_lr_factor=_factor)
 
 
 def _transfer(

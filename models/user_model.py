@@ -22,7 +22,7 @@ from typing import Any
 import keras
 
 from .heads import Head
-from .registry import _REGISTRY, ModelSpec
+from .registry import ModelSpec, add_resolver, register_spec, registered_spec
 
 _NOT_HYPERPARAMETERS = ("loss", "name")
 
@@ -82,8 +82,9 @@ def _hyperparameters(spec: str, builder: Any) -> dict[str, Any]:
 
 def register_user_model(spec: str) -> ModelSpec:
     """Import the builder and register it under ``spec`` (once per process)."""
-    if spec in _REGISTRY:
-        return _REGISTRY[spec]
+    known = registered_spec(spec)
+    if known is not None:
+        return known
     builder = load_builder(spec)
     accepted = inspect.signature(builder).parameters
 
@@ -103,8 +104,15 @@ def register_user_model(spec: str) -> ModelSpec:
         return model
 
     doc = (inspect.getdoc(builder) or "").strip().splitlines()
-    _REGISTRY[spec] = ModelSpec(name=spec, builder=build,
-                                min_input_size=getattr(builder, "min_input_size", 1),
-                                description=doc[0] if doc else f"user model {spec}",
-                                defaults=_hyperparameters(spec, builder))
-    return _REGISTRY[spec]
+    return register_spec(ModelSpec(name=spec, builder=build,
+                                   min_input_size=getattr(builder, "min_input_size", 1),
+                                   description=doc[0] if doc else f"user model {spec}",
+                                   defaults=_hyperparameters(spec, builder)))
+
+
+def _resolve(name: str) -> ModelSpec | None:
+    """``package.module:function`` names are user models; other names are not ours."""
+    return register_user_model(name) if ":" in name else None
+
+
+add_resolver(_resolve)

@@ -16,7 +16,7 @@ _WHERE = {
     "make_sampler": "study", "open_storage": "study", "open_study": "study",
     "over_budget": "study",
     "summarize": "summary",
-    "close_all": "visualize", "study_figures": "visualize",
+    "close_all": "study_plots", "study_figures": "study_plots",
 }
 __all__ = sorted(_WHERE)
 

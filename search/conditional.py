@@ -23,6 +23,8 @@ from typing import Any
 
 import optuna
 
+from tunelab.models.training_keys import TRAINING_KEYS
+
 from .space import (
     RANGE_KEYS,
     Dimension,
@@ -33,12 +35,6 @@ from .space import (
 )
 
 FAMILY_KEY = "model"
-
-
-def _training_keys() -> tuple[str, ...]:
-    from .objective import TRAINING_KEYS
-
-    return TRAINING_KEYS
 
 
 def _accepted(model: str) -> set[str]:
@@ -68,7 +64,7 @@ class FamilySpace(SearchSpace):
 
     def suggest(self, trial: optuna.trial.BaseTrial) -> dict[str, Any]:
         family = self.dimensions[FAMILY_KEY].suggest(trial, FAMILY_KEY)
-        shared_ok = _accepted(family) | set(_training_keys())
+        shared_ok = _accepted(family) | set(TRAINING_KEYS)
         params: dict[str, Any] = {FAMILY_KEY: family}
         for name, dim in self.dimensions.items():
             if name == FAMILY_KEY:
@@ -120,7 +116,7 @@ def split_params(params: Mapping[str, Any], default_model: str,
                  training_keys: Iterable[str] | None = None,
                  ) -> tuple[str, dict[str, Any], dict[str, Any]]:
     """A trial's parameters -> (model name, its hyperparameters, training parameters)."""
-    training_keys = set(_training_keys() if training_keys is None else training_keys)
+    training_keys = set(TRAINING_KEYS if training_keys is None else training_keys)
     family = str(params.get(FAMILY_KEY, default_model))
     flat: dict[str, Any] = {}
     for name, value in params.items():  # shared first, the family's own values override
@@ -144,7 +140,7 @@ def family_views(default_model: str, space: SearchSpace,
     A plain space has one view (``default_model``) and every name must belong to it; in a
     family space a shared name must belong to at least one family.
     """
-    training = set(_training_keys())
+    training = set(TRAINING_KEYS)
     if not isinstance(space, FamilySpace):
         names = accepted(default_model) | training
         for name in space.dimensions:

@@ -60,10 +60,8 @@ def train_folds(trial: optuna.Trial, data: Any, n_folds: int, *, build: Callable
     ``on_epoch`` gets the step across folds. Per-fold summaries go into the trial's ``folds``
     user attribute as they finish.
     """
-    import keras
-
-    from tunelab.models.folds import k_folds
-    from tunelab.models.training import predict_proba
+    from tunelab.models.data.folds import k_folds
+    from tunelab.models.training import predict_proba, seed_everything
     from tunelab.models.transfer import train_model
 
     prune = any(isinstance(cb, KerasPruningCallback) for cb in callbacks)
@@ -74,7 +72,7 @@ def train_folds(trial: optuna.Trial, data: Any, n_folds: int, *, build: Callable
     extras = []
     for fold in k_folds(data, n_folds, fold_seed):
         offset = fold.index * settings.max_epochs
-        keras.utils.set_random_seed(seed + fold.index)
+        seed_everything(seed + fold.index)
         model = build()
         fold_callbacks = [FoldPruningCallback(trial, metric, offset)] if prune else []
         fold_callbacks += others

@@ -33,6 +33,8 @@ from typing import Any
 
 import optuna
 
+from tunelab.models.training_keys import TRAINING_KEYS
+
 from .conditional import split_params
 from .space import Choice, Fixed, FloatRange, IntRange, SearchSpace
 
@@ -230,8 +232,6 @@ def _hypermodel(keras_tuner, objective: Any, space: SearchSpace):
 
 
 def _split(objective: Any, params: Mapping[str, Any]):
-    from .objective import TRAINING_KEYS
-
     return split_params(dict(params), objective.model_name, TRAINING_KEYS)
 
 

@@ -14,28 +14,23 @@ import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import Any
 
 import optuna
 from optuna_integration import KerasPruningCallback
 
-from tunelab.models.augment import AUGMENT_KEYS
 from tunelab.models.data import Dataset
+from tunelab.models.data.augment import augmented_samples
 from tunelab.models.training import TrainingSettings
+from tunelab.models.training_keys import TRAINING_KEYS
 
 from .conditional import split_params
 from .crossval import CrossValResult, train_folds
-from .datalog import log_augmented_samples
 from .progress import Progress
 from .selection import ObjectiveRule, record_from_summary
 from .space import SearchSpace
 from .study import best_trial, counted_trials, fail_stale_trials, over_budget, primary_value
 from .summary import summarize
-
-# Searchable knobs that shape training rather than the model (augmentation in augment.py's
-# units: rotation in degrees, shifts and zoom as fractions, intensity_percentile in percent)
-TRAINING_KEYS = ("learning_rate", "batch_size", "optimizer", "momentum", "loss",
-                 "class_weight", *AUGMENT_KEYS)
 
 
 class TrialFailed(Exception):
@@ -48,14 +43,6 @@ class TrialDiverged(TrialFailed):
 
 class BudgetReached(TrialFailed):
     pass
-
-
-class TrialObserver(Protocol):
-    run_id: str | None
-
-    def epoch_ended(self, epoch: int, logs: Mapping[str, float]) -> None: ...
-
-    def finish(self, *, state: str, **details: Any) -> None: ...
 
 
 class _NoTracking:
@@ -95,10 +82,13 @@ class Objective:
                           "input_shape": list(self.data.input_shape)}
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
-        import keras
-
         from tunelab.models import Head, build_model
-        from tunelab.models.training import model_summary, predict_proba
+        from tunelab.models.training import (
+            model_summary,
+            predict_proba,
+            reset_session,
+            tensorboard_callback,
+        )
         from tunelab.models.transfer import train_model
 
         study = trial.study
@@ -107,8 +97,7 @@ class Objective:
             raise BudgetReached("the trial budget was already filled by other workers")
         params = self.space.suggest(trial)
         seed = self.seed + trial.number
-        keras.backend.clear_session()
-        keras.utils.set_random_seed(seed)
+        reset_session(seed)
         # family search: the trial's model and only its family's parameters (conditional.py)
         model_name, model_params, train_params = split_params(params, self.model_name,
                                                               TRAINING_KEYS)
@@ -152,10 +141,10 @@ class Objective:
         tb_dir = None
         if self.tensorboard:
             tb_dir = tempfile.mkdtemp(prefix=f"tunelab-tb-{trial.number}-")
-            callbacks.append(keras.callbacks.TensorBoard(log_dir=tb_dir))
+            callbacks.append(tensorboard_callback(tb_dir))
         common = {"model_summary": model_summary(model), "artifacts_dir": tb_dir,
                   "class_names": self.data.class_names}
-        log_augmented_samples(run, settings, self.data, seed)
+        _log_augmented_samples(run, settings, self.data, seed)
         started = time.time()
         try:
             if self.cv_folds > 1:
@@ -260,6 +249,16 @@ class Objective:
     def _report(self, number: int, state: str, value: float | None, detail: str) -> None:
         if self.progress:
             self.progress.trial_finished(number, state, value, detail)
+
+
+def _log_augmented_samples(run: Any, settings: Any, data: Dataset, seed: int) -> None:
+    """Log ``augmentation.png`` to the trial's run (originals in the first column)."""
+    log = getattr(run, "log_image_grid", None)
+    samples = None if log is None else augmented_samples(data, settings.augmentation, seed)
+    if samples is not None:
+        images, labels = samples
+        title = ", ".join(f"{k}={v}" for k, v in vars(settings.augmentation).items() if v)
+        log(images, labels, "augmentation.png", f"augmented training samples ({title})")
 
 
 def _max_rss_mb() -> float:

@@ -197,3 +197,64 @@ def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
 def primary_value(trial: FrozenTrial) -> float | None:
     """The trial's (first) objective value; ``trial.value`` raises on multi-objective trials."""
     return trial.values[0] if trial.values else None
+
+
+# -- what the shell asks of a stored study (so that only search/ imports optuna) ----------
+def study_names(storage_url: str) -> list[str]:
+    """Names of the studies in a storage."""
+    return [s.study_name for s in optuna.get_all_study_summaries(open_storage(storage_url))]
+
+
+def study_overview(storage_url: str) -> list[dict[str, Any]]:
+    """One row per study: name, trial count, best value (None for none), tracking URI."""
+    rows = []
+    for summary in optuna.get_all_study_summaries(open_storage(storage_url),
+                                                  include_best_trial=True):
+        best = summary.best_trial
+        rows.append({"name": summary.study_name, "n_trials": summary.n_trials,
+                     "best": primary_value(best) if best else None,
+                     "tracking_uri": summary.user_attrs.get("tracking_uri")})
+    return rows
+
+
+def stored_user_attrs(storage_url: str, study_name: str) -> dict[str, Any]:
+    """A stored study's user attributes (its tunelab config, tracking URI, parent run)."""
+    return dict(open_study(storage=storage_url, study_name=study_name).user_attrs)
+
+
+def delete_study(storage_url: str, study_name: str) -> None:
+    optuna.delete_study(study_name=study_name, storage=open_storage(storage_url))
+
+
+def state_counts(study: optuna.Study) -> dict[str, int]:
+    """``n_complete``, ``n_pruned``, ``n_fail``: the study's trials by state."""
+    from collections import Counter
+
+    states = Counter(t.state.name.lower() for t in study.get_trials(deepcopy=False))
+    return {f"n_{state}": states.get(state, 0) for state in ("complete", "pruned", "fail")}
+
+
+def top_trials(study: optuna.Study, k: int = 5) -> list[FrozenTrial]:
+    """The ``k`` complete trials with the best (first) objective value."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    reverse = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
+    return sorted(complete, key=lambda t: t.values[0], reverse=reverse)[:k]
+
+
+def finished_trial_records(study: optuna.Study) -> list[dict[str, Any]]:
+    """Every trial that trained and ended (complete, pruned or failed), as plain dicts with
+    what a tracking store needs to log it again (``tunelab sync``)."""
+    records = []
+    for t in study.get_trials(deepcopy=False):
+        if t.state not in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL):
+            continue
+        if "skipped" in t.user_attrs or ("history" not in t.user_attrs
+                                         and t.state == TrialState.FAIL):
+            continue
+        records.append({"number": t.number, "state": t.user_attrs.get("state", t.state.name),
+                        "params": t.user_attrs.get("hparams", t.params),
+                        "history": t.user_attrs.get("history"),
+                        "summary": t.user_attrs.get("summary"),
+                        "reason": t.user_attrs.get("reason", ""),
+                        "seed": t.user_attrs.get("seed", 0)})
+    return records

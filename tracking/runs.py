@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import json
 import sys
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -326,6 +325,3 @@ class StudyTracker:
                                             filter_string=f"tags.`{ROLE_TAG}` = 'trial'",
                                             max_results=5000))
 
-
-def scratch_dir() -> Path:
-    return Path(tempfile.mkdtemp(prefix="tunelab-"))

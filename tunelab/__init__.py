@@ -21,15 +21,15 @@ __all__ = ["ConfigError", "StudyConfig", "load_config", "run_worker", "tune"]
 
 
 def tune(*args, **kwargs):
-    from tunelab.runner import tune as _tune
+    from tunelab.tuning import tune as _tune
 
     return _tune(*args, **kwargs)
 
 
-tune.__doc__ = "Run or resume a study; see tunelab.runner.tune."
+tune.__doc__ = "Run or resume a study; see tunelab.tuning.tune."
 
 
 def run_worker(**kwargs):
-    from tunelab.runner import run_worker as _run_worker
+    from tunelab.tuning import run_worker as _run_worker
 
     return _run_worker(**kwargs)

@@ -8,7 +8,7 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from tunelab import data_cli, lifecycle_cli, ops_cli  # noqa: E402
+from tunelab import data_cli, model_cli, ops_cli  # noqa: E402
 from tunelab.config import ConfigError  # noqa: E402
 
 TUNE_FLAGS = {  # flag -> (config key, type, help)
@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--deadline", type=float, help=argparse.SUPPRESS)
     worker.add_argument("--started-at", type=float, help=argparse.SUPPRESS)
     worker.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
-    lifecycle_cli.add_parsers(sub)
+    model_cli.add_parsers(sub)
     ops_cli.add_parsers(sub)
     data_cli.add_parsers(sub)
     return parser
@@ -62,15 +62,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "tune":
             return _tune(args)
         if args.command == "worker":
-            from tunelab.runner import run_worker
+            from tunelab.tuning import run_worker
 
             run_worker(study_name=args.study_name, storage=args.storage,
                        tracking_uri=args.tracking_uri, max_trials=args.max_trials,
                        deadline=args.deadline, started_at=args.started_at,
                        worker_index=args.worker_index)
             return 0
-        if args.command in lifecycle_cli.COMMANDS:
-            return lifecycle_cli.run(args)
+        if args.command in model_cli.COMMANDS:
+            return model_cli.run(args)
         if args.command in ops_cli.COMMANDS:
             return ops_cli.run(args)
         if args.command in data_cli.COMMANDS:
@@ -95,7 +95,7 @@ def _tune(args: argparse.Namespace) -> int:
     if args.print_config:
         print(config.to_yaml(), end="")
         return 0
-    from tunelab.runner import tune
+    from tunelab.tuning import tune
 
     tune(config, in_process=args.in_process)
     return 0

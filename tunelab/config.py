@@ -33,6 +33,9 @@ class ConfigWarning(UserWarning):
 
 
 DEFAULT_STORE = Path("mlruns")
+# the embedded default stores, relative to the folder tunelab runs in
+DEFAULT_STORAGE = str(DEFAULT_STORE / "optuna.journal")
+DEFAULT_TRACKING_URI = f"sqlite:///{DEFAULT_STORE / 'mlflow.db'}"
 
 
 def default_space() -> dict[str, Any]:
@@ -183,11 +186,11 @@ class StudyConfig:
 
     @property
     def storage_url(self) -> str:
-        return self.storage or str(DEFAULT_STORE / "optuna.journal")
+        return self.storage or DEFAULT_STORAGE
 
     @property
     def resolved_tracking_uri(self) -> str:
-        return self.tracking_uri or f"sqlite:///{DEFAULT_STORE / 'mlflow.db'}"
+        return self.tracking_uri or DEFAULT_TRACKING_URI
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -96,7 +96,7 @@ def _write_grid(data, per_class: int, path: Path, seed: int) -> None:
 
 
 def format_report(report: dict[str, Any]) -> str:
-    from tunelab.report import table
+    from tunelab.text_table import table
 
     names = report["class_names"]
     splits = list(report["class_counts"])

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from tunelab.config import DEFAULT_STORE, ConfigError, config_from_dict
+from tunelab.config import DEFAULT_STORAGE, DEFAULT_TRACKING_URI, ConfigError, config_from_dict
 
 COMMANDS = ("server", "sync", "studies")
 
@@ -15,7 +15,7 @@ def add_parsers(sub: Any) -> None:
     server = sub.add_parser("server", help="start an MLflow tracking server with the UI",
                             description="An MLflow tracking server (UI, REST API, artifact "
                             "serving) on the local ./mlruns store or a database.")
-    server.add_argument("--backend-store-uri", default=f"sqlite:///{DEFAULT_STORE}/mlflow.db",
+    server.add_argument("--backend-store-uri", default=DEFAULT_TRACKING_URI,
                         help="sqlite:///... (default: ./mlruns/mlflow.db) or postgresql://...")
     server.add_argument("--artifacts-destination",
                         help="where artifacts go (default: mlruns/artifacts beside SQLite)")
@@ -35,7 +35,7 @@ def add_parsers(sub: Any) -> None:
     studies.add_argument("action", nargs="?", choices=("list", "delete", "export"),
                          default="list")
     studies.add_argument("name", nargs="?", help="the study (delete, export)")
-    studies.add_argument("--storage", default=str(DEFAULT_STORE / "optuna.journal"))
+    studies.add_argument("--storage", default=DEFAULT_STORAGE)
     studies.add_argument("--runs", action="store_true",
                          help="delete: also delete the study's MLflow experiment, runs and "
                               "artifacts")
@@ -44,7 +44,7 @@ def add_parsers(sub: Any) -> None:
 
 def _study_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--study-name", required=True)
-    parser.add_argument("--storage", default=str(DEFAULT_STORE / "optuna.journal"),
+    parser.add_argument("--storage", default=DEFAULT_STORAGE,
                         help="Optuna storage (default: mlruns/optuna.journal)")
 
 
@@ -95,26 +95,8 @@ def _open(storage: str, name: str):
         raise ConfigError(str(err)) from None
 
 
-def trial_records(study) -> list[dict[str, Any]]:
-    from optuna.trial import TrialState
-
-    records = []
-    for t in study.get_trials(deepcopy=False):
-        if t.state not in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL):
-            continue
-        if "skipped" in t.user_attrs or ("history" not in t.user_attrs
-                                         and t.state == TrialState.FAIL):
-            continue
-        records.append({"number": t.number, "state": t.user_attrs.get("state", t.state.name),
-                        "params": t.user_attrs.get("hparams", t.params),
-                        "history": t.user_attrs.get("history"),
-                        "summary": t.user_attrs.get("summary"),
-                        "reason": t.user_attrs.get("reason", ""),
-                        "seed": t.user_attrs.get("seed", 0)})
-    return records
-
-
 def _sync(args: argparse.Namespace) -> int:
+    from tunelab.search.study import finished_trial_records
     from tunelab.tracking import StudyTracker
     from tunelab.tracking.sync import sync_trials
 
@@ -133,25 +115,19 @@ def _sync(args: argparse.Namespace) -> int:
                                      data_info={})
         study.set_user_attr("mlflow_parent_run_id", parent)
         tracker.parent.end("FINISHED")
-    logged = sync_trials(tracker, trial_records(study), config=raw, data_info={})
+    logged = sync_trials(tracker, finished_trial_records(study), config=raw, data_info={})
     print(f"tunelab: logged {len(logged)} trial(s) to {tracker.tracking_uri}"
           + (f": {', '.join(map(str, logged))}" if logged else "; every trial was already there"))
     return 0
 
 
 def _studies(args: argparse.Namespace) -> int:
-    import optuna
+    from tunelab.search.study import delete_study, study_overview
+    from tunelab.text_table import table
 
-    from tunelab.report import table
-    from tunelab.search import open_storage
-
-    storage = open_storage(args.storage)
     if args.action == "list":
-        rows = []
-        for summary in optuna.get_all_study_summaries(storage, include_best_trial=True):
-            best = summary.best_trial.value if summary.best_trial else None
-            rows.append([summary.study_name, summary.n_trials, best,
-                         summary.user_attrs.get("tracking_uri", "-")])
+        rows = [[row["name"], row["n_trials"], row["best"], row["tracking_uri"] or "-"]
+                for row in study_overview(args.storage)]
         print(table(["study (= MLflow experiment)", "trials", "best", "tracking"], rows)
               if rows else f"no study in {args.storage}")
         return 0
@@ -167,7 +143,7 @@ def _studies(args: argparse.Namespace) -> int:
             frame.to_csv(sys.stdout, index=False)
         return 0
     uri = study.user_attrs.get("tracking_uri")
-    optuna.delete_study(study_name=args.name, storage=storage)
+    delete_study(args.storage, args.name)
     print(f"tunelab: deleted study {args.name!r} from {args.storage}")
     if args.runs and uri:
         from tunelab.tracking.store import delete_experiment

@@ -8,8 +8,8 @@ import itertools
 from tunelab.config import ConfigError, StudyConfig
 from tunelab.models import allowed_losses, check_model_input, get_model_spec, resolve_hparams
 from tunelab.models.data import Dataset
+from tunelab.models.training_keys import TRAINING_KEYS
 from tunelab.search.conditional import FamilySpace, family_views
-from tunelab.search.objective import TRAINING_KEYS
 from tunelab.search.space import candidate_values
 
 PER_CLASS_PREFIXES = ("val_precision_", "val_recall_", "val_f1_", "val_auc",
@@ -18,7 +18,7 @@ PER_CLASS_PREFIXES = ("val_precision_", "val_recall_", "val_f1_", "val_auc",
 
 def _check_data_knobs(config: StudyConfig, data: Dataset) -> None:
     """Augmentation values and class weights in the space; metrics that need the classes."""
-    from tunelab.models.augment import AUGMENT_KEYS, check_augment_value
+    from tunelab.models.data.augment import AUGMENT_KEYS, check_augment_value
     from tunelab.models.metrics import metric_names
 
     space = config.search_space
@@ -96,8 +96,8 @@ def validate_against_data(config: StudyConfig, data: Dataset) -> None:
 def _check_folds(config: StudyConfig, data: Dataset) -> None:
     """With ``dataset.cv_folds``, the folds exist: enough images of every class, and enough
     groups with ``dataset.group_pattern``."""
-    from tunelab.models.folds import fold_rows, pool_labels
-    from tunelab.models.sources import DataError
+    from tunelab.models.data.folds import fold_rows, pool_labels
+    from tunelab.models.data.sources import DataError
 
     k = config.dataset.cv_folds or 1
     if k < 2:

@@ -11,8 +11,8 @@ import pytest
 
 from tunelab.cli import main
 from tunelab.config import load_config
-from tunelab.runner import load_data
 from tunelab.validation import validate_against_data
+from tunelab.wiring import load_data
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from tunelab.models.data import DataError, load_dataset
-from tunelab.models.images import read_image
+from tunelab.models.data.images import read_image
 
 
 def test_split_folders_mixed_formats(lab_folder):

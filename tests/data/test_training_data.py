@@ -10,9 +10,9 @@ from conftest import tiny_study
 
 import tunelab
 from tunelab.models import Head, build_model
-from tunelab.models.augment import Augmentation
+from tunelab.models.data.augment import Augmentation
+from tunelab.models.data.tf_dataset import make_dataset
 from tunelab.models.metrics import balanced_class_weights, classification_metrics
-from tunelab.models.pipeline import make_dataset
 from tunelab.models.training import TrainingSettings, train
 
 

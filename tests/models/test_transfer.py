@@ -7,8 +7,7 @@ import keras
 import numpy as np
 import pytest
 
-from tunelab.models import Head, build_model, get_model_spec, transfer
-from tunelab.models import features as feature_cache
+from tunelab.models import Head, build_model, feature_cache, get_model_spec, transfer
 from tunelab.models.data import Dataset, Split
 from tunelab.models.training import TrainingSettings
 

@@ -11,7 +11,7 @@ from mlflow import MlflowClient
 
 import tunelab
 from tunelab.models import build_model, check_model_input
-from tunelab.search.compare import comparison_figure
+from tunelab.search.variant_curves import comparison_figure
 
 
 def test_grid_study_overlays_the_variants_curves_on_the_parent_run(tmp_path):

@@ -11,13 +11,12 @@ from conftest import tiny_study
 from mlflow import MlflowClient
 
 import tunelab
-from tunelab.commands import best, register, selection_table
-from tunelab.models import Head, build_model
-from tunelab.models import features as feature_cache
+from tunelab.models import Head, build_model, feature_cache
 from tunelab.models.data import Dataset, Split, load_dataset
-from tunelab.models.folds import fold_rows, k_folds
-from tunelab.models.sources import DataError
+from tunelab.models.data.folds import fold_rows, k_folds
+from tunelab.models.data.sources import DataError
 from tunelab.models.training import TrainingSettings
+from tunelab.registering import best, register, selection_table
 from tunelab.search import Objective, SearchSpace
 from tunelab.search.crossval import train_folds
 from tunelab.search.selection import ObjectiveRule, select_from_study

@@ -10,7 +10,7 @@ from conftest import tiny_study
 
 import tunelab
 from tunelab.config import ConfigError, config_from_dict
-from tunelab.models import features as feature_cache
+from tunelab.models import feature_cache
 from tunelab.search.conditional import FamilySpace, build_space, split_params
 from tunelab.validation import validate_against_data
 
@@ -66,7 +66,7 @@ def test_model_list_is_the_family_search(tmp_path):
     ({"model": ["lenet", "nope"]}, r"model: unknown model 'nope'"),
 ])
 def test_family_space_is_checked_per_family(tmp_path, space, words):
-    from tunelab.runner import load_data
+    from tunelab.wiring import load_data
 
     config = config_from_dict(tiny_study(tmp_path, space=space))
     with pytest.raises(ConfigError, match=words):
@@ -139,7 +139,7 @@ def test_user_model_joins_a_family_search(tmp_path, user_module):
     name = f"{user_module}:build"
     space = {"model": ["lenet", name], name: {"width": [4, 8]}, "batch_size": 128}
     config = config_from_dict(tiny_study(tmp_path, space=space))
-    from tunelab.runner import load_data
+    from tunelab.wiring import load_data
 
     validate_against_data(config, load_data(config))
     assert f"{name}.width" in config.search_space.dimensions
@@ -151,7 +151,7 @@ def test_user_model_joins_a_family_search(tmp_path, user_module):
     ("my_lab_models", r"unknown model"),
 ])
 def test_user_model_import_errors_are_clear(tmp_path, user_module, model, words):
-    from tunelab.runner import load_data
+    from tunelab.wiring import load_data
 
     config = config_from_dict(tiny_study(tmp_path, model=model, space={"batch_size": 128}))
     with pytest.raises(ConfigError, match=words):

@@ -11,10 +11,10 @@ from mlflow import MlflowClient
 
 import tunelab
 from tunelab.cli import main
-from tunelab.commands import best, open_finished_study
 from tunelab.config import ConfigError, ConfigWarning, config_from_dict
-from tunelab.runner import _open_study
+from tunelab.registering import best, open_finished_study
 from tunelab.search.selection import ObjectiveRule, TrialRecord, dominated_by, select
+from tunelab.wiring import open_study
 
 TOLERANCE = 0.5  # 2 epochs on digits: every gap is small, so the rule always has a choice
 
@@ -95,10 +95,10 @@ def test_resuming_with_the_other_kind_is_refused_and_writes_nothing(study):
 
 def test_a_single_objective_study_cannot_become_multi_objective(tmp_path):
     raw = tiny_study(tmp_path)
-    _open_study(config_from_dict(raw), create=True)
+    open_study(config_from_dict(raw), create=True)
     pareto = config_from_dict({**raw, "objective": {"kind": "pareto"}})
     with pytest.raises(ConfigError, match="exists with one objective.*asks for 2 objectives"):
-        _open_study(pareto, create=True)
+        open_study(pareto, create=True)
 
 
 def test_pareto_with_pruning_warns_and_turns_it_off_and_keras_tuner_is_refused(tmp_path):

@@ -8,7 +8,8 @@ from mlflow import MlflowClient
 
 import tunelab
 from tunelab.cli import main
-from tunelab.commands import best, checkpoint_dir, checkpoint_store, open_finished_study
+from tunelab.registering import best, open_finished_study
+from tunelab.wiring import checkpoint_dir, checkpoint_store
 
 SIGNALS = ("best_val_accuracy", "best_accuracy", "gap_accuracy", "gap_loss", "overfitting",
            "epochs_since_best", "objective")
@@ -76,7 +77,7 @@ def test_best_names_what_is_missing(tmp_path, capsys):
 def test_continue_resumes_from_the_checkpoint_and_logs_to_the_same_run(study, capsys):
     import json
 
-    from tunelab.commands import continue_training
+    from tunelab.registering import continue_training
 
     tmp, raw = study
     opened = open_finished_study("tiny", raw["storage"])

@@ -8,8 +8,8 @@ from conftest import tiny_study
 from mlflow import MlflowClient
 
 import tunelab
-from tunelab.commands import register
 from tunelab.models import Head
+from tunelab.registering import register
 from tunelab.tracking.pyfunc_model import ImageClassifier, prepare_images, probabilities
 
 NAME = "tiny-clf"
@@ -70,8 +70,8 @@ def test_round_trip_with_raw_images_of_another_size(registered):
     with pytest.raises(Exception, match="not raw 8-bit"):
         model.predict(rng.random((2, 8, 8)).astype("float32"))
     # The digits the study validated on, as 8-bit images: the same accuracy as at registration
-    from tunelab.commands import open_finished_study, to_uint8
-    from tunelab.runner import load_data
+    from tunelab.registering import open_finished_study, to_uint8
+    from tunelab.wiring import load_data
 
     data = load_data(open_finished_study("tiny", raw["storage"]).config)
     frame = model.predict(to_uint8(data.val.x))

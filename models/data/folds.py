@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .data import Dataset, Split
+from .dataset import Dataset, Split
 from .sources import DataError
 
 

@@ -3,7 +3,8 @@
 A frozen feature extractor gives the same output for the same images every time, so every
 trial that shares the backbone, its weights, the input size and the images can train its head
 on features computed once. Trials run in worker processes that are recycled every few trials,
-so the cache lives on disk (``mlruns/cache/features/`` in a study) rather than in memory:
+so the cache lives on disk (``features/`` under the dataset cache, ``dataset.cache_dir``, by
+default ``~/.cache/tunelab/datasets/features/``) rather than in memory:
 ``features-<backbone>-<weights>-<data hash>-<H>x<W>.npy``, written atomically so that two
 workers computing the same file at once both leave a valid one.
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import optuna
 
-from tunelab.models.checkpoints import remove_checkpoint, save_checkpoint
+from tunelab.models.model_files import remove_checkpoint, save_checkpoint
 
 from .selection import ObjectiveRule, TrialRecord, records_from_study, select
 

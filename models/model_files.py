@@ -1,7 +1,7 @@
 """A trial's model on disk: the ``.keras`` file (architecture, weights, optimizer state) plus
 a JSON sidecar with what is needed to use it again (loss/head, classes, input shape, history).
 
-Pure Keras: which trials keep a checkpoint is decided in ``tunelab.search.checkpoints``.
+Pure Keras: which trials keep a checkpoint is decided in ``tunelab.search.top_checkpoints``.
 """
 
 from __future__ import annotations

@@ -17,105 +17,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from tunelab.config import ConfigError, StudyConfig, config_from_dict, load_config
-from tunelab.report import table
-
-
-def _as_config(config: StudyConfig | str | Path | Mapping[str, Any] | None,
-               overrides: Mapping[str, Any]) -> StudyConfig:
-    if isinstance(config, StudyConfig):
-        if overrides:
-            raw = config.to_dict()
-            for dotted, value in overrides.items():
-                node = raw
-                *parents, leaf = dotted.split(".")
-                for key in parents:
-                    node = node.setdefault(key, {})
-                node[leaf] = value
-            return config_from_dict(raw)
-        return config
-    if isinstance(config, Mapping):
-        return load_config(None, {**config, **overrides})
-    return load_config(config, overrides)
-
-
-def load_data(config: StudyConfig):
-    from tunelab.models.data import DataError, load_dataset
-
-    d = config.dataset
-    try:
-        return load_dataset(d.source, image_size=d.image_size, color_mode=d.color_mode,
-                            validation_fraction=d.validation_fraction,
-                            test_fraction=d.test_fraction, seed=config.seed,
-                            label_pattern=d.label_pattern, labels_csv=d.labels_csv,
-                            group_pattern=d.group_pattern, skip_bad_images=d.skip_bad_images,
-                            max_image_pixels=d.max_image_pixels, cache_dir=cache_dir(config))
-    except DataError as err:
-        raise ConfigError(str(err)) from None
-
-
-def cache_dir(config: StudyConfig) -> Path:
-    """Decoded images, keyed by a hash of the files and options, so every worker process
-    (and every later study of the same data) opens them instead of decoding again. Outside
-    the stores: a config refused after the data loaded still leaves ./mlruns untouched."""
-    if config.dataset.cache_dir:
-        return Path(config.dataset.cache_dir)
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "tunelab" / "datasets"
-
-
-def _training_settings(config: StudyConfig):
-    from tunelab.models.training import TrainingSettings
-
-    es, lr = config.early_stopping, config.lr_schedule
-    mode = "max" if not config.monitor.endswith("loss") else "min"
-    return TrainingSettings(
-        max_epochs=config.max_epochs, monitor=config.monitor, monitor_mode=mode,
-        early_stopping=es.enabled, patience=es.patience, min_delta=es.min_delta,
-        restore_best_weights=es.restore_best_weights, lr_schedule=lr.kind, lr_factor=lr.factor,
-        lr_patience=lr.patience, lr_step_size=lr.step_size, min_lr=lr.min_lr,
-        memory_limit_mb=config.dataset.memory_limit_mb)
-
-
-def _open_study(config: StudyConfig, create: bool, on_stale=None, worker_index: int = 0):
-    from tunelab.commands import objective_rule
-    from tunelab.search import make_pruner, make_sampler, open_study
-
-    space = config.search_space
-    # Every worker process needs its own sampler stream: with the same seed, recycled or
-    # parallel workers would propose the same random start-up trials again.
-    sampler = make_sampler(config.sampler.kind, seed=config.seed + 7919 * worker_index,
-                           n_startup_trials=config.sampler.n_startup_trials,
-                           grid=space.grid() if config.sampler.kind == "grid" else None)
-    p = config.pruner
-    rule = objective_rule(config)
-    pruner = make_pruner("none" if rule.multi else p.kind, max_epochs=trial_epochs(config),
-                         n_startup_trials=p.n_startup_trials, n_warmup_steps=p.n_warmup_steps,
-                         min_resource=p.min_resource, reduction_factor=p.reduction_factor)
-    try:
-        return open_study(storage=config.storage_url, study_name=config.study_name,
-                          directions=rule.directions if create else None,
-                          sampler=sampler, pruner=pruner,
-                          heartbeat_interval=config.heartbeat_interval, on_stale=on_stale)
-    except ValueError as err:
-        if not create:
-            raise
-        raise ConfigError(f"objective.kind: {config.objective.kind}: {err} (objective.kind "
-                          "pareto has two objectives, (metric, overfit gap); the others one)"
-                          ) from None
-
-
-def _budget(config: StudyConfig) -> int | None:
-    if config.n_trials is None and config.sampler.kind == "grid":
-        return len(list(_grid_points(config)))
-    return config.n_trials
-
-
-def _grid_points(config: StudyConfig):
-    import itertools
-
-    grid = config.search_space.grid()
-    return itertools.product(*grid.values())
+from tunelab.config import ConfigError, StudyConfig, config_from_dict
+from tunelab.text_table import table
+from tunelab.wiring import (
+    load_data,
+    make_objective,
+    objective_rule,
+    open_study,
+    resolve_config,
+    trial_budget,
+)
 
 
 def tune(config: StudyConfig | str | Path | Mapping[str, Any] | None = None, *,
@@ -127,7 +38,7 @@ def tune(config: StudyConfig | str | Path | Mapping[str, Any] | None = None, *,
     ``in_process=True`` runs the trials in this process (handy in notebooks and debuggers;
     memory then grows with every model TensorFlow builds).
     """
-    config = _as_config(config, overrides)
+    config = resolve_config(config, overrides)
     data = load_data(config)
     from tunelab.validation import validate_against_data
 
@@ -138,7 +49,7 @@ def tune(config: StudyConfig | str | Path | Mapping[str, Any] | None = None, *,
         tracking_uri = resolve_tracking_uri(config.resolved_tracking_uri)
     except ValueError as err:
         raise ConfigError(str(err)) from None
-    study = _open_study(config, create=True)
+    study = open_study(config, create=True)
     if config.warm_start:  # known-good configurations first; never enqueued twice
         from tunelab.search.warm_start import enqueue_warm_start
 
@@ -165,7 +76,7 @@ def tune(config: StudyConfig | str | Path | Mapping[str, Any] | None = None, *,
               file=sys.stderr, flush=True)
     started = time.time()
     deadline = started + config.timeout if config.timeout else None
-    n_trials = _budget(config)
+    n_trials = trial_budget(config)
     from tunelab.search import counted_trials
 
     already = counted_trials(study)
@@ -192,9 +103,9 @@ def tune(config: StudyConfig | str | Path | Mapping[str, Any] | None = None, *,
         status = "FAILED"
         raise
     finally:
-        study = _open_study(config, create=False)
+        study = open_study(config, create=False)
         if tracker is not None:
-            _finish(study, tracker, status, config)
+            finish_tracking(study, tracker, status, config)
     print_summary(study, config, tracking_uri)
     return study
 
@@ -230,7 +141,7 @@ def _run_worker_processes(config: StudyConfig, tracking_uri: str, deadline: floa
         command += ["--deadline", str(deadline)]
     running: dict[subprocess.Popen, tuple[int, int]] = {}  # process -> (slot, trials counted)
     idle_exits = 0
-    study = _open_study(config, create=False)
+    study = open_study(config, create=False)
     try:
         while True:
             counted = counted_trials(study)
@@ -280,20 +191,31 @@ def run_worker(*, study_name: str, storage: str, tracking_uri: str | None = None
     at once, on any machines that reach the storage). Returns why it stopped."""
     import logging
 
-    from tunelab.search import open_study, run_trials
+    from tunelab.search import run_trials
+    from tunelab.search.study import stored_user_attrs
 
     logging.getLogger("tensorflow").setLevel(logging.ERROR)  # per-trial retracing notices
 
     if config is None:
-        raw = open_study(storage=storage, study_name=study_name).user_attrs.get("config")
+        raw = stored_user_attrs(storage, study_name).get("config")
         if raw is None:
             raise ConfigError(f"study {study_name!r} in {storage} has no tunelab config; "
                               "start it with `tunelab tune`")
         config = config_from_dict(raw)
     config = dataclasses.replace(config, storage=storage)
-    study = _open_study(config, create=False)
-    data = data if data is not None else load_data(config)
     tracker = None
+
+    def on_stale(trial) -> None:
+        print(f"tunelab: trial {trial.number} stopped sending heartbeats (its worker died); "
+              "marked failed and retried once", flush=True)
+        if tracker is not None and trial.user_attrs.get("mlflow_run_id"):
+            tracker.mark_failed(trial.user_attrs["mlflow_run_id"],
+                                "its worker stopped sending heartbeats")
+
+    if worker_index is None:  # a worker started by hand, maybe on another machine
+        worker_index = os.getpid()
+    study = open_study(config, create=False, on_stale=on_stale, worker_index=worker_index)
+    data = data if data is not None else load_data(config)
     uri = tracking_uri or study.user_attrs.get("tracking_uri") or config.resolved_tracking_uri
     from tunelab.tracking import StudyTracker
 
@@ -306,17 +228,7 @@ def run_worker(*, study_name: str, storage: str, tracking_uri: str | None = None
               "keep their results in the Optuna storage; `tunelab sync` logs them later",
               file=sys.stderr)
 
-    def on_stale(trial) -> None:
-        print(f"tunelab: trial {trial.number} stopped sending heartbeats (its worker died); "
-              "marked failed and retried once", flush=True)
-        if tracker is not None and trial.user_attrs.get("mlflow_run_id"):
-            tracker.mark_failed(trial.user_attrs["mlflow_run_id"],
-                                "its worker stopped sending heartbeats")
-
-    if worker_index is None:  # a worker started by hand, maybe on another machine
-        worker_index = os.getpid()
-    study = _open_study(config, create=False, on_stale=on_stale, worker_index=worker_index)
-    n_trials = _budget(config)
+    n_trials = trial_budget(config)
     objective = make_objective(config, data, tracker, n_trials, started_at)
     if tracker is not None:
         tracker.start_writer()  # while TensorFlow loads for the first trial
@@ -330,30 +242,6 @@ def run_worker(*, study_name: str, storage: str, tracking_uri: str | None = None
 
 class _TrackingOff(Exception):
     pass
-
-
-def make_objective(config: StudyConfig, data, tracker, n_trials: int | None,
-                   started_at: float | None):
-    """The trial objective both engines record through (search.objective.Objective)."""
-    from tunelab.commands import checkpoint_store, objective_rule
-    from tunelab.search import Objective, Progress
-
-    progress = Progress(n_trials=n_trials, max_epochs=trial_epochs(config),
-                        metric=config.objective.metric, started_at=started_at)
-    return Objective(model_name=config.model, space=config.search_space, data=data,
-                     training=_training_settings(config), metric=config.objective.metric,
-                     direction=config.direction, n_trials=n_trials, seed=config.seed,
-                     config=config.to_dict(), tracker=tracker, progress=progress,
-                     tensorboard=config.tensorboard, rule=objective_rule(config),
-                     checkpoints=checkpoint_store(config),
-                     feature_cache_dir=str((cache_dir(config) / "features").resolve()),
-                     cv_folds=config.dataset.cv_folds or 1)
-
-
-def trial_epochs(config: StudyConfig) -> int:
-    """Epochs a trial may train: with cross-validation, counted across its folds (pruning
-    steps and progress lines count them that way)."""
-    return config.max_epochs * (config.dataset.cv_folds or 1)
 
 
 def run_keras_tuner_engine(study, config: StudyConfig, data, tracker, deadline: float | None,
@@ -375,18 +263,19 @@ def run_keras_tuner_engine(study, config: StudyConfig, data, tracker, deadline: 
         kind=kt.kind, max_epochs=config.max_epochs, factor=kt.factor,
         hyperband_iterations=kt.hyperband_iterations, num_initial_points=kt.num_initial_points,
         directory=kt.directory or default_directory(config.storage_url, config.study_name))
-    objective = make_objective(config, data, tracker, _budget(config), started_at)
+    objective = make_objective(config, data, tracker, trial_budget(config), started_at)
     try:
         return run_keras_tuner(study, objective, settings, deadline=deadline)
     except EngineError as err:
         raise ConfigError(str(err)) from None
 
 
-def _finish(study, tracker, status: str, config: StudyConfig) -> None:
+def finish_tracking(study, tracker, status: str, config: StudyConfig) -> None:
     from tunelab.search import close_all, study_figures
+    from tunelab.search.study import state_counts
 
     figures, notes = study_figures(study)
-    summary = study_summary(study)
+    summary = state_counts(study)
     best = study_best(study, config)
     if best is not None:
         summary.update({"best_value": best.values[0], "best_trial": best.number,
@@ -414,7 +303,6 @@ def _finish(study, tracker, status: str, config: StudyConfig) -> None:
 
 
 def _selection(study, config: StudyConfig):
-    from tunelab.commands import objective_rule
     from tunelab.search.selection import select_from_study
 
     return select_from_study(study, objective_rule(config))
@@ -432,25 +320,11 @@ def study_best(study, config: StudyConfig):
     return None if record is None else study.trials[record.number]
 
 
-def study_summary(study) -> dict[str, Any]:
-    from collections import Counter
-
-    states = Counter(t.state.name.lower() for t in study.get_trials(deepcopy=False))
-    return {f"n_{state}": states.get(state, 0) for state in ("complete", "pruned", "fail")}
-
-
-def top_trials(study, k: int = 5):
-    from optuna.trial import TrialState
-
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    reverse = study.directions[0].name == "MAXIMIZE"  # the metric, also when multi-objective
-    return sorted(complete, key=lambda t: t.values[0], reverse=reverse)[:k]
-
-
 def print_summary(study, config: StudyConfig, tracking_uri: str, k: int = 5) -> None:
+    from tunelab.search.study import state_counts, top_trials
     from tunelab.tracking import ui_command
 
-    counts = study_summary(study)
+    counts = state_counts(study)
     print(f"\nstudy {study.study_name!r}: {counts['n_complete']} complete, "
           f"{counts['n_pruned']} pruned, {counts['n_fail']} failed")
     best = study_best(study, config)

@@ -1,7 +1,7 @@
 """Subcommands after a study: ``best``, ``register``, ``predict``, ``continue``.
 
 Kept out of ``cli.py`` so that file stays a short list of commands; like it, this module only
-parses and calls the library functions in ``tunelab.commands``.
+parses and calls the library functions in ``tunelab.registering``.
 """
 
 from __future__ import annotations
@@ -57,25 +57,25 @@ def add_parsers(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tunelab import commands
+    from tunelab import registering
 
     if args.command == "best":
-        selection = commands.best(args.study_name, args.storage)
-        commands.print_selection(selection)
+        selection = registering.best(args.study_name, args.storage)
+        registering.print_selection(selection)
         return 0 if selection.chosen is not None else 3
     if args.command == "register":
-        commands.register(args.name, args.study_name, args.storage, force=args.force)
+        registering.register(args.name, args.study_name, args.storage, force=args.force)
         return 0
     if args.command == "predict":
-        frame = commands.predict(args.model_uri, args.paths, args.tracking_uri)
+        frame = registering.predict(args.model_uri, args.paths, args.tracking_uri)
         if args.csv:
             print(frame.to_csv(index=False, float_format="%.6g"), end="")
         else:
-            from tunelab.report import table
+            from tunelab.text_table import table
 
             print(table(list(frame.columns), frame.itertuples(index=False)))
         return 0
     if args.command == "continue":
-        commands.continue_training(args.trial, args.epochs, args.study_name, args.storage)
+        registering.continue_training(args.trial, args.epochs, args.study_name, args.storage)
         return 0
     raise ValueError(f"not a lifecycle command: {args.command}")

@@ -235,14 +235,6 @@ def _folder_source(root: Path) -> Source:
     return Source(kind, str(root), names, parts, root=root)
 
 
-def _labelled_files(pairs: list[tuple[Path, str]], location: str) -> tuple[tuple[str, ...],
-                                                                             Part]:
-    names = tuple(sorted({label for _, label in pairs}))
-    index = {n: i for i, n in enumerate(names)}
-    return names, Part(y=np.array([index[lab] for _, lab in pairs], dtype="int64"),
-                       paths=[p for p, _ in pairs])
-
-
 def _filename_source(root: Path, pattern: str) -> Source:
     try:
         regex = re.compile(pattern)

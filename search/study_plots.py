@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import optuna  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
-from .compare import MAX_VARIANTS, comparison_figure  # noqa: E402
+from .variant_curves import MAX_VARIANTS, comparison_figure  # noqa: E402
 
 MIN_TRIALS_FOR_IMPORTANCE = 4
 

@@ -148,3 +148,23 @@ def percentile_rescale_class():
     if not _LAYER_CLASS:
         _LAYER_CLASS.append(_percentile_rescale_layer())
     return _LAYER_CLASS[0]
+
+
+def augmented_samples(data: Any, augmentation: Augmentation, seed: int, per_class: int = 2,
+                      variants: int = 4, max_classes: int = 8,
+                      ) -> tuple[np.ndarray, list[str]] | None:
+    """What a trial saw of its data: ``(rows, 1 + variants, H, W, C)``, each row an original
+    training image of ``data`` (a ``Dataset``) then ``variants`` augmented copies; None when
+    the trial does not augment."""
+    if not augmentation.enabled:
+        return None
+    rng = np.random.default_rng(seed)
+    rows, labels = [], []
+    for c, name in enumerate(data.class_names[:max_classes]):
+        members = np.flatnonzero(data.train.y == c)
+        for i in rng.choice(members, size=min(per_class, len(members)), replace=False):
+            image = np.asarray(data.train.x[int(i)], dtype="float32")
+            batch = np.repeat(image[None], variants, axis=0)
+            rows.append(np.concatenate([image[None], augmentation.apply(batch, seed)]))
+            labels.append(name)
+    return np.stack(rows), labels

@@ -13,34 +13,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tunelab.config import DEFAULT_STORE, ConfigError, StudyConfig, config_from_dict
-from tunelab.report import table
+from tunelab.config import (
+    DEFAULT_STORAGE,
+    DEFAULT_TRACKING_URI,
+    ConfigError,
+    StudyConfig,
+    config_from_dict,
+)
+from tunelab.text_table import table
+from tunelab.wiring import checkpoint_store, load_data, objective_rule, training_settings
 
 TOP_SHOWN = 10
-
-
-# -- wiring shared with the runner --------------------------------------------------------
-def objective_rule(config: StudyConfig):
-    from tunelab.search.selection import ObjectiveRule
-
-    return ObjectiveRule.from_config(config.objective, config.direction)
-
-
-def checkpoint_dir(config: StudyConfig) -> Path:
-    """``checkpoints.dir``, else ``checkpoints/<study>`` beside the journal (or under
-    ./mlruns for a database storage). Absolute, so every worker finds the same folder."""
-    if config.checkpoints.dir:
-        return Path(config.checkpoints.dir).expanduser().resolve()
-    base = (DEFAULT_STORE if "://" in config.storage_url
-            else Path(config.storage_url.removeprefix("journal:")).expanduser().parent)
-    return (base / "checkpoints" / config.study_name).resolve()
-
-
-def checkpoint_store(config: StudyConfig):
-    from tunelab.search.checkpoints import CheckpointStore
-
-    return CheckpointStore(checkpoint_dir(config), config.checkpoints.keep_top,
-                           objective_rule(config))
 
 
 # -- reopening a study --------------------------------------------------------------------
@@ -61,16 +44,15 @@ def open_finished_study(study_name: str | None = None, storage: str | None = Non
     import dataclasses
     import os
 
-    import optuna
+    from tunelab.search import open_study
+    from tunelab.search.study import study_names
 
-    from tunelab.search import open_storage, open_study
-
-    storage = storage or str(DEFAULT_STORE / "optuna.journal")
+    storage = storage or DEFAULT_STORAGE
     if "://" not in storage and not os.path.exists(storage.removeprefix("journal:")):
         raise ConfigError(f"--storage: {storage}: no such journal file; run `tunelab tune` "
                           "first, or pass --storage with the study's journal or database URL")
     if study_name is None:
-        names = [s.study_name for s in optuna.get_all_study_summaries(open_storage(storage))]
+        names = study_names(storage)
         if len(names) != 1:
             raise ConfigError(f"--study-name: {storage} holds {len(names)} studies "
                               f"({', '.join(names) or 'none'}); name one with --study-name")
@@ -153,7 +135,7 @@ def to_uint8(x) -> Any:
 def trial_model(config: StudyConfig, data, record):
     """The trial's model from its checkpoint, or retrained with its seed and hyperparameters.
     Returns (model, meta, source, keras_path or None)."""
-    from tunelab.models.checkpoints import CheckpointError, load_checkpoint
+    from tunelab.models.model_files import CheckpointError, load_checkpoint
 
     path = checkpoint_store(config).path(record.number)
     if path.is_file():
@@ -176,31 +158,28 @@ def retrain(config: StudyConfig, data, record):
     the folds' mean best epoch."""
     from dataclasses import fields, replace
 
-    import keras
-
     from tunelab.models import Head, build_model
+    from tunelab.models.training import reset_session
     from tunelab.models.transfer import train_model
-    from tunelab.runner import _training_settings
     from tunelab.search.conditional import split_params
 
     params = dict(record.params)
     seed = record.extra.get("seed")
     seed = config.seed + record.number if seed is None else int(seed)
-    keras.backend.clear_session()
-    keras.utils.set_random_seed(seed)
+    reset_session(seed)
     model_name, model_params, train_params = split_params(params, config.model)
     loss = train_params.get("loss") or ("binary_crossentropy" if data.n_classes == 2
                                         else "categorical_crossentropy")
     head = Head(loss, data.n_classes)
     model = build_model(model_name, data.input_shape, data.n_classes, loss=loss,
                         **model_params)
-    settings = _training_settings(config)
+    settings = training_settings(config)
     names = {f.name for f in fields(settings)}
     settings = replace(settings, **{k: v for k, v in train_params.items()
                                     if k in names and k != "loss"})
     fit_data, pooled = data, (config.dataset.cv_folds or 1) > 1
     if pooled:
-        from tunelab.models.folds import pool_of
+        from tunelab.models.data.folds import pool_of
 
         best_epoch = (record.extra.get("summary") or {}).get("best_epoch") or record.best_epoch
         settings = replace(settings, early_stopping=False,
@@ -222,9 +201,8 @@ def register(name: str, study_name: str | None = None, storage: str | None = Non
     import numpy as np
 
     from tunelab.models.gradcam import find_last_conv_layer, gradcam
-    from tunelab.runner import load_data
     from tunelab.search.selection import select_from_study
-    from tunelab.tracking import explain, plots, registry
+    from tunelab.tracking import model_registry, plots
     from tunelab.tracking.pyfunc_model import ImageClassifier
 
     out = out or sys.stdout
@@ -247,25 +225,25 @@ def register(name: str, study_name: str | None = None, storage: str | None = Non
     meta = {**meta, "trial": record.number, "study": config.study_name}
     candidate = ImageClassifier(model, meta)
     raw_val = to_uint8(data.val.x)
-    val_accuracy = registry.accuracy(candidate, raw_val, data.val.y, data.class_names)
+    val_accuracy = model_registry.accuracy(candidate, raw_val, data.val.y, data.class_names)
     test_metrics: dict[str, float] = {}
     if data.test is not None:  # evaluated once, here; never seen by selection
-        test_metrics = {"test_accuracy": registry.accuracy(
+        test_metrics = {"test_accuracy": model_registry.accuracy(
             candidate, to_uint8(data.test.x), data.test.y, data.class_names),
             "test_images": float(len(data.test))}
 
     # What the alias decision compares: both models through their pyfunc on the same images.
-    current = registry.champion_version(uri, name)
+    current = model_registry.champion_version(uri, name)
     move, compared = True, "no previous champion"
     if current is not None:
-        champ = registry.load_pyfunc(uri, f"models:/{name}@{registry.CHAMPION}")
+        champ = model_registry.load_pyfunc(uri, f"models:/{name}@{model_registry.CHAMPION}")
         champ_names = json.loads(current.tags.get("class_names", "null") or "null")
         if champ_names is not None and list(champ_names) != list(data.class_names):
             champ_acc, move = None, False
             compared = (f"champion v{current.version} predicts other classes "
                         f"({champ_names}); not comparable")
         else:
-            champ_acc = registry.accuracy(champ, raw_val, data.val.y, data.class_names)
+            champ_acc = model_registry.accuracy(champ, raw_val, data.val.y, data.class_names)
             move = val_accuracy >= champ_acc
             compared = (f"validation accuracy on the {len(data.val)} validation images of "
                         f"study {config.study_name!r}: new {val_accuracy:.4f} vs champion "
@@ -289,7 +267,7 @@ def register(name: str, study_name: str | None = None, storage: str | None = Non
         cams, explained = gradcam(model, data.val.x[picks], layer_name=layer)
         titles = [f"true {data.class_names[t]} / cam {data.class_names[e]}"
                   for t, e in zip(data.val.y[picks], explained, strict=True)]
-        report["gradcam.png"] = explain.gradcam_figure(
+        report["gradcam.png"] = plots.gradcam_figure(
             data.val.x[picks], cams, titles, n_cols=max(per_class, 2) * 2,
             title=f"Grad-CAM ({layer}), trial {record.number}")
     except ValueError as err:  # an MLP has no conv layer; a bad layer name is reported
@@ -307,7 +285,7 @@ def register(name: str, study_name: str | None = None, storage: str | None = Non
         tags = {"tunelab.study": config.study_name, "tunelab.trial": record.number,
                 "data_fingerprint": data.fingerprint(), "class_names": list(data.class_names),
                 "model_source": source}
-        logged = registry.log_model(
+        logged = model_registry.log_model(
             tracking_uri=uri, experiment_name=config.study_name, keras_path=keras_path,
             meta={k: meta[k] for k in ("loss", "class_names", "input_shape", "trial", "study",
                                        "model", "params")},
@@ -317,17 +295,17 @@ def register(name: str, study_name: str | None = None, storage: str | None = Non
                     "val_accuracy": round(val_accuracy, 6),
                     **{k: round(v, 6) for k, v in test_metrics.items()},
                     "params": dict(record.params), "selection": selection.explanation()}
-    version = registry.register(tracking_uri=uri, name=name, logged=logged, tags=version_tags)
+    version = model_registry.register(tracking_uri=uri, name=name, logged=logged, tags=version_tags)
     if move:
-        registry.set_champion(uri, name, version)
+        model_registry.set_champion(uri, name, version)
     else:
-        registry.tag_version(uri, name, version, {"tunelab.champion_refused": compared})
+        model_registry.tag_version(uri, name, version, {"tunelab.champion_refused": compared})
     reg = Registration(name, version, record.number, move, compared, val_accuracy,
                        test_metrics, source, logged.run_id)
     print(f"registered {name} version {version} from trial {record.number} ({source})\n"
           f"compared: {compared}\n"
-          + (f"alias {registry.CHAMPION!r} -> version {version}" if move else
-             f"alias {registry.CHAMPION!r} stays on version {current.version} (the new "
+          + (f"alias {model_registry.CHAMPION!r} -> version {version}" if move else
+             f"alias {model_registry.CHAMPION!r} stays on version {current.version} (the new "
              "version scores worse; --force moves it anyway)")
           + "".join(f"\nheld-out {k}: {v:.4f}" for k, v in test_metrics.items()
                     if k == "test_accuracy"), file=out)
@@ -356,7 +334,7 @@ def _selection_report(selection, record, source: str, compared: str, plots) -> d
 # -- tunelab predict ----------------------------------------------------------------------
 def image_files(paths: list[str]) -> list[Path]:
     """Files as given, and the image files under folders (sorted); names what is missing."""
-    from tunelab.models.images import is_image_file
+    from tunelab.models.data.images import is_image_file
 
     files: list[Path] = []
     for item in map(Path, paths):
@@ -375,8 +353,8 @@ def image_files(paths: list[str]) -> list[Path]:
 
 def predict(model_uri: str, paths: list[str], tracking_uri: str | None = None):
     """Predict image files with a registered model: a DataFrame with ``file`` first."""
-    from tunelab.models.images import ImageError, read_image
-    from tunelab.tracking import registry
+    from tunelab.models.data.images import ImageError, read_image
+    from tunelab.tracking import model_registry
 
     files = image_files(paths)
     images = []
@@ -386,9 +364,9 @@ def predict(model_uri: str, paths: list[str], tracking_uri: str | None = None):
         except (ImageError, OSError) as err:
             raise ConfigError(f"{path}: not a readable image ({err})") from None
         images.append(to_uint8(image))
-    uri = tracking_uri or f"sqlite:///{DEFAULT_STORE / 'mlflow.db'}"
+    uri = tracking_uri or DEFAULT_TRACKING_URI
     try:
-        model = registry.load_pyfunc(uri, model_uri)
+        model = model_registry.load_pyfunc(uri, model_uri)
     except Exception as err:  # MlflowException, OSError: name the URI and the store
         raise ConfigError(f"{model_uri}: cannot load it from {uri} ({type(err).__name__}: "
                           f"{err}); check the name and alias, or pass --tracking-uri") from None
@@ -407,9 +385,8 @@ def continue_training(trial: int, epochs: int, study_name: str | None = None,
     """Resume a trial from its checkpoint (weights and optimizer state) for ``epochs`` more
     epochs, log them to the trial's MLflow run, and save the checkpoint back."""
     from tunelab.models import Head
-    from tunelab.models.checkpoints import load_checkpoint, save_checkpoint
+    from tunelab.models.model_files import load_checkpoint, save_checkpoint
     from tunelab.models.training import train
-    from tunelab.runner import _training_settings, load_data
     from tunelab.search.summary import summarize
     from tunelab.tracking import StudyTracker, TrialRun
 
@@ -432,7 +409,7 @@ def continue_training(trial: int, epochs: int, study_name: str | None = None,
     head = Head(meta["loss"], data.n_classes)
     from dataclasses import replace
 
-    settings = replace(_training_settings(config), max_epochs=epochs)
+    settings = replace(training_settings(config), max_epochs=epochs)
     done = int(meta.get("epochs_trained") or 0)
     run_id = opened.study.trials[trial].user_attrs.get("mlflow_run_id")
     run = None

@@ -1,0 +1,168 @@
+"""The one seam from a ``StudyConfig`` to the rooms' objects.
+
+Everything that turns configuration into framework objects lives here, so ``tune``,
+``worker``, ``best``, ``register``, ``continue``, the CLI and the benchmarks build them the
+same way: the resolved config (overrides applied once), the dataset, the training settings,
+the objective rule, the checkpoint store, the study with its sampler and pruner, the trial
+budget and the objective.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from tunelab.config import DEFAULT_STORE, ConfigError, StudyConfig, config_from_dict, load_config
+
+
+def resolve_config(config: StudyConfig | str | Path | Mapping[str, Any] | None,
+                   overrides: Mapping[str, Any]) -> StudyConfig:
+    """A config object, YAML path, mapping or None (the default), with dotted overrides."""
+    if isinstance(config, StudyConfig):
+        if overrides:
+            raw = config.to_dict()
+            for dotted, value in overrides.items():
+                node = raw
+                *parents, leaf = dotted.split(".")
+                for key in parents:
+                    node = node.setdefault(key, {})
+                node[leaf] = value
+            return config_from_dict(raw)
+        return config
+    if isinstance(config, Mapping):
+        return load_config(None, {**config, **overrides})
+    return load_config(config, overrides)
+
+
+def cache_dir(config: StudyConfig) -> Path:
+    """Decoded images, keyed by a hash of the files and options, so every worker process
+    (and every later study of the same data) opens them instead of decoding again. Outside
+    the stores: a config refused after the data loaded still leaves ./mlruns untouched."""
+    if config.dataset.cache_dir:
+        return Path(config.dataset.cache_dir)
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "tunelab" / "datasets"
+
+
+def feature_cache_dir(config: StudyConfig) -> str:
+    """Frozen-backbone features shared by every trial and worker (models/feature_cache.py)."""
+    return str((cache_dir(config) / "features").resolve())
+
+
+def load_data(config: StudyConfig):
+    """The study's dataset (``tunelab.models.data.Dataset``); bad data is a ConfigError."""
+    from tunelab.models.data import DataError, load_dataset
+
+    d = config.dataset
+    try:
+        return load_dataset(d.source, image_size=d.image_size, color_mode=d.color_mode,
+                            validation_fraction=d.validation_fraction,
+                            test_fraction=d.test_fraction, seed=config.seed,
+                            label_pattern=d.label_pattern, labels_csv=d.labels_csv,
+                            group_pattern=d.group_pattern, skip_bad_images=d.skip_bad_images,
+                            max_image_pixels=d.max_image_pixels, cache_dir=cache_dir(config))
+    except DataError as err:
+        raise ConfigError(str(err)) from None
+
+
+def training_settings(config: StudyConfig):
+    """``models.training.TrainingSettings`` from the config (trial parameters go on top)."""
+    from tunelab.models.training import TrainingSettings
+
+    es, lr = config.early_stopping, config.lr_schedule
+    mode = "max" if not config.monitor.endswith("loss") else "min"
+    return TrainingSettings(
+        max_epochs=config.max_epochs, monitor=config.monitor, monitor_mode=mode,
+        early_stopping=es.enabled, patience=es.patience, min_delta=es.min_delta,
+        restore_best_weights=es.restore_best_weights, lr_schedule=lr.kind, lr_factor=lr.factor,
+        lr_patience=lr.patience, lr_step_size=lr.step_size, min_lr=lr.min_lr,
+        memory_limit_mb=config.dataset.memory_limit_mb)
+
+
+def objective_rule(config: StudyConfig):
+    """``search.selection.ObjectiveRule``: the objective kind, direction and gap limits."""
+    from tunelab.search.selection import ObjectiveRule
+
+    return ObjectiveRule.from_config(config.objective, config.direction)
+
+
+def checkpoint_dir(config: StudyConfig) -> Path:
+    """``checkpoints.dir``, else ``checkpoints/<study>`` beside the journal (or under
+    ./mlruns for a database storage). Absolute, so every worker finds the same folder."""
+    if config.checkpoints.dir:
+        return Path(config.checkpoints.dir).expanduser().resolve()
+    base = (DEFAULT_STORE if "://" in config.storage_url
+            else Path(config.storage_url.removeprefix("journal:")).expanduser().parent)
+    return (base / "checkpoints" / config.study_name).resolve()
+
+
+def checkpoint_store(config: StudyConfig):
+    """``search.top_checkpoints.CheckpointStore``: the top trials' weights, only those."""
+    from tunelab.search.top_checkpoints import CheckpointStore
+
+    return CheckpointStore(checkpoint_dir(config), config.checkpoints.keep_top,
+                           objective_rule(config))
+
+
+def trial_epochs(config: StudyConfig) -> int:
+    """Epochs a trial may train: with cross-validation, counted across its folds (pruning
+    steps and progress lines count them that way)."""
+    return config.max_epochs * (config.dataset.cv_folds or 1)
+
+
+def trial_budget(config: StudyConfig) -> int | None:
+    """``n_trials``; a grid study without one runs every grid point."""
+    if config.n_trials is None and config.sampler.kind == "grid":
+        return len(list(itertools.product(*config.search_space.grid().values())))
+    return config.n_trials
+
+
+def open_study(config: StudyConfig, *, create: bool, on_stale=None, worker_index: int = 0):
+    """The study in ``config``'s storage with its sampler and pruner (``create``: make it
+    if missing, with the objective's directions)."""
+    from tunelab.search import make_pruner, make_sampler
+    from tunelab.search import open_study as open_optuna_study
+
+    space = config.search_space
+    # Every worker process needs its own sampler stream: with the same seed, recycled or
+    # parallel workers would propose the same random start-up trials again.
+    sampler = make_sampler(config.sampler.kind, seed=config.seed + 7919 * worker_index,
+                           n_startup_trials=config.sampler.n_startup_trials,
+                           grid=space.grid() if config.sampler.kind == "grid" else None)
+    p = config.pruner
+    rule = objective_rule(config)
+    pruner = make_pruner("none" if rule.multi else p.kind, max_epochs=trial_epochs(config),
+                         n_startup_trials=p.n_startup_trials, n_warmup_steps=p.n_warmup_steps,
+                         min_resource=p.min_resource, reduction_factor=p.reduction_factor)
+    try:
+        return open_optuna_study(storage=config.storage_url, study_name=config.study_name,
+                                 directions=rule.directions if create else None,
+                                 sampler=sampler, pruner=pruner,
+                                 heartbeat_interval=config.heartbeat_interval,
+                                 on_stale=on_stale)
+    except ValueError as err:
+        if not create:
+            raise
+        raise ConfigError(f"objective.kind: {config.objective.kind}: {err} (objective.kind "
+                          "pareto has two objectives, (metric, overfit gap); the others one)"
+                          ) from None
+
+
+def make_objective(config: StudyConfig, data, tracker, n_trials: int | None,
+                   started_at: float | None):
+    """The trial objective both engines record through (``search.objective.Objective``)."""
+    from tunelab.search import Objective, Progress
+
+    progress = Progress(n_trials=n_trials, max_epochs=trial_epochs(config),
+                        metric=config.objective.metric, started_at=started_at)
+    return Objective(model_name=config.model, space=config.search_space, data=data,
+                     training=training_settings(config), metric=config.objective.metric,
+                     direction=config.direction, n_trials=n_trials, seed=config.seed,
+                     config=config.to_dict(), tracker=tracker, progress=progress,
+                     tensorboard=config.tensorboard, rule=objective_rule(config),
+                     checkpoints=checkpoint_store(config),
+                     feature_cache_dir=feature_cache_dir(config),
+                     cv_folds=config.dataset.cv_folds or 1)
