@@ -67,3 +67,18 @@ def _threshold(model: keras.Model) -> float:
     """Decision threshold of a one-unit head: 0.5 after a sigmoid, 0 after tanh."""
     activation = getattr(model.layers[-1], "activation", None)
     return 0.5 if getattr(activation, "__name__", "") == "sigmoid" else 0.0
+
+
+def gradcam_examples(model: keras.Model, x: np.ndarray, y: np.ndarray,
+                     class_names: list[str], *, per_class: int = 2,
+                     layer_name: str | None = None):
+    """Grad-CAM of the first ``per_class`` images of each class of a split (``x``, ``y``):
+    ``(images, heatmaps, titles, layer)``, titles naming the true and the explained class.
+    ValueError when the model has no conv layer (an MLP) or ``layer_name`` is not one."""
+    layer = layer_name or find_last_conv_layer(model)
+    picks = np.concatenate([np.flatnonzero(y == c)[:per_class]
+                            for c in range(len(class_names))])
+    cams, explained = gradcam(model, x[picks], layer_name=layer)
+    titles = [f"true {class_names[t]} / cam {class_names[e]}"
+              for t, e in zip(y[picks], explained, strict=True)]
+    return x[picks], cams, titles, layer

@@ -6,6 +6,7 @@ Pure Keras: which trials keep a checkpoint is decided in ``tunelab.search.top_ch
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Mapping
@@ -14,7 +15,10 @@ from typing import Any
 
 import keras
 
-from . import heads  # noqa: F401  (registers SignAccuracy, needed to load compiled models)
+from . import (
+    heads,  # noqa: F401  (registers SignAccuracy, needed to load compiled models)
+    transfer,
+)
 
 
 class CheckpointError(ValueError):
@@ -32,7 +36,9 @@ def save_checkpoint(model: keras.Model, path: str | Path, meta: Mapping[str, Any
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.keras")
     model.save(tmp)  # includes the optimizer state, so training can continue
     tmp_meta = tmp.with_suffix(".json")
-    tmp_meta.write_text(json.dumps(dict(meta), indent=1, default=_jsonable))
+    plan = transfer.transfer_plan(model)  # not part of the .keras file: kept beside it
+    meta = {**meta, "transfer_plan": dataclasses.asdict(plan)} if plan else dict(meta)
+    tmp_meta.write_text(json.dumps(meta, indent=1, default=_jsonable))
     os.replace(tmp, path)
     os.replace(tmp_meta, meta_path(path))
     return path
@@ -55,6 +61,8 @@ def load_checkpoint(path: str | Path, compile: bool = True) -> tuple[keras.Model
         raise CheckpointError(f"{path}: not a loadable Keras model ({type(err).__name__}: "
                               f"{err}); delete it to retrain the trial") from None
     meta = json.loads(meta_path(path).read_text()) if meta_path(path).is_file() else {}
+    if meta.get("transfer_plan"):  # a transfer model goes on with its training plan
+        transfer.attach_plan(model, meta["transfer_plan"])
     return model, meta
 
 

@@ -290,6 +290,11 @@ def transfer_plan(model: keras.Model) -> TransferPlan | None:
     return getattr(model, "_tunelab_transfer", None)
 
 
+def attach_plan(model: keras.Model, plan: dict[str, Any]) -> None:
+    """Give a loaded transfer model back its plan (``model_files`` stores it beside it)."""
+    model._tunelab_transfer = TransferPlan(**{**plan, "size": tuple(plan["size"])})
+
+
 def backbone_of(model: keras.Model) -> keras.Model:
     plan = transfer_plan(model)
     if plan is None:
@@ -349,8 +354,10 @@ def train_model(model: keras.Model, head: Head, data: Any, settings: TrainingSet
                 callbacks: Sequence[keras.callbacks.Callback] = (),
                 on_epoch: Callable[[int, dict[str, float]], None] | None = None,
                 feature_cache_dir: str | Path | None = None,
-                cache_features: bool = True, fold: Fold | None = None) -> TrainResult:
-    """``training.train`` for every model; transfer models train in the two phases above.
+                cache_features: bool = True, fold: Fold | None = None,
+                initial_epoch: int = 0) -> TrainResult:
+    """The one training entry point for every model: ``training.train`` for most, and the two
+    phases above for transfer models.
 
     ``feature_cache_dir``: where frozen-backbone features are cached on disk (None: only in
     this process). ``cache_features=False`` trains the frozen phase on the images (the
@@ -358,15 +365,20 @@ def train_model(model: keras.Model, head: Head, data: Any, settings: TrainingSet
     ``fold``: ``data`` is this cross-validation fold; the frozen features are then computed
     (or read from the cache) once for the fold's whole pool and sliced to its rows, so every
     fold of every trial shares one feature file.
+    ``initial_epoch``: epochs the model has already trained (``tunelab continue``, KerasTuner's
+    Hyperband); a transfer model goes on in the phase it reached, so a continued fine-tuning
+    keeps its unfrozen layers and reduced learning rate.
     ``TrainResult.extra`` says where the features came from and how many layers were unfrozen.
     """
     plan = transfer_plan(model)
     if plan is None:
-        return train(model, head, data, settings, callbacks=callbacks, on_epoch=on_epoch)
+        return train(model, head, data, settings, callbacks=callbacks, on_epoch=on_epoch,
+                     initial_epoch=initial_epoch)
     base = backbone_of(model)
     fine_tune = fine_tune_count(plan, len(base.layers)) > 0
-    frozen_epochs = min(plan.warmup_epochs, settings.max_epochs) if fine_tune \
-        else settings.max_epochs
+    total = initial_epoch + settings.max_epochs  # epochs trained once this call ends
+    frozen_until = min(plan.warmup_epochs, total) if fine_tune else total
+    frozen_epochs = max(0, frozen_until - initial_epoch)
     history: dict[str, list[float]] = {}
     extra: dict[str, Any] = {"backbone": plan.backbone, "frozen_epochs": frozen_epochs}
     if frozen_epochs > 0:
@@ -390,15 +402,16 @@ def train_model(model: keras.Model, head: Head, data: Any, settings: TrainingSet
             features = dataclasses.replace(data, train=Split(f_train, data.train.y),
                                            val=Split(f_val, data.val.y), test=None)
             result = train(head_model(model), head, features, phase1, callbacks=callbacks,
-                           on_epoch=on_epoch)
+                           on_epoch=on_epoch, initial_epoch=initial_epoch)
         else:
             extra["feature_cache"] = "off"
-            result = train(model, head, data, phase1, callbacks=callbacks, on_epoch=on_epoch)
+            result = train(model, head, data, phase1, callbacks=callbacks, on_epoch=on_epoch,
+                           initial_epoch=initial_epoch)
         if result.diverged:
             result.extra.update(extra)
             return result
         history = result.history
-    done = len(history.get("loss", []))
+    done = initial_epoch + len(history.get("loss", []))
     remaining = settings.max_epochs - frozen_epochs
     if fine_tune and remaining > 0:
         extra["unfrozen_layers"] = unfreeze_top(model)

@@ -7,8 +7,9 @@ writer process do not import Keras and TensorFlow through ``search.objective``.
 from importlib import import_module
 
 _WHERE = {
-    "BudgetReached": "objective", "Objective": "objective", "TrialDiverged": "objective",
-    "TrialFailed": "objective", "current_rss_mb": "objective", "run_trials": "objective",
+    "BudgetReached": "trial", "Objective": "objective", "TrialDiverged": "trial",
+    "TrialFailed": "trial", "current_rss_mb": "trial", "run_trials": "objective",
+    "TrialLifecycle": "trial", "TrialHooks": "trial", "plan_trial": "trial",
     "Progress": "progress",
     "Choice": "space", "Fixed": "space", "FloatRange": "space", "IntRange": "space",
     "SearchSpace": "space",

@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 import optuna
-from optuna_integration import KerasPruningCallback
 
 from .summary import summarize
 
@@ -36,17 +35,6 @@ class CrossValResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-class FoldPruningCallback(KerasPruningCallback):
-    """``KerasPruningCallback`` reporting epoch ``e`` of a fold as step ``offset + e``."""
-
-    def __init__(self, trial: optuna.Trial, monitor: str, offset: int):
-        super().__init__(trial, monitor)
-        self.offset = offset
-
-    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
-        super().on_epoch_end(self.offset + epoch, logs)
-
-
 def train_folds(trial: optuna.Trial, data: Any, n_folds: int, *, build: Callable[[], Any],
                 head: Any, settings: Any, metric: str, direction: str, seed: int,
                 fold_seed: int, callbacks: Sequence[Any] = (),
@@ -55,17 +43,15 @@ def train_folds(trial: optuna.Trial, data: Any, n_folds: int, *, build: Callable
     """Train ``build()`` on each fold of ``data`` (``models.folds.k_folds`` with
     ``fold_seed``: give every trial of a study the same one, so that all see the same folds).
 
-    ``callbacks``: the trial's Keras callbacks; an Optuna ``KerasPruningCallback`` among them
-    is replaced by one reporting steps offset by the fold (none: the trial is not pruned).
-    ``on_epoch`` gets the step across folds. Per-fold summaries go into the trial's ``folds``
-    user attribute as they finish.
+    ``callbacks``: the trial's Keras callbacks, given to every fold. ``on_epoch`` gets the
+    step across folds (the trial lifecycle reports it to the pruner, so pruning compares the
+    same fold and epoch across trials). Per-fold summaries go into the trial's ``folds`` user
+    attribute as they finish.
     """
     from tunelab.models.data.folds import k_folds
     from tunelab.models.training import predict_proba, seed_everything
     from tunelab.models.transfer import train_model
 
-    prune = any(isinstance(cb, KerasPruningCallback) for cb in callbacks)
-    others = [cb for cb in callbacks if not isinstance(cb, KerasPruningCallback)]
     history: dict[str, list[float]] = {}
     folds: list[dict[str, Any]] = []
     y_true, y_pred = [], []
@@ -74,15 +60,13 @@ def train_folds(trial: optuna.Trial, data: Any, n_folds: int, *, build: Callable
         offset = fold.index * settings.max_epochs
         seed_everything(seed + fold.index)
         model = build()
-        fold_callbacks = [FoldPruningCallback(trial, metric, offset)] if prune else []
-        fold_callbacks += others
 
         def fold_epoch(epoch: int, logs: dict[str, float], offset: int = offset) -> None:
             if on_epoch is not None:
                 on_epoch(offset + epoch, logs)
 
         result = train_model(model, head, fold.data, replace(settings, seed=seed + fold.index),
-                             callbacks=fold_callbacks, on_epoch=fold_epoch,
+                             callbacks=list(callbacks), on_epoch=fold_epoch,
                              feature_cache_dir=feature_cache_dir, fold=fold)
         for key, values in result.history.items():
             history.setdefault(key, []).extend(values)

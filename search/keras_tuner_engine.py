@@ -27,16 +27,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import optuna
 
-from tunelab.models.training_keys import TRAINING_KEYS
-
-from .conditional import split_params
 from .space import Choice, Fixed, FloatRange, IntRange, SearchSpace
+from .trial import TrackingHooks
 
 KINDS = ("hyperband", "bayesian", "random")
 _TUNER_KEYS = ("tuner/epochs", "tuner/initial_epoch", "tuner/bracket", "tuner/round",
@@ -138,31 +136,24 @@ class KerasTunerSettings:
 
 @dataclass
 class _Current:
-    """The trial being trained: what ``_build_and_fit_model`` needs and what it leaves."""
+    """The trial being trained: the Optuna trial asked for it and its parameters."""
 
     otrial: optuna.Trial
     params: dict[str, Any]
-    model_name: str
-    model_params: dict[str, Any]
-    head: Any
-    settings: Any
-    seed: int
-    on_epoch: Callable[[int, dict[str, float]], None]
-    model: Any = None
-    result: Any = None
+    outcome: Any = None
 
 
 def run_keras_tuner(study: optuna.Study, objective: Any, settings: KerasTunerSettings, *,
                     deadline: float | None = None,
                     on_trial_end: Callable[[optuna.trial.FrozenTrial, Any], None] | None = None,
                     ) -> str:
-    """Search ``objective.space`` with KerasTuner, recording each trial in ``study`` and
-    through ``objective.tracker`` exactly as ``search.objective.Objective`` does.
+    """Search ``objective.space`` with KerasTuner; each trial runs through the objective's
+    trial lifecycle (``trial.py``), so it is recorded in ``study`` and tracked exactly as an
+    Optuna-engine trial is.
 
-    ``objective`` is a ``search.objective.Objective`` (its data, training settings, metric,
-    rule, tracker, progress and checkpoint store are used). ``on_trial_end(frozen, model)`` is
-    told every finished trial (benchmarks keep the selected model from it). Returns why the
-    search stopped: "budget", "deadline" or "done" (KerasTuner ran out of trials)."""
+    ``objective`` is a ``search.objective.Objective``. ``on_trial_end(frozen, model)`` is told
+    every finished trial (benchmarks keep the selected model from it). Returns why the search
+    stopped: "budget", "deadline" or "done" (KerasTuner ran out of trials)."""
     try:
         import keras_tuner
     except ImportError:
@@ -172,10 +163,9 @@ def run_keras_tuner(study: optuna.Study, objective: Any, settings: KerasTunerSet
         raise EngineError(f"keras_tuner.kind: {settings.kind!r} is not one of "
                           f"{', '.join(KINDS)}")
     space = check_space(objective.space)
-    # the study's TPE would only be asked for fixed values: a random sampler costs nothing
-    study = optuna.load_study(study_name=study.study_name, storage=study._storage,
-                              sampler=optuna.samplers.RandomSampler(seed=objective.seed),
-                              pruner=optuna.pruners.NopPruner())
+    # KerasTuner proposes the values; the study's TPE would only be asked for fixed ones
+    study.sampler = optuna.samplers.RandomSampler(seed=objective.seed)
+    study.pruner = optuna.pruners.NopPruner()
     tuner_cls = _tuner_class(keras_tuner, settings.kind)
     direction = "max" if objective.direction == "maximize" else "min"
     kt_objective = keras_tuner.Objective(objective.metric, direction=direction)
@@ -205,54 +195,57 @@ def _tuner_class(keras_tuner, kind: str):
 
 def _hypermodel(keras_tuner, objective: Any, space: SearchSpace):
     class SpaceHyperModel(keras_tuner.HyperModel):
-        """tunelab's space and model registry as a KerasTuner hypermodel."""
+        """tunelab's space, model registry and trial lifecycle as a KerasTuner hypermodel:
+        ``build`` makes the model of the current trial's plan, ``fit`` runs the lifecycle."""
+
+        current: _Current | None = None
 
         def declare_hyperparameters(self, hp) -> None:
             declare(space, hp)
 
         def build(self, hp):
-            from tunelab.models import build_model
             from tunelab.models.training import compile_model
 
             declare(space, hp)  # KerasTuner's first build registers the space
-            current = getattr(self, "current", None)
-            if current is None:  # KerasTuner's own space discovery: any valid model will do
-                params = decode(space, hp.values)
-                name, model_params, train_params = _split(objective, params)
-                _, loss = _head(objective, train_params)
-                return build_model(name, objective.data.input_shape, objective.data.n_classes,
-                                   loss=loss, **model_params)
-            model = build_model(current.model_name, objective.data.input_shape,
-                                objective.data.n_classes, loss=current.head.loss,
-                                **current.model_params)
-            compile_model(model, current.head, current.settings)
+            lifecycle = objective.lifecycle
+            number = self.current.otrial.number if self.current is not None else 0
+            plan = lifecycle.plan(number, decode(space, hp.values))
+            model = plan.build(objective.data.input_shape)
+            if self.current is not None:  # a real trial, not KerasTuner's space discovery
+                compile_model(model, plan.head, plan.settings)
             return model
+
+        def fit(self, hp, model, *args, **kwargs):
+            """KerasTuner's training step: the trial lifecycle on the model KerasTuner built
+            (Hyperband loads a promoted trial's weights into it first)."""
+            current = self.current
+            initial = int(kwargs.get("initial_epoch", 0) or 0)
+            epochs = int(kwargs.get("epochs") or objective.training.max_epochs)
+            current.outcome = objective.lifecycle.run(
+                current.otrial, current.params, prune=False, model=model,
+                callbacks=list(kwargs.get("callbacks", [])), initial_epoch=initial,
+                max_epochs=max(1, epochs - initial))
+            # KerasTuner ranks trials by this (SaveBestEpoch monitors the raw metric)
+            return {objective.metric: current.outcome.value}
 
     return SpaceHyperModel()
 
 
-def _split(objective: Any, params: Mapping[str, Any]):
-    return split_params(dict(params), objective.model_name, TRAINING_KEYS)
-
-
-def _head(objective: Any, train_params: Mapping[str, Any]):
-    from tunelab.models import Head
-
-    loss = train_params.get("loss") or ("binary_crossentropy" if objective.data.n_classes == 2
-                                        else "categorical_crossentropy")
-    return Head(loss, objective.data.n_classes), loss
-
-
 class _TunelabTunerMixin:
-    """Overrides ``run_trial`` (Optuna trial + MLflow run around each KerasTuner trial) and
-    ``_build_and_fit_model`` (tunelab's ``train`` instead of ``HyperModel.fit``)."""
+    """``run_trial`` (KerasTuner's public hook) wraps each KerasTuner trial in an Optuna
+    trial: asked with KerasTuner's values as fixed parameters, told its end."""
 
     def configure(self, *, study, objective, space, settings, deadline, on_trial_end) -> None:
         self._study, self._objective, self._space = study, objective, space
         self._settings, self._deadline, self._on_trial_end = settings, deadline, on_trial_end
         self._distributions = distributions(space)
-        self._current: _Current | None = None
         self.stopped_by = "done"
+        engine = f"keras-tuner/{settings.kind}"
+        for hook in objective.lifecycle.hooks:  # the trial's MLflow run names the engine
+            if isinstance(hook, TrackingHooks):
+                hook.extra_tags = lambda t: {"keras_tuner.trial_id":
+                                             t.user_attrs["keras_tuner"]["trial_id"],
+                                             "tunelab.engine": engine}
         self._stop_if_over_budget()
 
     # -- budget: KerasTuner's oracle stops creating trials at max_trials ---------------------
@@ -274,12 +267,11 @@ class _TunelabTunerMixin:
 
     # -- one trial ---------------------------------------------------------------------------
     def run_trial(self, trial, *args, **kwargs):
-        import keras
-        from keras_tuner.src import errors
+        import keras_tuner
 
-        from .study import best_trial, counted_trials
+        from tunelab.models.training import reset_session
 
-        objective, study = self._objective, self._study
+        study = self._study
         values = trial.hyperparameters.values
         params = decode(self._space, values)
         searched = {k: params[k] for k in self._distributions}
@@ -288,133 +280,25 @@ class _TunelabTunerMixin:
                       for k in _TUNER_KEYS if k in values}
         study.enqueue_trial(searched, skip_if_exists=False)
         otrial = study.ask(fixed_distributions=self._distributions)
-        number = otrial.number
-        seed = objective.seed + number
-        keras.backend.clear_session()
-        keras.utils.set_random_seed(seed)
-        model_name, model_params, train_params = _split(objective, params)
-        head, loss = _head(objective, train_params)
-        training = replace(objective.training, **{k: v for k, v in train_params.items()
-                                                  if k != "loss"})
-        training = replace(training, seed=seed)
-        otrial.set_user_attr("seed", seed)
-        otrial.set_user_attr("hparams", params)  # fixed ones included, as the Optuna engine
-        otrial.set_user_attr("model", model_name)
         otrial.set_user_attr("engine", f"keras-tuner/{self._settings.kind}")
         otrial.set_user_attr("keras_tuner", {"trial_id": trial.trial_id, **tuner_info})
-        best = best_trial(study)
-        if objective.progress:
-            objective.progress.trial_started(number, counted_trials(study) + 1,
-                                             (best.value, best.number) if best else None)
-        run = (objective.tracker.trial_run(
-                   number, {"model": model_name, "loss": loss, **params}, seed=seed,
-                   config=objective.config, data_info=objective.data_info,
-                   extra_tags={"optuna.trial_number": number,
-                               "keras_tuner.trial_id": trial.trial_id,
-                               "tunelab.engine": f"keras-tuner/{self._settings.kind}"})
-               if objective.tracker else None)
-        if run is not None and run.run_id:
-            otrial.set_user_attr("mlflow_run_id", run.run_id)
-        history: dict[str, list[float]] = {}
-
-        def on_epoch(epoch: int, logs: dict[str, float]) -> None:
-            for key, value in logs.items():
-                history.setdefault(key, []).append(value)
-            if run is not None:
-                run.epoch_ended(epoch, logs)
-            if objective.metric in logs:
-                otrial.report(float(logs[objective.metric]), epoch)
-            if objective.progress:
-                objective.progress.epoch(number, epoch, logs)
-
-        self._current = _Current(otrial, params, model_name, model_params, head, training, seed,
-                                 on_epoch)
-        self.hypermodel.current = self._current
-        started = time.time()
-        common = {"class_names": objective.data.class_names}
+        reset_session(self._objective.seed + otrial.number)  # before KerasTuner builds
+        current = _Current(otrial, params)
+        self.hypermodel.current = current
         try:
-            super().run_trial(trial, *args, **kwargs)  # -> _build_and_fit_model below
+            result = super().run_trial(trial, *args, **kwargs)  # build, then fit above
         except BaseException as err:
-            reason = f"{type(err).__name__}: {err}"
-            objective._record(otrial, history, state="FAILED", reason=reason, started=started)
             study.tell(otrial, state=optuna.trial.TrialState.FAIL)
-            if run is not None:
-                state = "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED"
-                run.finish(state=state, history=history or None, reason=reason, **common)
-            objective._report(number, "FAILED", None, reason)
-            if isinstance(err, Exception) and not isinstance(err, errors.FatalError):
-                raise errors.FailedTrialError(reason) from err
+            if isinstance(err, Exception) and not isinstance(err, keras_tuner.errors.FatalError):
+                raise keras_tuner.errors.FailedTrialError(f"{type(err).__name__}: {err}") \
+                    from err
             raise
         finally:
             self.hypermodel.current = None
-        current, self._current = self._current, None
-        return self._finish_trial(current, run, history, started, common)
-
-    def _finish_trial(self, current: _Current, run, history, started: float, common):
-        from keras_tuner.src import errors
-
-        from tunelab.models.training import model_summary, predict_proba
-
-        from .selection import ObjectiveRule
-        from .summary import summarize
-
-        objective, study, otrial = self._objective, self._study, current.otrial
-        result, model = current.result, current.model
-        common = {**common, "model_summary": model_summary(model)}
-        if result.diverged:
-            objective._record(otrial, history, state="FAILED", reason=result.reason,
-                              started=started)
-            study.tell(otrial, state=optuna.trial.TrialState.FAIL)
-            if run is not None:
-                run.finish(state="FAILED", history=history, reason=result.reason, **common)
-            objective._report(otrial.number, "FAILED", None, result.reason)
-            raise errors.FailedTrialError(result.reason)
-        summary = summarize(result.history, objective.metric, objective.direction)
-        summary["n_params"] = int(model.count_params())
-        summary["train_seconds"] = time.time() - started
-        y_pred = predict_proba(model, current.head, objective.data.val.x).argmax(axis=1)
-        rule = objective.rule or ObjectiveRule(objective.metric, objective.direction)
-        value = rule.value(summary)
-        summary["objective"] = value
-        gap_limit = rule.constraint(summary)
-        objective._checkpoint(otrial, model, current.head, value, summary, current.params,
-                              current.seed, result.history,
-                              {} if gap_limit is None else {"gap": gap_limit})
-        objective._record(otrial, result.history, state="COMPLETE", summary=summary,
-                          started=started)
-        frozen = study.tell(otrial, value)
-        if run is not None:
-            run.finish(state="COMPLETE", summary=summary, history=result.history,
-                       y_true=objective.data.val.y, y_pred=y_pred, **common)
-        objective._report(otrial.number, "COMPLETE", value,
-                          f"best epoch {int(summary['best_epoch'])}/"
-                          f"{int(summary['epochs_trained'])}")
+        frozen = study.tell(otrial, current.outcome.value)
         if self._on_trial_end is not None:
-            self._on_trial_end(frozen, model)
-        # KerasTuner ranks trials by this (SaveBestEpoch monitors the raw metric per epoch)
-        return {objective.metric: value}
-
-    def _build_and_fit_model(self, trial, *args, **kwargs):
-        from keras_tuner.src import utils as kt_utils
-
-        from tunelab.models.training import train
-
-        current = self._current
-        model = self._try_build(trial.hyperparameters)  # Hyperband loads the parent's weights
-        kt_utils.save_json(self._get_build_config_fname(trial.trial_id),
-                           model.get_build_config())
-        initial = int(kwargs.get("initial_epoch", 0) or 0)
-        epochs = int(kwargs.get("epochs") or self._settings.max_epochs)
-        settings = replace(current.settings, max_epochs=max(1, epochs - initial))
-        result = train(model, current.head, self._objective.data, settings,
-                       callbacks=list(kwargs.get("callbacks", [])), on_epoch=current.on_epoch,
-                       initial_epoch=initial)
-        current.model, current.result = model, result
-        if result.diverged:
-            return {self._objective.metric: float("nan")}
-        values = [v for v in result.history.get(self._objective.metric, [])]
-        best = max(values) if self._objective.direction == "maximize" else min(values)
-        return {self._objective.metric: float(best)}
+            self._on_trial_end(frozen, current.outcome.model)
+        return result
 
 
 def default_directory(storage_url: str, study_name: str) -> str:

@@ -153,10 +153,9 @@ def _objectives(directions: Sequence[str]) -> str:
 
 
 def fail_stale_trials(study: optuna.Study) -> None:
-    """Fail (and retry) trials whose worker stopped sending heartbeats; RDB storage only."""
-    storage = study._storage
-    if getattr(storage, "is_heartbeat_enabled", lambda: False)():
-        _retrying(lambda: optuna.storages.fail_stale_trials(study))
+    """Fail (and retry) trials whose worker stopped sending heartbeats; RDB storage only
+    (Optuna's own call does nothing for storages without heartbeats)."""
+    _retrying(lambda: optuna.storages.fail_stale_trials(study))
 
 
 def counted_trials(study: optuna.Study) -> int:
@@ -258,3 +257,32 @@ def finished_trial_records(study: optuna.Study) -> list[dict[str, Any]]:
                         "reason": t.user_attrs.get("reason", ""),
                         "seed": t.user_attrs.get("seed", 0)})
     return records
+
+
+# -- a study's end, computed once ---------------------------------------------------------
+def study_end(study: optuna.Study, selection: Any, k: int = 5) -> dict[str, Any]:
+    """What the end of a study reports, from one selection (``selection.select_from_study``):
+    state counts, the best trial (for a multi-objective study, the rule's pick on the Pareto
+    front), the Pareto front and its points, the top ``k`` trials."""
+    from .selection import overfit_gap
+
+    multi = is_multi_objective(study)
+    if multi:
+        record = selection.chosen or selection.best_by_objective
+        best = None if record is None else study.trials[record.number]
+    else:
+        best = best_trial(study)
+    summary: dict[str, Any] = state_counts(study)
+    if best is not None:
+        summary.update({"best_value": best.values[0], "best_trial": best.number,
+                        "best_params": best.params,
+                        "best_run_id": best.user_attrs.get("mlflow_run_id")})
+    front = sorted(v.record.number for v in selection.verdicts if v.on_front) if multi else []
+    if multi:
+        summary["pareto_front"] = front
+        summary["n_pareto_front"] = len(front)
+    return {"summary": summary, "best": best, "multi": multi, "front": front,
+            "pareto_points": [(v.record.number, v.record.value, overfit_gap(v.record.gap),
+                               v.on_front) for v in selection.verdicts] if multi else [],
+            "chosen": selection.chosen.number if selection.chosen else None,
+            "top": top_trials(study, k)}

@@ -27,8 +27,6 @@ EXCEPTIONS = {
     ("tunelab.tracking.pyfunc_model", "keras"):
         "the MLflow pyfunc wrapper must load the logged Keras model where tunelab's own "
         "rooms are not installed (mlflow.pyfunc.load_model in a serving process)",
-    ("tunelab.search.keras_tuner_engine", "keras"):
-        "the KerasTuner adapter: KerasTuner's HyperModel hands Keras objects to its fit hook",
     ("tunelab.search.keras_tuner_engine", "keras_tuner"):
         "the KerasTuner adapter: `engine: keras-tuner` runs KerasTuner's own oracles",
 }

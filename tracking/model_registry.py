@@ -58,8 +58,9 @@ def log_model(*, tracking_uri: str, experiment_name: str, keras_path: str | Path
 
     ``report`` maps artifact names to figures (``.png``), text (``.txt``) or dicts
     (``.json``)."""
-    client = MlflowClient(resolve_tracking_uri(tracking_uri))
-    mlflow.set_tracking_uri(client._tracking_client.tracking_uri)
+    resolved = resolve_tracking_uri(tracking_uri)
+    client = MlflowClient(resolved)
+    mlflow.set_tracking_uri(resolved)
     experiment = client.get_experiment_by_name(experiment_name)
     if experiment is None:
         raise ValueError(f"no MLflow experiment named {experiment_name!r} at {tracking_uri}")

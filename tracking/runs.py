@@ -286,6 +286,10 @@ class StudyTracker:
                   "environment.json")
         return run
 
+    def reopen_trial_run(self, run_id: str, number: int) -> TrialRun:
+        """A finished trial's run, to log more epochs to it (``tunelab continue``)."""
+        return TrialRun(self.client, run_id, number)
+
     def start_writer(self) -> None:
         """Start the writer process now, so its imports overlap this process's own."""
         if self.writer is not None:

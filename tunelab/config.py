@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import math
 import types
 import typing
@@ -170,9 +171,10 @@ class StudyConfig:
     warm_start: list[dict[str, Any]] = field(default_factory=list)
 
     # -- derived -------------------------------------------------------------------------
-    @property
+    @functools.cached_property
     def search_space(self) -> SearchSpace:
-        return build_space(self.space)  # a FamilySpace when space.model searches the model
+        """Built once per config (a FamilySpace when space.model searches the model)."""
+        return build_space(self.space)
 
     @property
     def direction(self) -> str:
@@ -468,6 +470,9 @@ def _check_family_and_warm_start(config: StudyConfig, space: SearchSpace) -> Non
         raise ConfigError(str(err)) from None
 
 
+TRANSFER_MODELS = ("transfer", "vgg16_transfer")  # models/transfer.py's families
+
+
 def _check_engine(config: StudyConfig, space: SearchSpace) -> None:
     if config.engine != "keras-tuner":
         return
@@ -483,6 +488,13 @@ def _check_engine(config: StudyConfig, space: SearchSpace) -> None:
     if isinstance(space, FamilySpace):
         raise ConfigError("engine: keras-tuner cannot search the model family (space.model); "
                           "search one model, or use engine: optuna")
+    if config.model in TRANSFER_MODELS:
+        # KerasTuner's fit hook trains the model it built and checkpoints its weights every
+        # epoch for Hyperband; a transfer model trains its head on cached features first
+        raise ConfigError(f"model: {config.model}; engine: keras-tuner cannot train transfer "
+                          "models (their frozen phase trains the head on cached backbone "
+                          "features, which KerasTuner's checkpoints cannot follow); use "
+                          "engine: optuna")
     if config.workers != 1:
         raise ConfigError(f"workers: {config.workers}; engine: keras-tuner runs its search in "
                           "one process (workers: 1)")

@@ -21,7 +21,13 @@ from tunelab.config import (
     config_from_dict,
 )
 from tunelab.text_table import table
-from tunelab.wiring import checkpoint_store, load_data, objective_rule, training_settings
+from tunelab.wiring import (
+    checkpoint_store,
+    feature_cache_dir,
+    load_data,
+    objective_rule,
+    training_settings,
+)
 
 TOP_SHOWN = 10
 
@@ -151,56 +157,31 @@ def trial_model(config: StudyConfig, data, record):
 
 
 def retrain(config: StudyConfig, data, record):
-    """Train the trial again: same seed (``config.seed + trial``), same hyperparameters.
+    """Train the trial again through the trial lifecycle: same seed (``config.seed +
+    trial``), same hyperparameters.
 
     A cross-validated trial (``dataset.cv_folds`` > 1) has one model per fold and none kept:
     its model is trained on the whole train + validation pool, without early stopping, for
     the folds' mean best epoch."""
-    from dataclasses import fields, replace
+    from tunelab.search.trial import retrain as retrain_trial
 
-    from tunelab.models import Head, build_model
-    from tunelab.models.training import reset_session
-    from tunelab.models.transfer import train_model
-    from tunelab.search.conditional import split_params
-
-    params = dict(record.params)
     seed = record.extra.get("seed")
     seed = config.seed + record.number if seed is None else int(seed)
-    reset_session(seed)
-    model_name, model_params, train_params = split_params(params, config.model)
-    loss = train_params.get("loss") or ("binary_crossentropy" if data.n_classes == 2
-                                        else "categorical_crossentropy")
-    head = Head(loss, data.n_classes)
-    model = build_model(model_name, data.input_shape, data.n_classes, loss=loss,
-                        **model_params)
-    settings = training_settings(config)
-    names = {f.name for f in fields(settings)}
-    settings = replace(settings, **{k: v for k, v in train_params.items()
-                                    if k in names and k != "loss"})
-    fit_data, pooled = data, (config.dataset.cv_folds or 1) > 1
-    if pooled:
-        from tunelab.models.data.folds import pool_of
-
+    pooled = None
+    if (config.dataset.cv_folds or 1) > 1:
         best_epoch = (record.extra.get("summary") or {}).get("best_epoch") or record.best_epoch
-        settings = replace(settings, early_stopping=False,
-                           max_epochs=max(1, round(best_epoch or settings.max_epochs)))
-        fit_data = replace(data, train=pool_of(data), test=None)
-    result = train_model(model, head, fit_data, settings)
-    meta = {"model": model_name, "loss": loss, "params": params, "seed": seed,
-            "input_shape": list(data.input_shape), "class_names": list(data.class_names),
-            "data_fingerprint": data.fingerprint(), "history": result.history,
-            "epochs_trained": result.epochs_trained, "trial": record.number,
-            "trained_on": "train+validation" if pooled else "train"}
-    return model, meta
+        pooled = round(best_epoch or config.max_epochs)
+    return retrain_trial(record.params, number=record.number, seed=seed, model=config.model,
+                         data=data, training=training_settings(config), pooled_epochs=pooled,
+                         feature_cache_dir=feature_cache_dir(config))
 
 
 def register(name: str, study_name: str | None = None, storage: str | None = None, *,
              force: bool = False, out=None) -> Registration:
     """Select, produce, log and register the trial's model; move ``champion`` if it is no
     worse than the current champion on this study's validation images (or ``force``)."""
-    import numpy as np
 
-    from tunelab.models.gradcam import find_last_conv_layer, gradcam
+    from tunelab.models.gradcam import gradcam_examples
     from tunelab.search.selection import select_from_study
     from tunelab.tracking import model_registry, plots
     from tunelab.tracking.pyfunc_model import ImageClassifier
@@ -260,15 +241,12 @@ def register(name: str, study_name: str | None = None, storage: str | None = Non
 
     report = _selection_report(selection, record, source, compared, plots)
     try:
-        layer = config.registry.gradcam_layer or find_last_conv_layer(model)
         per_class = config.registry.gradcam_images_per_class
-        picks = np.concatenate([np.flatnonzero(data.val.y == c)[:per_class]
-                                for c in range(data.n_classes)])
-        cams, explained = gradcam(model, data.val.x[picks], layer_name=layer)
-        titles = [f"true {data.class_names[t]} / cam {data.class_names[e]}"
-                  for t, e in zip(data.val.y[picks], explained, strict=True)]
+        images, cams, titles, layer = gradcam_examples(
+            model, data.val.x, data.val.y, list(data.class_names), per_class=per_class,
+            layer_name=config.registry.gradcam_layer)
         report["gradcam.png"] = plots.gradcam_figure(
-            data.val.x[picks], cams, titles, n_cols=max(per_class, 2) * 2,
+            images, cams, titles, n_cols=max(per_class, 2) * 2,
             title=f"Grad-CAM ({layer}), trial {record.number}")
     except ValueError as err:  # an MLP has no conv layer; a bad layer name is reported
         if config.registry.gradcam_layer:
@@ -384,11 +362,9 @@ def continue_training(trial: int, epochs: int, study_name: str | None = None,
                       storage: str | None = None, out=None) -> dict[str, Any]:
     """Resume a trial from its checkpoint (weights and optimizer state) for ``epochs`` more
     epochs, log them to the trial's MLflow run, and save the checkpoint back."""
-    from tunelab.models import Head
     from tunelab.models.model_files import load_checkpoint, save_checkpoint
-    from tunelab.models.training import train
-    from tunelab.search.summary import summarize
-    from tunelab.tracking import StudyTracker, TrialRun
+    from tunelab.search.trial import continue_trial
+    from tunelab.tracking import StudyTracker
 
     out = out or sys.stdout
     if epochs < 1:
@@ -406,21 +382,17 @@ def continue_training(trial: int, epochs: int, study_name: str | None = None,
     if meta.get("data_fingerprint") not in (None, data.fingerprint()):
         raise ConfigError(f"the data of study {config.study_name!r} changed since trial {trial}"
                           " was trained; continuing would mix datasets")
-    head = Head(meta["loss"], data.n_classes)
-    from dataclasses import replace
-
-    settings = replace(training_settings(config), max_epochs=epochs)
     done = int(meta.get("epochs_trained") or 0)
     run_id = opened.study.trials[trial].user_attrs.get("mlflow_run_id")
     run = None
     if run_id:
-        tracker = StudyTracker(opened.tracking_uri, config.study_name)
-        run = TrialRun(tracker.client, run_id, trial)
-    result = train(model, head, data, settings, initial_epoch=done,
-                   on_epoch=(lambda e, logs: run.epoch_ended(e, logs)) if run else None)
-    history = {k: list(meta.get("history", {}).get(k, [])) + v
-               for k, v in result.history.items()}
-    summary = summarize(history, config.objective.metric, config.direction)
+        run = StudyTracker(opened.tracking_uri, config.study_name).reopen_trial_run(run_id,
+                                                                                   trial)
+    history, summary, trained = continue_trial(
+        model, meta, data=data, training=training_settings(config), epochs=epochs,
+        metric=config.objective.metric, direction=config.direction,
+        on_epoch=(lambda e, logs: run.epoch_ended(e, logs)) if run else None,
+        feature_cache_dir=feature_cache_dir(config))
     meta = {**meta, "history": history, "epochs_trained": len(history.get("loss", [])),
             "summary": summary, "continued": int(meta.get("continued", 0)) + 1}
     save_checkpoint(model, path, meta)
@@ -429,7 +401,7 @@ def continue_training(trial: int, epochs: int, study_name: str | None = None,
                         step=meta["epochs_trained"])
         run.set_tags({"tunelab.continued_to_epoch": meta["epochs_trained"]})
     metric = config.objective.metric
-    print(f"trial {trial}: trained epochs {done + 1}..{done + result.epochs_trained}; best "
+    print(f"trial {trial}: trained epochs {done + 1}..{done + trained}; best "
           f"{metric} {summary[f'best_{metric}']:.4f} at epoch {int(summary['best_epoch'])}, "
           f"gap {summary.get('gap_accuracy', float('nan')):.4f}; checkpoint {path}"
           + (f"; logged to MLflow run {run_id}" if run_id else ""), file=out)

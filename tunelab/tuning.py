@@ -103,10 +103,10 @@ def tune(config: StudyConfig | str | Path | Mapping[str, Any] | None = None, *,
         status = "FAILED"
         raise
     finally:
-        study = open_study(config, create=False)
+        end = study_end_report(study, config)  # the study's trials as the workers left them
         if tracker is not None:
-            finish_tracking(study, tracker, status, config)
-    print_summary(study, config, tracking_uri)
+            finish_tracking(study, tracker, status, config, end)
+    print_summary(study, config, tracking_uri, end)
     return study
 
 
@@ -270,77 +270,48 @@ def run_keras_tuner_engine(study, config: StudyConfig, data, tracker, deadline: 
         raise ConfigError(str(err)) from None
 
 
-def finish_tracking(study, tracker, status: str, config: StudyConfig) -> None:
+def finish_tracking(study, tracker, status: str, config: StudyConfig, end=None) -> None:
+    """The parent run's end: study plots, the summary, the Pareto front when there is one."""
     from tunelab.search import close_all, study_figures
-    from tunelab.search.study import state_counts
+    from tunelab.tracking.plots import pareto_front
 
+    end = end or study_end_report(study, config)
     figures, notes = study_figures(study)
-    summary = state_counts(study)
-    best = study_best(study, config)
-    if best is not None:
-        summary.update({"best_value": best.values[0], "best_trial": best.number,
-                        "best_params": best.params,
-                        "best_run_id": best.user_attrs.get("mlflow_run_id")})
-    if len(study.directions) > 1:
-        from tunelab.search.selection import overfit_gap
-        from tunelab.tracking.plots import pareto_front
-
-        selection = _selection(study, config)
-        front = [v for v in selection.verdicts if v.on_front]
-        summary["pareto_front"] = sorted(v.record.number for v in front)
-        summary["n_pareto_front"] = len(front)
-        if selection.verdicts:
-            figures["pareto_front"] = pareto_front(
-                [(v.record.number, v.record.value, overfit_gap(v.record.gap), v.on_front)
-                 for v in selection.verdicts],
-                metric=config.objective.metric, direction=config.direction,
-                gap_tolerance=config.objective.gap_tolerance,
-                chosen=selection.chosen.number if selection.chosen else None,
-                title=f"study {config.study_name}: Pareto front of {config.objective.metric} "
-                      "and the overfitting gap")
-    tracker.finish_study(status=status, figures=figures, summary=summary, notes=notes)
+    if end["pareto_points"]:
+        figures["pareto_front"] = pareto_front(
+            end["pareto_points"], metric=config.objective.metric, direction=config.direction,
+            gap_tolerance=config.objective.gap_tolerance, chosen=end["chosen"],
+            title=f"study {config.study_name}: Pareto front of {config.objective.metric} "
+                  "and the overfitting gap")
+    tracker.finish_study(status=status, figures=figures, summary=end["summary"], notes=notes)
     close_all()
 
 
-def _selection(study, config: StudyConfig):
+def study_end_report(study, config: StudyConfig) -> dict[str, Any]:
+    """``search.study.study_end`` with the study's own selection rule (computed once)."""
     from tunelab.search.selection import select_from_study
+    from tunelab.search.study import study_end
 
-    return select_from_study(study, objective_rule(config))
-
-
-def study_best(study, config: StudyConfig):
-    """The best trial; for a multi-objective study, the selection rule's pick on the Pareto
-    front (or the front's best metric when no front trial passes the rule)."""
-    from tunelab.search import best_trial
-
-    if len(study.directions) == 1:
-        return best_trial(study)
-    selection = _selection(study, config)
-    record = selection.chosen or selection.best_by_objective
-    return None if record is None else study.trials[record.number]
+    return study_end(study, select_from_study(study, objective_rule(config)))
 
 
-def print_summary(study, config: StudyConfig, tracking_uri: str, k: int = 5) -> None:
-    from tunelab.search.study import state_counts, top_trials
+def print_summary(study, config: StudyConfig, tracking_uri: str, end=None) -> None:
     from tunelab.tracking import ui_command
 
-    counts = state_counts(study)
+    end = end or study_end_report(study, config)
+    counts, best, multi, front = end["summary"], end["best"], end["multi"], set(end["front"])
     print(f"\nstudy {study.study_name!r}: {counts['n_complete']} complete, "
           f"{counts['n_pruned']} pruned, {counts['n_fail']} failed")
-    best = study_best(study, config)
-    multi = len(study.directions) > 1
     if best is None:
         print("no trial completed")
     else:
-        front = ({v.record.number for v in _selection(study, config).verdicts if v.on_front}
-                 if multi else set())
         where = f" (selected on the Pareto front of {len(front)} trial(s))" if multi else ""
         print(f"best trial: #{best.number}  {config.objective.metric} = {best.values[0]:.4f}"
               + (f", overfitting gap {best.values[1]:.4f}" if multi else "") + where)
         for key, value in best.params.items():
             print(f"  {key}: {value}")
         rows = []
-        for t in top_trials(study, k):
+        for t in end["top"]:
             s = t.user_attrs.get("summary", {})
             rows.append([t.number, t.values[0], s.get("gap_accuracy"), s.get("best_epoch"),
                          s.get("epochs_trained"),

@@ -45,6 +45,9 @@ def test_config_refuses_what_the_engine_cannot_run(tmp_path):
         config_from_dict({**raw, "model": ["lenet", "mlp"]})
     with pytest.raises(ConfigError, match="keras_tuner.kind"):
         config_from_dict({**raw, "keras_tuner": {"kind": "grid"}})
+    for transfer_model in ("vgg16_transfer", "transfer"):  # refused, not silently unfrozen
+        with pytest.raises(ConfigError, match="cannot train transfer models"):
+            config_from_dict({**raw, "model": transfer_model, "space": {}})
 
 
 # RandomSearch takes the same path (the full search_efficiency benchmark runs it)
@@ -61,6 +64,10 @@ def test_keras_tuner_trials_are_optuna_trials_and_mlflow_runs(tmp_path, kind):
         assert set(t.params) == {"learning_rate", "n_base"}
         assert t.user_attrs["summary"]["epochs_trained"] == len(t.user_attrs["history"]["loss"])
         assert t.value == t.user_attrs["summary"]["best_val_accuracy"]
+        # the one trial lifecycle: the same summary as an Optuna-engine trial
+        assert {"n_params", "process_rss_mb", "process_peak_rss_mb", "objective",
+                "train_seconds"} <= set(t.user_attrs["summary"])
+        assert t.user_attrs["n_params"] == t.user_attrs["summary"]["n_params"] > 0
         assert t.intermediate_values  # epochs reported to the Optuna trial
     if kind == "hyperband":  # max_epochs 2, factor 2: the 1-epoch bracket promotes a trial
         resumed = [t for t in done if "resumed_from" in t.user_attrs["keras_tuner"]]
