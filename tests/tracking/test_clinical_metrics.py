@@ -366,6 +366,15 @@ def test_sensitivity_target_is_met_at_the_highest_specificity(target):
     assert json.loads(json.dumps(fit.to_dict()))["rule"] == "sensitivity"
 
 
+def test_ties_go_to_the_lower_threshold():
+    y, p = np.array([0, 1, 0, 1]), np.array([0.1, 0.2, 0.3, 0.4])
+    # accuracy 3/4 at 0.2 and at 0.4 (sensitivity 1 and 1/2): the lower one wins
+    for rule in ("accuracy", "youden"):
+        fit = cm.fit_threshold(y, p, rule)
+        assert (fit.threshold, fit.accuracy, fit.sensitivity) == (0.2, 0.75, 1.0), rule
+        assert fit.threshold == brute_force(y, p, lambda se, sp, a: a)
+
+
 def test_nothing_positive_can_be_the_best_accuracy():
     y = np.r_[np.zeros(9, int), np.ones(1, int)]
     p = np.r_[np.linspace(0.5, 0.9, 9), 0.1]  # the only positive scores lowest
