@@ -160,7 +160,7 @@ def reliability_diagram(y_true: Any, scores: Any, *, n_bins: int = 15,
     line = f"ECE {after.ece:.3f}"
     if before is not None:
         line += f" (before calibration {before.ece:.3f})"
-    top.set_title(f"{title}: {line}\ntop-label, {n_bins} equal-width bins, n = "
+    top.set_title(f"{title}\n{line}\ntop-label, {n_bins} equal-width bins, n = "
                   f"{int(after.counts.sum())}", fontsize=10)
     return fig
 
@@ -181,13 +181,13 @@ def confusion_matrix(y_true: Any, y_pred: Any, class_names: Sequence[str], *,
     side = max(4.0, 0.5 * k + 2.5) + 0.06 * longest
     fig = _new_figure(figsize=(side + 1.0, side), layout="constrained")
     ax = fig.subplots()
-    ax.imshow(np.nan_to_num(share), cmap="Blues", vmin=0, vmax=1)
+    ax.imshow(np.nan_to_num(share), cmap="Blues", vmin=0, vmax=1, aspect="auto")
     fontsize = 9 if k <= 6 else 7
     for i in range(k):
         for j in range(k):
             ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=fontsize,
                     color="white" if share[i, j] > 0.5 else "black")
-    rotate = k > 3 or longest > 8
+    rotate = k * longest > 24  # the names would not fit side by side under the cells
     # vertical, not slanted: slanted labels' boxes overlap their neighbours' long before
     # the glyphs do, and vertical ones read as well
     ax.set_xticks(range(k), names, rotation=90 if rotate else 0)
