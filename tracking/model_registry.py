@@ -87,7 +87,8 @@ def log_model(*, tracking_uri: str, experiment_name: str, keras_path: str | Path
                 info = mlflow.pyfunc.log_model(
                     name="model", python_model=pyfunc_model.ImageClassifier(),
                     artifacts={"model": str(keras_path), "meta": str(meta_path)},
-                    signature=pyfunc_model.signature(meta["class_names"]),
+                    signature=pyfunc_model.signature(meta["class_names"],
+                                                     bool(meta.get("calibration"))),
                     input_example=input_example, pip_requirements=pip_requirements())
             finally:
                 cloudpickle.unregister_pickle_by_value(pyfunc_model)
@@ -109,6 +110,71 @@ def register(*, tracking_uri: str, name: str, logged: LoggedModel,
     return str(version.version)
 
 
+def resolve_version(tracking_uri: str, model_uri: str):
+    """The registered version behind ``models:/NAME/3`` or ``models:/NAME@alias``, or None
+    for another kind of URI (``runs:/...``)."""
+    if not model_uri.startswith("models:/"):
+        return None
+    client = MlflowClient(resolve_tracking_uri(tracking_uri))
+    rest = model_uri.removeprefix("models:/")
+    if "@" in rest:
+        name, alias = rest.split("@", 1)
+        return client.get_model_version_by_alias(name, alias)
+    name, _, version = rest.partition("/")
+    return client.get_model_version(name, version)
+
+
+def log_evaluation(*, tracking_uri: str, evaluation: Any, card: str | None,
+                   version: Any = None, experiment_id: str | None = None,
+                   model_uri: str, extra_tags: Mapping[str, Any] | None = None) -> str:
+    """One evaluation run (role ``evaluation``): the report JSON, the figures, every metric
+    with its interval, the model card; linked to the model version both ways (run tags
+    ``tunelab.model_name`` / ``tunelab.model_version``, version tag
+    ``tunelab.evaluation_run``), the headline numbers as version tags and the card as the
+    version's description. Returns the run id.
+
+    The run goes to the experiment of the version's registration run unless
+    ``experiment_id`` says otherwise."""
+    from .evaluation import flat_metrics, version_tags
+
+    resolved = resolve_tracking_uri(tracking_uri)
+    client = MlflowClient(resolved)
+    mlflow.set_tracking_uri(resolved)
+    if experiment_id is None:
+        if version is None or not version.run_id:
+            raise ValueError("log_evaluation needs a model version or an experiment id")
+        experiment_id = client.get_run(version.run_id).info.experiment_id
+    split = evaluation.report["split"]["name"]
+    tags = {ROLE_TAG: "evaluation", "tunelab.model_uri": model_uri,
+            "tunelab.split": split, **(extra_tags or {})}
+    if version is not None:
+        tags.update({"tunelab.model_name": version.name,
+                     "tunelab.model_version": str(version.version),
+                     "tunelab.registration_run": version.run_id or ""})
+    headline = version_tags(evaluation)
+    name = (f"evaluate-{version.name}-v{version.version}-{split}" if version is not None
+            else f"evaluate-{split}")
+    with mlflow.start_run(experiment_id=experiment_id, run_name=name,
+                          tags={**_str(tags), **headline}) as run:
+        mlflow.log_metrics(flat_metrics(evaluation))
+        mlflow.log_dict(evaluation.report, "evaluation/report.json")
+        for artifact, figure in evaluation.figures.items():
+            try:
+                mlflow.log_figure(figure, artifact, save_kwargs={"dpi": 110})
+            finally:
+                plots.close(figure)
+        if card:
+            mlflow.log_text(card, "model_card.md")
+        if evaluation.warning:
+            mlflow.log_text(evaluation.warning, "evaluation/warning.txt")
+    if version is not None:
+        tag_version(tracking_uri, version.name, str(version.version),
+                    {**headline, "tunelab.evaluation_run": run.info.run_id})
+        if card:
+            client.update_model_version(version.name, str(version.version), description=card)
+    return run.info.run_id
+
+
 def champion_version(tracking_uri: str, name: str):
     """The version the alias points at, or None."""
     client = MlflowClient(resolve_tracking_uri(tracking_uri))
@@ -127,6 +193,11 @@ def tag_version(tracking_uri: str, name: str, version: str, tags: Mapping[str, A
     client = MlflowClient(resolve_tracking_uri(tracking_uri))
     for key, value in _str(tags).items():
         client.set_model_version_tag(name, version, key, value)
+
+
+def describe_version(tracking_uri: str, name: str, version: str, description: str) -> None:
+    MlflowClient(resolve_tracking_uri(tracking_uri)).update_model_version(
+        name, version, description=description)
 
 
 def load_pyfunc(tracking_uri: str, model_uri: str):
@@ -150,5 +221,6 @@ def _str(tags: Mapping[str, Any]) -> dict[str, str]:
 
 
 __all__ = ["CHAMPION", "STUDY_TAG", "TRIAL_TAG", "LoggedModel", "accuracy", "champion_version",
-           "load_pyfunc", "log_model", "pip_requirements", "register", "set_champion",
+           "load_pyfunc", "log_evaluation", "log_model", "pip_requirements", "register",
+           "describe_version", "resolve_version", "set_champion",
            "tag_version"]

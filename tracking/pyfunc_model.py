@@ -4,6 +4,15 @@
 and returns one row per image: ``label`` (the predicted class name) and ``prob_<class>``
 (one float column per class, in the training order, summing to 1).
 
+Probabilities are calibrated: ``tunelab register`` fits temperature (or Platt) scaling on
+the validation split's outputs and stores it in the model's ``meta`` (``calibration``: the
+dict of ``tracking.evaluation.Calibration.to_dict``). ``predict`` re-applies it here with
+numpy alone and decides with the stored operating point: for two classes ``label`` is the
+positive class when its calibrated probability is ``>= calibration.threshold.threshold``,
+otherwise (or with no threshold, or more classes) the argmax. Only calibrated outputs are
+named ``prob_*``: a model logged without a calibration returns ``score_<class>`` columns
+(the head's outputs mapped to the simplex, which for a hinge head are not probabilities).
+
 What ``predict`` accepts, exactly:
 
 * a numpy array of integer dtype (uint8, or any integer type whose values lie in 0..255,
@@ -121,8 +130,49 @@ def probabilities(outputs: np.ndarray, loss: str) -> np.ndarray:
     return np.stack([1.0 - p1, p1], axis=1)
 
 
-def probability_columns(class_names: Sequence[str]) -> list[str]:
-    return [f"prob_{name}" for name in class_names]
+def probability_columns(class_names: Sequence[str], calibrated: bool = True) -> list[str]:
+    prefix = "prob" if calibrated else "score"
+    return [f"{prefix}_{name}" for name in class_names]
+
+
+def _logits(outputs: np.ndarray, loss: str | None) -> np.ndarray:
+    """Mirrors ``tracking.clinical_metrics.logits_from_outputs`` (numpy only, no checks)."""
+    out = np.asarray(outputs, dtype="float64")
+    eps = 1e-12
+    if loss in ("binary_crossentropy", "hinge"):
+        out = out.reshape(-1)
+        if loss == "binary_crossentropy":
+            q = np.clip(out, eps, 1 - eps)
+            out = np.log(q) - np.log1p(-q)
+        return np.stack([np.zeros_like(out), out], axis=1)
+    if loss == "categorical_hinge":
+        return out
+    return np.log(np.clip(out, eps, 1.0))
+
+
+def calibrated_probabilities(outputs: np.ndarray, calibration: Mapping[str, Any]) -> np.ndarray:
+    """Raw head outputs -> calibrated ``(N, k)`` probabilities, from the stored dict."""
+    z = _logits(outputs, calibration.get("loss"))
+    cal = calibration["calibrator"]
+    if cal["kind"] == "temperature":
+        s = z / float(cal["temperature"])
+        e = np.exp(s - s.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+    if cal["kind"] == "platt":
+        pos = int(cal.get("positive", 1))
+        x = z[:, pos] - z[:, 1 - pos]
+        p = np.exp(-np.logaddexp(0.0, -(float(cal["a"]) * x + float(cal["b"]))))
+        return np.stack([1 - p, p] if pos == 1 else [p, 1 - p], axis=1)
+    raise ValueError(f"unknown calibrator kind {cal['kind']!r}")
+
+
+def decide(probs: np.ndarray, calibration: Mapping[str, Any] | None) -> np.ndarray:
+    """Class ids: the stored threshold on P(positive) (two classes), else argmax."""
+    threshold = (calibration or {}).get("threshold")
+    if threshold is None or probs.shape[1] != 2:
+        return probs.argmax(axis=1)
+    pos = int(calibration.get("positive", 1))
+    return np.where(probs[:, pos] >= float(threshold["threshold"]), pos, 1 - pos)
 
 
 class ImageClassifier(mlflow.pyfunc.PythonModel):
@@ -139,21 +189,30 @@ class ImageClassifier(mlflow.pyfunc.PythonModel):
         with open(context.artifacts["meta"]) as f:
             self.meta = json.load(f)
 
-    def predict(self, context, model_input, params=None) -> pd.DataFrame:
+    def outputs(self, model_input) -> np.ndarray:
+        """The head's raw outputs (margins for a hinge head) of raw 8-bit images."""
         x = prepare_images(model_input, self.meta["input_shape"])
-        probs = probabilities(self.model.predict(x, batch_size=256, verbose=0),
-                              self.meta["loss"])
+        return np.asarray(self.model.predict(x, batch_size=256, verbose=0))
+
+    def predict(self, context, model_input, params=None) -> pd.DataFrame:
+        outputs = self.outputs(model_input)
+        calibration = self.meta.get("calibration")
+        if calibration:
+            probs = calibrated_probabilities(outputs, calibration)
+        else:
+            probs = probabilities(outputs, self.meta["loss"])
         names = list(self.meta["class_names"])
-        frame = pd.DataFrame(probs, columns=probability_columns(names))
-        frame.insert(0, "label", [names[i] for i in probs.argmax(axis=1)])
+        frame = pd.DataFrame(probs, columns=probability_columns(names, bool(calibration)))
+        frame.insert(0, "label", [names[i] for i in decide(probs, calibration)])
         return frame
 
 
-def signature(class_names: Sequence[str]):
+def signature(class_names: Sequence[str], calibrated: bool = True):
     from mlflow.models import ModelSignature
     from mlflow.types.schema import ColSpec, Schema, TensorSpec
 
     inputs = Schema([TensorSpec(np.dtype(object), (-1,))])
     outputs = Schema([ColSpec("string", "label")]
-                     + [ColSpec("double", c) for c in probability_columns(class_names)])
+                     + [ColSpec("double", c)
+                        for c in probability_columns(class_names, calibrated)])
     return ModelSignature(inputs=inputs, outputs=outputs)

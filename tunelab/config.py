@@ -112,6 +112,12 @@ class CheckpointConfig:
 class RegistryConfig:
     gradcam_layer: str | None = None  # null: the last Conv2D (VGG's is Last_ConvLayer)
     gradcam_images_per_class: int = 2  # validation images per class in the Grad-CAM figure
+    # fitted on the validation outputs at register, stored in the model; predict applies it
+    calibration: Literal["temperature", "platt"] = "temperature"  # platt: two classes only
+    # two classes: the stored operating point on the calibrated P(positive), fitted on the
+    # validation split: accuracy | youden | {sensitivity: 0.9}; null: 0.5 (argmax)
+    threshold: Any = None
+    bootstrap_resamples: int = 2000  # stratified, seeded bootstrap of the evaluation intervals
 
 
 @dataclass(frozen=True)
@@ -310,6 +316,8 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
         if not isinstance(value, Mapping):
             raise ConfigError(f"{key}: expected a mapping, got {value!r}")
         return dict(value)
+    if hint is Any:
+        return value
     if hint is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{key}: expected true or false, got {value!r}")
@@ -515,6 +523,23 @@ def _check_selection(config: StudyConfig) -> None:
                           "gap) or null")
     _positive("checkpoints.keep_top", config.checkpoints.keep_top, allow_zero=True)
     _positive("registry.gradcam_images_per_class", config.registry.gradcam_images_per_class)
+    _positive("registry.bootstrap_resamples", config.registry.bootstrap_resamples)
+    _check_threshold_rule(config.registry.threshold)
+
+
+def _check_threshold_rule(rule: Any) -> None:
+    """``registry.threshold``: the rules of ``tracking.clinical_metrics.fit_threshold``."""
+    if rule is None or rule in ("accuracy", "youden"):
+        return
+    if isinstance(rule, Mapping) and set(rule) == {"sensitivity"}:
+        target = rule["sensitivity"]
+        if not isinstance(target, bool) and isinstance(target, (int, float)) \
+                and 0 < target <= 1:
+            return
+        raise ConfigError(f"registry.threshold: {{sensitivity: {target!r}}}: the target must "
+                          "be a number in (0, 1], e.g. {sensitivity: 0.9}")
+    raise ConfigError(f"registry.threshold: {rule!r} is not a rule: use accuracy, youden or "
+                      "{sensitivity: 0.9} (or null for 0.5)")
 
 
 def _extremes(dim: Any) -> list[Any]:

@@ -1,4 +1,5 @@
-"""Subcommands after a study: ``best``, ``register``, ``predict``, ``continue``.
+"""Subcommands after a study: ``best``, ``register``, ``evaluate``, ``predict``,
+``continue``.
 
 Kept out of ``cli.py`` so that file stays a short list of commands; like it, this module only
 parses and calls the library functions in ``tunelab.registering``.
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-COMMANDS = ("best", "register", "predict", "continue")
+COMMANDS = ("best", "register", "evaluate", "predict", "continue")
 
 
 def _study_flags(parser: argparse.ArgumentParser) -> None:
@@ -38,6 +39,23 @@ def add_parsers(sub) -> None:
                      help="move 'champion' even to a worse version; with no trial passing the "
                      "rule, register the best objective")
 
+    ev = sub.add_parser(
+        "evaluate", help="clinical evaluation of a registered model on a test split",
+        description="ROC AUC, accuracy, balanced accuracy and per-class sensitivity, "
+        "specificity, PPV and NPV with 95%% stratified bootstrap intervals, at the model's "
+        "stored threshold and at 0.5; ECE before and after calibration; ROC, precision-recall, "
+        "reliability and confusion figures; logged to an evaluation run linked to the model "
+        "version, the headline as version tags, the model card as its description. The data "
+        "are split as the model's study split them (its config from --storage); --dataset "
+        "replaces the source.")
+    ev.add_argument("model_uri", help="models:/NAME@champion, models:/NAME/3")
+    ev.add_argument("--dataset", help="dataset.source to evaluate on (default: the study's)")
+    ev.add_argument("--split", default="test", choices=("test", "val"),
+                    help="the split to evaluate (default: test; val is the split calibration "
+                    "was fitted on, so its ECE is optimistic)")
+    ev.add_argument("--tracking-uri", help="MLflow store (default: sqlite:///mlruns/mlflow.db)")
+    _study_flags(ev)
+
     pred = sub.add_parser(
         "predict", help="classify image files with a registered model",
         description="Predict image files and folders (searched recursively) with a model URI "
@@ -65,6 +83,11 @@ def run(args: argparse.Namespace) -> int:
         return 0 if selection.chosen is not None else 3
     if args.command == "register":
         registering.register(args.name, args.study_name, args.storage, force=args.force)
+        return 0
+    if args.command == "evaluate":
+        registering.evaluate_model(args.model_uri, args.dataset, args.split,
+                                   tracking_uri=args.tracking_uri, study_name=args.study_name,
+                                   storage=args.storage)
         return 0
     if args.command == "predict":
         frame = registering.predict(args.model_uri, args.paths, args.tracking_uri)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -129,6 +130,7 @@ class Registration:
     test_metrics: dict[str, float]
     model_source: str  # "checkpoint <path>" or "retrained"
     run_id: str
+    evaluation_run_id: str | None = None  # with a test split: the clinical evaluation's run
 
 
 def to_uint8(x) -> Any:
@@ -204,8 +206,13 @@ def register(name: str, study_name: str | None = None, storage: str | None = Non
                           f"{record.number} was trained (fingerprint {data.fingerprint()} != "
                           f"{meta['data_fingerprint']}); restore the data or run a new study")
     meta = {**meta, "trial": record.number, "study": config.study_name}
-    candidate = ImageClassifier(model, meta)
     raw_val = to_uint8(data.val.x)
+    # Calibration and the operating point, fitted on the validation outputs (out of sample
+    # unless the model was retrained on train + validation), travel inside the model.
+    calibration = fit_model_calibration(config, data, ImageClassifier(model, meta).outputs(
+        raw_val), meta)
+    meta["calibration"] = calibration.to_dict()
+    candidate = ImageClassifier(model, meta)
     val_accuracy = model_registry.accuracy(candidate, raw_val, data.val.y, data.class_names)
     test_metrics: dict[str, float] = {}
     if data.test is not None:  # evaluated once, here; never seen by selection
@@ -266,13 +273,14 @@ def register(name: str, study_name: str | None = None, storage: str | None = Non
         logged = model_registry.log_model(
             tracking_uri=uri, experiment_name=config.study_name, keras_path=keras_path,
             meta={k: meta[k] for k in ("loss", "class_names", "input_shape", "trial", "study",
-                                       "model", "params")},
+                                       "model", "params", "calibration")},
             input_example=raw_val[:2], tags=tags, metrics=metrics, report=report)
     version_tags = {**tags, "objective": record.value, "val_metric": record.metric,
                     "gap_accuracy": record.gap, "overfitting": record.overfitting,
                     "val_accuracy": round(val_accuracy, 6),
                     **{k: round(v, 6) for k, v in test_metrics.items()},
-                    "params": dict(record.params), "selection": selection.explanation()}
+                    "params": dict(record.params), "selection": selection.explanation(),
+                    **calibration_tags(calibration)}
     version = model_registry.register(tracking_uri=uri, name=name, logged=logged, tags=version_tags)
     if move:
         model_registry.set_champion(uri, name, version)
@@ -285,9 +293,259 @@ def register(name: str, study_name: str | None = None, storage: str | None = Non
           + (f"alias {model_registry.CHAMPION!r} -> version {version}" if move else
              f"alias {model_registry.CHAMPION!r} stays on version {current.version} (the new "
              "version scores worse; --force moves it anyway)")
+          + f"\ncalibration: {calibration_tags(calibration)['calibration']}; decision: "
+          + calibration_tags(calibration)["threshold"]
           + "".join(f"\nheld-out {k}: {v:.4f}" for k, v in test_metrics.items()
                     if k == "test_accuracy"), file=out)
+    context = card_context(config, data, opened.study, selection, record, meta, source,
+                           name=name, version=version, run_id=logged.run_id)
+    if data.test is not None:  # the clinical evaluation, once, on the held-out split
+        mv = model_registry.resolve_version(uri, f"models:/{name}/{version}")
+        reg.evaluation_run_id = evaluate_and_log(
+            candidate, data, "test", uri=uri, model_uri=f"models:/{name}/{version}",
+            version=mv, config=config, context=context, out=out).run_id
+    else:  # no test split: the card still goes on the version, without test metrics
+        card = render_card(context, calibration.to_dict(), None)
+        model_registry.tag_version(uri, name, version, {"tunelab.model_card": "description"})
+        model_registry.describe_version(uri, name, version, card)
     return reg
+
+
+def fit_model_calibration(config: StudyConfig, data, val_outputs, meta):
+    """``registry.calibration`` and ``registry.threshold`` fitted on the validation split's
+    raw outputs (``tracking.evaluation.fit_calibration``)."""
+    from tunelab.tracking.evaluation import fit_calibration
+
+    reg = config.registry
+    in_sample = meta.get("trained_on") == "train+validation"
+    try:
+        return fit_calibration(data.val.y, val_outputs, loss=meta.get("loss"),
+                               method=reg.calibration,
+                               threshold=reg.threshold if data.n_classes == 2 else None,
+                               fitted_on="validation (in sample: the cross-validated model "
+                               "was retrained on train + validation)" if in_sample
+                               else "validation")
+    except ValueError as err:
+        raise ConfigError(f"registry.calibration / registry.threshold: {err}") from None
+
+
+def calibration_tags(calibration) -> dict[str, str]:
+    """The calibration and the operating point, as model-version tags."""
+    cal = calibration.calibrator.to_dict()
+    how = (f"temperature scaling, T = {cal['temperature']:.4g}" if cal["kind"] == "temperature"
+           else f"Platt scaling, a = {cal['a']:.4g}, b = {cal['b']:.4g}")
+    t = calibration.threshold
+    rule = "argmax of the calibrated probabilities"
+    if t is not None:
+        rule = (f"P(positive) >= {t.threshold:.6g} ({t.rule}"
+                + (f" >= {t.target:g}" if t.target is not None else "")
+                + f"; on {calibration.fitted_on}: sensitivity {t.sensitivity:.3f}, "
+                f"specificity {t.specificity:.3f})")
+    return {"calibration": f"{how}, fitted on {calibration.fitted_on} "
+                           f"({calibration.n_fit} images)",
+            "threshold": rule,
+            "threshold_value": None if t is None else f"{t.threshold:.17g}"}
+
+
+# -- the model card and tunelab evaluate ---------------------------------------------------
+SPLIT_NAMES = {"test": "test", "val": "validation", "validation": "validation"}
+
+
+def split_description(config: StudyConfig, data) -> str:
+    """How the splits were made, in words, from the config that made them."""
+    d = config.dataset
+    kind = (data.info or {}).get("kind", "")
+    parts = []
+    if data.test is not None:
+        parts.append(f"test: a stratified {d.test_fraction:.0%} hold-out carved first"
+                     if d.test_fraction else "test: the source's own test split")
+    parts.append(f"validation: a stratified {d.validation_fraction:.0%} of the rest"
+                 if kind not in ("npz",) or d.validation_fraction else "validation: the "
+                 "source's own split")
+    if (d.cv_folds or 1) > 1:
+        parts.append(f"selection by stratified {d.cv_folds}-fold cross-validation on train + "
+                     "validation")
+    return "; ".join(parts) + f" (seed {config.seed}; never used by selection: test)"
+
+
+def card_context(config: StudyConfig, data, study, selection, record, meta, source: str, *,
+                 name: str, version: str, run_id: str | None) -> dict[str, Any]:
+    """Everything the model card says apart from calibration and evaluation."""
+    from collections import Counter
+
+    states = Counter(t.state.name.lower() for t in study.trials)
+    cfg = config.to_dict()
+    group = config.dataset.group_pattern
+    return {
+        "title": f"{name} version {version}",
+        "model": {"name": name, "version": version, "study": config.study_name,
+                  "trial": record.number, "family": meta.get("model", config.model),
+                  "source": source, "trained_on": meta.get("trained_on", "train"),
+                  "params": dict(record.params)},
+        "data": {"source": config.dataset.source, "fingerprint": data.fingerprint(),
+                 "class_counts": data.class_counts(), "splits": split_description(config, data),
+                 "group_guard": (f"dataset.group_pattern {group!r}: every group (patient) in "
+                                 "one split only" if group else None)},
+        "selection": {"search_space": cfg.get("space"),
+                      "budget": f"{config.n_trials} trials, at most {config.max_epochs} epochs "
+                                f"each, sampler {config.sampler.kind}, pruner "
+                                f"{config.pruner.kind}",
+                      "rule": f"objective {cfg['objective']}",
+                      "trials": ", ".join(f"{n} {state}" for state, n in sorted(states.items())),
+                      "confirmation": getattr(selection, "confirmation", None),
+                      "explanation": selection.explanation()},
+        "gradcam": (f"`runs:/{run_id}/gradcam.png` (registration run {run_id}: "
+                    f"{config.registry.gradcam_images_per_class} validation images per class)"
+                    if run_id else None),
+        "group_pattern": group, "trained_on": meta.get("trained_on"),
+    }
+
+
+def render_card(context: Mapping[str, Any], calibration: Mapping[str, Any] | None,
+                evaluation: Mapping[str, Any] | None) -> str:
+    from tunelab.tracking.model_card import known_limits, model_card
+
+    data = context["data"]
+    limits = known_limits(data.get("class_counts") or {}, evaluation=evaluation,
+                          calibration=calibration, group_pattern=context.get("group_pattern"),
+                          trained_on=context.get("trained_on"))
+    return model_card(title=context["title"], model=context["model"], data=data,
+                      selection=context.get("selection"), calibration=calibration,
+                      evaluation=evaluation, gradcam=context.get("gradcam"), limits=limits)
+
+
+@dataclass
+class EvaluationResult:
+    evaluation: Any  # tracking.evaluation.Evaluation
+    run_id: str
+    model_uri: str
+    card: str
+
+
+def evaluate_and_log(predictor, data, split: str, *, uri: str, model_uri: str, version,
+                     config: StudyConfig | None, context: Mapping[str, Any] | None,
+                     out=None) -> EvaluationResult:
+    """Evaluate a calibrated ``ImageClassifier`` on a split of ``data``, log the evaluation
+    run linked to ``version``, put the headline on the version and print it."""
+    from tunelab.tracking import model_registry
+    from tunelab.tracking.evaluation import Calibration, evaluate
+
+    out = out or sys.stdout
+    meta = predictor.meta
+    if not meta.get("calibration"):
+        raise ConfigError(f"{model_uri}: this model was logged without a calibration (an "
+                          "older tunelab); register it again to evaluate it")
+    name = SPLIT_NAMES.get(split)
+    part = {"test": data.test, "validation": data.val}.get(name)
+    if name is None:
+        raise ConfigError(f"--split: {split!r}: use test or val")
+    if part is None:
+        raise ConfigError("--split test: the data has no test split; set dataset."
+                          "test_fraction, use a source with a test split, or --split val")
+    if list(map(str, meta["class_names"])) != list(map(str, data.class_names)):
+        raise ConfigError(f"{model_uri} predicts classes {meta['class_names']} but the data "
+                          f"has {list(data.class_names)}")
+    calibration = Calibration.from_dict(meta["calibration"])
+    outputs = predictor.outputs(to_uint8(part.x))
+    n_resamples = config.registry.bootstrap_resamples if config is not None else 2000
+    seed = config.seed if config is not None else 0
+    evaluation = evaluate(part.y, outputs, list(data.class_names), calibration, split=name,
+                          n_resamples=n_resamples, seed=seed)
+    card = ""
+    if context is not None:
+        card = render_card(context, meta["calibration"], evaluation.report)
+    run_id = model_registry.log_evaluation(
+        tracking_uri=uri, evaluation=evaluation, card=card or None, version=version,
+        model_uri=model_uri, extra_tags={"data_fingerprint": data.fingerprint()})
+    print_evaluation(evaluation, model_uri, run_id, out)
+    return EvaluationResult(evaluation, run_id, model_uri, card)
+
+
+def print_evaluation(evaluation, model_uri: str, run_id: str, out=None) -> None:
+    out = out or sys.stdout
+    report = evaluation.report
+    split = report["split"]
+    boot = report["bootstrap"]
+    primary = report["operating_points"][evaluation.primary]
+    cal = report["calibration"]
+    lines = [f"evaluation of {model_uri} on the {split['name']} split ({split['n']} images), "
+             f"at {primary['decision_rule']}; {boot['confidence']:.0%} intervals: "
+             f"{boot['method']}, {boot['n_resamples']} resamples, seed {boot['seed']}"]
+    for key, value in report["headline"].items():
+        lines.append(f"  {key:<18} {value}")
+    stored = report["operating_points"].get("stored")
+    if stored is not None:
+        achieved = stored[f"achieved_sensitivity_on_{split['name']}"]
+        lines.append(f"  stored threshold {stored['threshold']:.6g} ({stored['rule']}"
+                     + (f" >= {stored['target']:g}" if stored.get("target") is not None
+                        else "") + f"): sensitivity {achieved['estimate']:.3f} "
+                     f"({achieved['low']:.3f}-{achieved['high']:.3f}) on {split['name']}")
+        half = report["operating_points"]["0.5"]["metrics"]
+        lines.append(f"  at 0.5: sensitivity {half['sensitivity']['estimate']:.3f}, "
+                     f"specificity {half['specificity']['estimate']:.3f}")
+    lines.append(f"  ECE {cal['ece_before_on_' + split['name']]:.3f} before, "
+                 f"{cal['ece_after_on_' + split['name']]:.3f} after "
+                 f"{cal['calibrator']['kind']} scaling (fitted on {cal['fitted_on']})")
+    lines.append(f"  logged to MLflow run {run_id}")
+    print("\n".join(lines), file=out)
+    if evaluation.warning:
+        print(f"tunelab: {evaluation.warning}", file=out)
+
+
+def evaluate_model(model_uri: str, dataset: str | None = None, split: str = "test", *,
+                   tracking_uri: str | None = None, study_name: str | None = None,
+                   storage: str | None = None, out=None) -> EvaluationResult:
+    """``tunelab evaluate``: a registered model on a dataset's split, logged and printed.
+
+    The data are loaded as the model's study loaded them (its config, from the Optuna
+    storage; ``dataset`` replaces only the source), or, without the study, from ``dataset``
+    with the model's image size and the default split settings."""
+    import dataclasses
+
+    from tunelab.tracking import model_registry
+
+    uri = tracking_uri or DEFAULT_TRACKING_URI
+    try:
+        version = model_registry.resolve_version(uri, model_uri)
+        loaded = model_registry.load_pyfunc(uri, model_uri)
+    except Exception as err:  # MlflowException, OSError: name the URI and the store
+        raise ConfigError(f"{model_uri}: cannot load it from {uri} ({type(err).__name__}: "
+                          f"{err}); check the name and alias, or pass --tracking-uri") from None
+    predictor = loaded.unwrap_python_model()
+    meta = predictor.meta
+    study = study_name or (version.tags.get("tunelab.study") if version else None) \
+        or meta.get("study")
+    opened = None
+    try:
+        opened = open_finished_study(study, storage)
+    except ConfigError:
+        if dataset is None:
+            raise
+    if opened is not None:
+        config = opened.config
+        if dataset is not None:
+            config = dataclasses.replace(
+                config, dataset=dataclasses.replace(config.dataset, source=dataset))
+    else:
+        h, _, c = meta["input_shape"]
+        config = config_from_dict({"dataset": {
+            "source": dataset, "image_size": int(h),
+            "color_mode": "rgb" if int(c) == 3 else "grayscale"}})
+    data = load_data(config)
+    context = None
+    if opened is not None and version is not None:
+        from tunelab.search.selection import select_from_study
+
+        selection = select_from_study(opened.study, objective_rule(opened.config))
+        trial = int(meta.get("trial", -1))
+        record = next((v.record for v in selection.verdicts if v.record.number == trial),
+                      selection.chosen)
+        if record is not None:
+            context = card_context(config, data, opened.study, selection, record, meta,
+                                   version.tags.get("model_source", ""), name=version.name,
+                                   version=str(version.version), run_id=version.run_id)
+    return evaluate_and_log(predictor, data, split, uri=uri, model_uri=model_uri,
+                            version=version, config=config, context=context, out=out)
 
 
 def _selection_report(selection, record, source: str, compared: str, plots) -> dict[str, Any]:
