@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-COMMANDS = ("best", "register", "evaluate", "predict", "continue")
+COMMANDS = ("best", "register", "evaluate", "report", "predict", "continue")
 
 
 def _study_flags(parser: argparse.ArgumentParser) -> None:
@@ -56,6 +56,19 @@ def add_parsers(sub) -> None:
     ev.add_argument("--tracking-uri", help="MLflow store (default: sqlite:///mlruns/mlflow.db)")
     _study_flags(ev)
 
+    rep = sub.add_parser(
+        "report", help="one self-contained HTML report of one or more studies",
+        description="Write one offline HTML file (images embedded): what was searched, a "
+        "table of every trial, the top trials' curves, the variants of a grid study, the "
+        "selection and its reasons, and the champion's evaluation; several studies side by "
+        "side. Also logged to each study's parent MLflow run.")
+    rep.add_argument("studies", nargs="*", metavar="STUDY",
+                     help="study names (default: the only study in the storage)")
+    rep.add_argument("-o", "--output", default="report.html", help="default: report.html")
+    rep.add_argument("--storage", help="Optuna storage: journal file or database URL "
+                     "(default: mlruns/optuna.journal)")
+    rep.add_argument("--tracking-uri", help="MLflow store (default: the study's)")
+
     pred = sub.add_parser(
         "predict", help="classify image files with a registered model",
         description="Predict image files and folders (searched recursively) with a model URI "
@@ -88,6 +101,11 @@ def run(args: argparse.Namespace) -> int:
         registering.evaluate_model(args.model_uri, args.dataset, args.split,
                                    tracking_uri=args.tracking_uri, study_name=args.study_name,
                                    storage=args.storage)
+        return 0
+    if args.command == "report":
+        from tunelab.reporting import report
+
+        report(args.studies, args.storage, args.output, args.tracking_uri)
         return 0
     if args.command == "predict":
         frame = registering.predict(args.model_uri, args.paths, args.tracking_uri)

@@ -456,7 +456,9 @@ def evaluate_and_log(predictor, data, split: str, *, uri: str, model_uri: str, v
         card = render_card(context, meta["calibration"], evaluation.report)
     run_id = model_registry.log_evaluation(
         tracking_uri=uri, evaluation=evaluation, card=card or None, version=version,
-        model_uri=model_uri, extra_tags={"data_fingerprint": data.fingerprint()})
+        model_uri=model_uri, extra_tags={
+            "data_fingerprint": data.fingerprint(),
+            "tunelab.evaluated_study": config.study_name if config is not None else None})
     print_evaluation(evaluation, model_uri, run_id, out)
     return EvaluationResult(evaluation, run_id, model_uri, card)
 

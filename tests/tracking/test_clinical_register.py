@@ -3,6 +3,7 @@ real tiny binary study (digits 3 vs 8, 8x8, a hinge head whose outputs are margi
 test split, registered once for the module into a SQLite MLflow store in tmp_path."""
 
 import json
+import shutil
 
 import mlflow
 import numpy as np
@@ -184,3 +185,78 @@ def test_registry_threshold_and_calibration_keys():
             config_from_dict({**base, "registry": {"threshold": bad}})
     with pytest.raises(ConfigError, match="registry.calibration"):
         config_from_dict({**base, "registry": {"calibration": "isotonic"}})
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+DRIVER = shutil.which("chromedriver")
+
+
+@pytest.fixture
+def browser():
+    if not (CHROMIUM and DRIVER):
+        pytest.skip("headless Chromium not installed (Debian: apt-get install chromium "
+                    "chromium-driver)")
+    webdriver = pytest.importorskip("selenium.webdriver", reason="pip install selenium")
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--window-size=1600,1000"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def test_report_renders_offline_with_every_trial_and_the_champions_intervals(registered,
+                                                                             browser):
+    tmp, raw, reg, _, source = registered
+    # a second, grid study beside the first: two variants, no registered model
+    grid = tiny_study(tmp, study_name="binary-grid", n_trials=2, max_epochs=1, **{
+        "dataset.source": source, "dataset.test_fraction": 0.3, "sampler.kind": "grid",
+        "space.loss": "hinge", "space.learning_rate": 5e-3, "space.n_base": [4, 8]})
+    tunelab.tune(grid, in_process=True)
+    path = tmp / "report.html"
+    assert main(["report", "binary", "binary-grid", "-o", str(path),
+                 "--storage", raw["storage"], "--tracking-uri", raw["tracking_uri"]]) == 0
+    text = path.read_text()
+    assert "http://" not in text and "https://" not in text and "<script" not in text
+    browser.get(path.as_uri())
+    errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert not errors, errors
+    images = browser.find_elements("tag name", "img")
+    assert len(images) >= 2 + 4 + 1  # two studies' curves, four evaluation figures, Grad-CAM
+    for img in images:
+        assert browser.execute_script(
+            "return arguments[0].complete && arguments[0].naturalWidth > 0", img)
+    from tunelab.registering import open_finished_study
+
+    for name in ("binary", "binary-grid"):
+        study = open_finished_study(name, raw["storage"]).study
+        rows = browser.find_elements("css selector", f'section[data-study="{name}"] tr.trial-row')
+        assert len(rows) == len(study.trials) > 0
+    assert browser.find_elements("css selector", 'section[data-study="binary-grid"] '
+                                 "table.variants tbody tr")
+    # the champion's intervals as shown are the evaluation run's tags
+    section = browser.find_element("css selector", 'section[data-study="binary"]')
+    run_id = section.find_element("css selector", "[data-run]").get_attribute("data-run")
+    client = MlflowClient(raw["tracking_uri"])
+    run_tags = client.get_run(run_id).data.tags
+    assert run_tags["tunelab.split"] == "test" and run_tags["tunelab.model_name"] == NAME
+    cells = section.find_elements("css selector", "td[data-tag]")
+    shown = {c.get_attribute("data-tag"): c.text for c in cells}
+    assert "eval.test.roc_auc" in shown and "95% CI" in shown["eval.test.roc_auc"]
+    assert shown == {k: v for k, v in run_tags.items() if k in shown}
+    assert {k for k in run_tags if k.startswith("eval.test.")} - set(shown) <= {
+        "eval.test.interval_method", "eval.test.warning"}
+    # logged to both studies' parent runs
+    for name in ("binary", "binary-grid"):
+        experiment = client.get_experiment_by_name(name).experiment_id
+        parent = client.search_runs([experiment], "tags.`tunelab.role` = 'study'")[0]
+        assert "report/report.html" in {a.path for a in client.list_artifacts(
+            parent.info.run_id, "report")}
