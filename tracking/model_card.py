@@ -129,8 +129,8 @@ def model_card(*, title: str, model: Mapping[str, Any], data: Mapping[str, Any],
         split = evaluation["split"]
         boot = evaluation["bootstrap"]
         out += ["", f"## Metrics on the {split['name']} split ({split['n']} images)", "",
-                f"Intervals: {boot['confidence']:.0%} {boot['method']}, {boot['n_resamples']} "
-                f"resamples, seed {boot['seed']}."]
+                f"Intervals ({boot['confidence']:.0%}, {boot['n_resamples']} resamples, seed "
+                f"{boot['seed']}): {boot['method']}"]
         if split.get("warning"):
             out += ["", f"> {split['warning']}"]
         for point, entry in evaluation["operating_points"].items():

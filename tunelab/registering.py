@@ -471,8 +471,9 @@ def print_evaluation(evaluation, model_uri: str, run_id: str, out=None) -> None:
     primary = report["operating_points"][evaluation.primary]
     cal = report["calibration"]
     lines = [f"evaluation of {model_uri} on the {split['name']} split ({split['n']} images), "
-             f"at {primary['decision_rule']}; {boot['confidence']:.0%} intervals: "
-             f"{boot['method']}, {boot['n_resamples']} resamples, seed {boot['seed']}"]
+             f"at {primary['decision_rule']}; {boot['confidence']:.0%} intervals from a "
+             f"stratified bootstrap, {boot['n_resamples']} resamples, seed {boot['seed']} "
+             "(the method in full: evaluation/report.json)"]
     for key, value in report["headline"].items():
         lines.append(f"  {key:<18} {value}")
     stored = report["operating_points"].get("stored")

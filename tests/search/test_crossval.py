@@ -166,6 +166,8 @@ def test_register_retrains_a_cross_validated_trial_on_the_pool(cv_study):
     client = MlflowClient(raw["tracking_uri"])
     version = client.get_model_version("cv-clf", reg.version)
     assert version.tags["tunelab.trial"] == str(reg.trial)
+    # out-of-fold outputs are not kept: the calibration says it was fitted in sample
+    assert "in sample" in version.tags["calibration"]
 
 
 # -- pruning ------------------------------------------------------------------------------

@@ -134,7 +134,8 @@ def test_evaluate_command_logs_another_run_linked_to_the_version(registered, cap
                  "--tracking-uri", raw["tracking_uri"], "--storage", raw["storage"]])
     assert code == 0
     out = capsys.readouterr().out
-    assert "on the test split" in out and "95% intervals" in out and "small evaluation" in out
+    assert "on the test split" in out and "small evaluation" in out
+    assert "95% intervals from a stratified bootstrap, 500 resamples" in out
     client = MlflowClient(raw["tracking_uri"])
     runs = client.search_runs(
         [client.get_run(reg.run_id).info.experiment_id],
