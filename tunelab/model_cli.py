@@ -42,7 +42,7 @@ def add_parsers(sub) -> None:
     ev = sub.add_parser(
         "evaluate", help="clinical evaluation of a registered model on a test split",
         description="ROC AUC, accuracy, balanced accuracy and per-class sensitivity, "
-        "specificity, PPV and NPV with 95%% stratified bootstrap intervals, at the model's "
+        "specificity, PPV and NPV with 95 percent stratified bootstrap intervals, at the model's "
         "stored threshold and at 0.5; ECE before and after calibration; ROC, precision-recall, "
         "reliability and confusion figures; logged to an evaluation run linked to the model "
         "version, the headline as version tags, the model card as its description. The data "
