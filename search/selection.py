@@ -14,6 +14,7 @@ trusts trials on the Pareto front of those two, and picks among them as above.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -174,6 +175,7 @@ class Verdict:
 class Selection:
     verdicts: list[Verdict]
     rule: ObjectiveRule
+    choice: Any = None  # selection_methods.MethodChoice when a method re-ranked the rule's pick
 
     @property
     def chosen(self) -> TrialRecord | None:
@@ -188,6 +190,14 @@ class Selection:
             return "no complete trial: nothing to select"
         chosen = self.chosen
         front = "Pareto-front " if self.rule.multi else ""
+        choice = self.choice
+        if chosen is not None and choice is not None and choice.chosen is not None \
+                and choice.chosen.number == chosen.number and choice.confirmed:
+            c = choice.candidates[0].confirmation
+            spread = f" +/- {c.sd:.4f}" if c.sd is not None else ""
+            return (f"selected trial {chosen.number} by {choice.method}: {choice.reason}; "
+                    f"confirmed {self.rule.metric} {c.mean:.4f}{spread} over {c.n} "
+                    f"{c.kind} run(s) (search score {_num(chosen.value)})")
         if chosen is None:
             return (f"no trial qualifies: every complete {front}trial has a gap above "
                     f"{self.rule.gap_tolerance:g}, rising validation loss or a violated "
@@ -317,7 +327,11 @@ def records_from_study(study: Any, metric: str) -> list[TrialRecord]:
     from optuna.trial import TrialState
 
     trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    return [record_from_trial(t, metric) for t in trials if t.values]
+    records = [record_from_trial(t, metric) for t in trials if t.values]
+    # confirmation runs (search/confirm.py) live in the study's user attributes, not trials
+    attrs = study.user_attrs
+    return [dataclasses.replace(r, extra={**r.extra, "confirmations": attrs[key]})
+            if (key := f"confirmations:{r.number}") in attrs else r for r in records]
 
 
 def select_from_study(study: Any, rule: ObjectiveRule) -> Selection:

@@ -24,14 +24,17 @@ confirmation yet falls back to ``best_validation`` and says so ("not confirmed")
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from .selection import ObjectiveRule, TrialRecord
+from .selection import ObjectiveRule, Selection, TrialRecord, records_from_study, select
 
 SELECTION_METHODS = ("best_validation", "gap_penalized", "confirm_mean", "confirm_lcb")
+STUDY_METHODS = ("rule", *SELECTION_METHODS)  # rule: selection.select alone
 CONFIRM_KINDS = ("seeds", "cv")
 
 
@@ -183,3 +186,51 @@ def ensemble_mean(probabilities: Sequence[Sequence[Sequence[float]]]):
 
     stacked = np.asarray(probabilities, dtype="float64")
     return stacked.mean(axis=0)
+
+
+# -- on a study: the rule's verdicts, re-ranked by a method ------------------------------
+def trusted_pool(selection: Selection) -> list[TrialRecord]:
+    """The records the rule trusts (gap within tolerance, no rising validation loss, above
+    chance), or every eligible record when it trusts none."""
+    trusted = [v.record for v in selection.verdicts if v.eligible]
+    return trusted or eligible(v.record for v in selection.verdicts)
+
+
+def select_by_method(records: Iterable[TrialRecord], rule: ObjectiveRule, method: str = "rule",
+                     *, top: int = 3, z: float = 1.0) -> Selection:
+    """``selection.select`` (verdicts and reasons for every trial), then ``method`` over the
+    trials it trusts. A confirmation method without confirmations keeps the rule's pick and
+    says "not confirmed"."""
+    base = select(records, rule)
+    if method == "rule" or rule.multi:
+        return base
+    pool = trusted_pool(base)
+    choice = choose(pool, method, rule, confirmations=confirmations_from_records(pool),
+                    top=top, z=z)
+    if choice.chosen is None or (method.startswith("confirm") and not choice.confirmed):
+        return dataclasses.replace(base, choice=choice)
+    number = choice.chosen.number
+    verdicts = []
+    for v in base.verdicts:
+        if v.record.number == number:
+            v = dataclasses.replace(v, chosen=True, eligible=True, reason=choice.reason)
+        elif v.chosen:
+            v = dataclasses.replace(v, chosen=False,
+                                    reason=f"best by the rule, but {method} prefers trial "
+                                           f"{number}")
+        verdicts.append(v)
+    return Selection(verdicts, rule, choice)
+
+
+def select_study(study: Any, rule: ObjectiveRule, method: str = "rule", *, top: int = 3,
+                 z: float = 1.0) -> Selection:
+    return select_by_method(records_from_study(study, rule.metric), rule, method, top=top, z=z)
+
+
+def confirmation_text(record: TrialRecord) -> str:
+    """What ``tunelab best`` shows per candidate: mean +/- sd (n, kind) or "not confirmed"."""
+    conf = confirmations_from_records([record]).get(record.number)
+    if conf is None:
+        return "not confirmed"
+    sd = f" +/- {conf.sd:.4f}" if conf.sd is not None else ""
+    return f"{conf.mean:.4f}{sd} ({conf.n} {conf.kind})"

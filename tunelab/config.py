@@ -115,6 +115,48 @@ class RegistryConfig:
 
 
 @dataclass(frozen=True)
+class SelectionConfig:
+    """How ``tune``, ``best`` and ``register`` pick the champion (search/selection_methods.py).
+
+    ``confirm_*`` methods retrain the ``confirm_top`` best trials after the search, inside the
+    study's budget, with ``confirm_seeds`` fresh seeds (``confirm_kind: seeds``) or by
+    ``confirm_folds``-fold cross-validation on train + validation (``cv``), and rank them by
+    the mean of those fresh scores (``confirm_lcb``: mean - z * sd / sqrt(n))."""
+
+    # rule: the objective's rule alone (gap tolerance, no rising validation loss)
+    method: Literal["rule", "best_validation", "gap_penalized", "confirm_mean",
+                    "confirm_lcb"] = "confirm_mean"
+    confirm_top: int = 3
+    confirm_kind: Literal["seeds", "cv"] = "seeds"
+    confirm_seeds: int = 2
+    confirm_folds: int = 3
+    z: float = 1.0
+    reserve_fraction: float = 0.3  # share of n_trials / timeout kept for confirmation
+
+    @property
+    def confirms(self) -> bool:
+        return self.method.startswith("confirm")
+
+    @property
+    def per_candidate(self) -> int:
+        return self.confirm_seeds if self.confirm_kind == "seeds" else self.confirm_folds
+
+    def candidates(self, n_trials: int | None) -> int:
+        """Candidates confirmed: ``confirm_top``, fewer when their runs would take more than
+        ``reserve_fraction`` of ``n_trials`` (none for a 3-trial study)."""
+        if not self.confirms:
+            return 0
+        if n_trials is None:
+            return self.confirm_top
+        return max(0, min(self.confirm_top,
+                          int(n_trials * self.reserve_fraction + 1e-9) // self.per_candidate))
+
+    def runs(self, n_trials: int | None) -> int:
+        """Trainings the confirmation adds; each counts as a trial against ``n_trials``."""
+        return self.candidates(n_trials) * self.per_candidate
+
+
+@dataclass(frozen=True)
 class SamplerConfig:
     kind: Literal["tpe", "random", "grid"] = "tpe"
     n_startup_trials: int = 5  # TPE: random trials before the model kicks in
@@ -167,6 +209,7 @@ class StudyConfig:
     keras_tuner: KerasTunerConfig = field(default_factory=KerasTunerConfig)
     checkpoints: CheckpointConfig = field(default_factory=CheckpointConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
     # known-good configurations (names as in space) enqueued once as the first trials
     warm_start: list[dict[str, Any]] = field(default_factory=list)
 
@@ -515,6 +558,15 @@ def _check_selection(config: StudyConfig) -> None:
                           "gap) or null")
     _positive("checkpoints.keep_top", config.checkpoints.keep_top, allow_zero=True)
     _positive("registry.gradcam_images_per_class", config.registry.gradcam_images_per_class)
+    sel = config.selection
+    _positive("selection.confirm_top", sel.confirm_top)
+    _positive("selection.confirm_seeds", sel.confirm_seeds)
+    _positive("selection.z", sel.z, allow_zero=True)
+    if sel.confirm_kind == "cv" and sel.confirm_folds < 2:
+        raise ConfigError(f"selection.confirm_folds: {sel.confirm_folds} must be >= 2")
+    if not 0 <= sel.reserve_fraction < 1:
+        raise ConfigError(f"selection.reserve_fraction: {sel.reserve_fraction} must be in "
+                          "[0, 1)")
 
 
 def _extremes(dim: Any) -> list[Any]:
