@@ -57,7 +57,9 @@ class DatasetConfig:
     # "digits"; a MedMNIST-style .npz; an image folder (ROOT/<class>/* or
     # ROOT/train|validation|test/<class>/*); a CIFAR-10 python folder; a CSV of path,label
     source: str = "digits"
-    image_size: int | None = 16  # square side images are resized to; null keeps the native size
+    # square side images are resized to; native (or null): keep the size; auto: native for
+    # arrays (.npz, CIFAR-10), 16 for digits, the median size capped at 128 for image folders
+    image_size: Literal["auto", "native"] | int | None = "auto"
     color_mode: Literal["grayscale", "rgb"] = "grayscale"
     validation_fraction: float = 0.2  # used when the source has no validation split
     test_fraction: float = 0.0  # stratified hold-out carved first, for final evaluation only
@@ -339,7 +341,12 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        return _coerce(inner[0], value, key)
+        for alt in inner[:-1]:  # the first alternative that takes the value; the last one
+            try:                # names what is expected
+                return _coerce(alt, value, key)
+            except ConfigError:
+                pass
+        return _coerce(inner[-1], value, key)
     if origin is Literal:
         if value not in args:
             raise ConfigError(f"{key}: {value!r} is not allowed (choose one of "
@@ -425,7 +432,7 @@ def validate(config: StudyConfig) -> None:
     if config.pruner.reduction_factor < 2:
         raise ConfigError("pruner.reduction_factor: must be >= 2")
     d = config.dataset
-    if d.image_size is not None and d.image_size < 1:
+    if isinstance(d.image_size, int) and d.image_size < 1:
         raise ConfigError(f"dataset.image_size: {d.image_size} must be >= 1 (or null)")
     for key, frac in (("validation_fraction", d.validation_fraction),
                       ("test_fraction", d.test_fraction)):

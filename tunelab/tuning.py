@@ -83,7 +83,8 @@ def tune(config: StudyConfig | str | Path | Mapping[str, Any] | None = None, *,
 
     already = counted_trials(study)
     print(f"tunelab: study {config.study_name!r}: {config.model} on {data.name} "
-          f"{data.input_shape} ({len(data.train)} train / {len(data.val)} validation images, "
+          f"{data.input_shape}, image size {data.info.get('image_size_rule', '?')} "
+          f"({len(data.train)} train / {len(data.val)} validation images, "
           f"{data.n_classes} classes); {already} of {n_trials or 'unlimited'} trials done; "
           f"storage {config.storage_url}; tracking {tracking_uri}", flush=True)
     status = "FINISHED"

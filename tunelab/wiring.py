@@ -52,13 +52,28 @@ def feature_cache_dir(config: StudyConfig) -> str:
     return str((cache_dir(config) / "features").resolve())
 
 
+def image_size(config: StudyConfig) -> tuple[int | None, str]:
+    """The side images are resized to (None: native) and why, for the study header."""
+    from tunelab.models.data.dataset import auto_image_size
+
+    d = config.dataset
+    if d.image_size == "auto":
+        return auto_image_size(d.source, label_pattern=d.label_pattern,
+                               labels_csv=d.labels_csv)
+    if d.image_size in (None, "native"):
+        return None, "native (dataset.image_size)"
+    return int(d.image_size), f"{d.image_size}x{d.image_size} (dataset.image_size)"
+
+
 def load_data(config: StudyConfig):
-    """The study's dataset (``tunelab.models.data.Dataset``); bad data is a ConfigError."""
+    """The study's dataset (``tunelab.models.data.Dataset``); bad data is a ConfigError.
+    ``data.info["image_size_rule"]`` says how the image size was chosen."""
     from tunelab.models.data import DataError, load_dataset
 
     d = config.dataset
     try:
-        return load_dataset(d.source, image_size=d.image_size, color_mode=d.color_mode,
+        side, why = image_size(config)
+        data = load_dataset(d.source, image_size=side, color_mode=d.color_mode,
                             validation_fraction=d.validation_fraction,
                             test_fraction=d.test_fraction, seed=config.seed,
                             label_pattern=d.label_pattern, labels_csv=d.labels_csv,
@@ -66,6 +81,8 @@ def load_data(config: StudyConfig):
                             max_image_pixels=d.max_image_pixels, cache_dir=cache_dir(config))
     except DataError as err:
         raise ConfigError(str(err)) from None
+    data.info["image_size_rule"] = why
+    return data
 
 
 def training_settings(config: StudyConfig):
