@@ -121,13 +121,24 @@ def probabilities(outputs: np.ndarray, loss: str) -> np.ndarray:
     return np.stack([1.0 - p1, p1], axis=1)
 
 
+def decide(probs: np.ndarray, threshold: float | None = None) -> np.ndarray:
+    """Class indices: two classes and a stored ``threshold`` (``registry.threshold``, fitted
+    on out-of-sample predictions at registration): class 1 when its probability is at least
+    the threshold; otherwise the most probable class."""
+    probs = np.asarray(probs)
+    if threshold is not None and probs.shape[1] == 2:
+        return (probs[:, 1] >= float(threshold)).astype(int)
+    return probs.argmax(axis=1)
+
+
 def probability_columns(class_names: Sequence[str]) -> list[str]:
     return [f"prob_{name}" for name in class_names]
 
 
 class ImageClassifier(mlflow.pyfunc.PythonModel):
     """Artifacts: ``model`` (a .keras file) and ``meta`` (JSON: loss, class_names,
-    input_shape)."""
+    input_shape, and for binary tasks ``threshold``, the decision threshold ``predict``
+    applies to ``prob_<class 1>``)."""
 
     def __init__(self, model: Any = None, meta: Mapping[str, Any] | None = None):
         self.model, self.meta = model, dict(meta or {})
@@ -145,7 +156,7 @@ class ImageClassifier(mlflow.pyfunc.PythonModel):
                               self.meta["loss"])
         names = list(self.meta["class_names"])
         frame = pd.DataFrame(probs, columns=probability_columns(names))
-        frame.insert(0, "label", [names[i] for i in probs.argmax(axis=1)])
+        frame.insert(0, "label", [names[i] for i in decide(probs, self.meta.get("threshold"))])
         return frame
 
 

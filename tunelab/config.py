@@ -114,6 +114,9 @@ class CheckpointConfig:
 class RegistryConfig:
     gradcam_layer: str | None = None  # null: the last Conv2D (VGG's is Last_ConvLayer)
     gradcam_images_per_class: int = 2  # validation images per class in the Grad-CAM figure
+    # binary tasks: the decision threshold stored in the model, fitted on the validation
+    # images' predictions: argmax (0.5) | accuracy | youden | {sensitivity: 0.9}
+    threshold: Literal["argmax", "accuracy", "youden"] | dict | None = "accuracy"
 
 
 @dataclass(frozen=True)
@@ -565,6 +568,12 @@ def _check_selection(config: StudyConfig) -> None:
                           "gap) or null")
     _positive("checkpoints.keep_top", config.checkpoints.keep_top, allow_zero=True)
     _positive("registry.gradcam_images_per_class", config.registry.gradcam_images_per_class)
+    t = config.registry.threshold
+    if isinstance(t, dict) and (set(t) != {"sensitivity"} or isinstance(
+            t["sensitivity"], bool) or not isinstance(t["sensitivity"], (int, float))
+            or not 0 < t["sensitivity"] <= 1):
+        raise ConfigError(f"registry.threshold: {t!r}: use argmax, accuracy, youden or "
+                          "{sensitivity: t} with 0 < t <= 1")
     sel = config.selection
     _positive("selection.confirm_top", sel.confirm_top)
     _positive("selection.confirm_seeds", sel.confirm_seeds)

@@ -208,12 +208,17 @@ def register(name: str, study_name: str | None = None, storage: str | None = Non
     meta = {**meta, "trial": record.number, "study": config.study_name}
     candidate = ImageClassifier(model, meta)
     raw_val = to_uint8(data.val.x)
+    threshold_note = _fit_threshold(candidate, config, data, raw_val, meta)
     val_accuracy = model_registry.accuracy(candidate, raw_val, data.val.y, data.class_names)
     test_metrics: dict[str, float] = {}
     if data.test is not None:  # evaluated once, here; never seen by selection
         test_metrics = {"test_accuracy": model_registry.accuracy(
             candidate, to_uint8(data.test.x), data.test.y, data.class_names),
             "test_images": float(len(data.test))}
+        if candidate.meta.get("threshold") is not None:
+            at_argmax = ImageClassifier(model, {**meta, "threshold": None})
+            test_metrics["test_accuracy_argmax"] = model_registry.accuracy(
+                at_argmax, to_uint8(data.test.x), data.test.y, data.class_names)
 
     # What the alias decision compares: both models through their pyfunc on the same images.
     current = model_registry.champion_version(uri, name)
@@ -267,14 +272,17 @@ def register(name: str, study_name: str | None = None, storage: str | None = Non
                 "model_source": source}
         logged = model_registry.log_model(
             tracking_uri=uri, experiment_name=config.study_name, keras_path=keras_path,
-            meta={k: meta[k] for k in ("loss", "class_names", "input_shape", "trial", "study",
-                                       "model", "params")},
+            meta={**{k: meta[k] for k in ("loss", "class_names", "input_shape", "trial",
+                                          "study", "model", "params")},
+                  "threshold": candidate.meta.get("threshold")},
             input_example=raw_val[:2], tags=tags, metrics=metrics, report=report)
     version_tags = {**tags, "objective": record.value, "val_metric": record.metric,
                     "gap_accuracy": record.gap, "overfitting": record.overfitting,
                     "val_accuracy": round(val_accuracy, 6),
                     **{k: round(v, 6) for k, v in test_metrics.items()},
-                    "params": dict(record.params), "selection": selection.explanation()}
+                    "params": dict(record.params), "selection": selection.explanation(),
+                    "decision_threshold": candidate.meta.get("threshold"),
+                    "threshold_rule": threshold_note}
     version = model_registry.register(tracking_uri=uri, name=name, logged=logged, tags=version_tags)
     if move:
         model_registry.set_champion(uri, name, version)
@@ -290,6 +298,23 @@ def register(name: str, study_name: str | None = None, storage: str | None = Non
           + "".join(f"\nheld-out {k}: {v:.4f}" for k, v in test_metrics.items()
                     if k == "test_accuracy"), file=out)
     return reg
+
+
+def _fit_threshold(candidate, config: StudyConfig, data, raw_val, meta) -> str:
+    """``registry.threshold`` for a binary task: fitted on the validation images'
+    predictions (images the model did not train on) and stored in the candidate's meta, so
+    the logged pyfunc model applies it. Returns what was done, in words."""
+    from tunelab.tracking.decision_threshold import fit_threshold
+
+    rule = config.registry.threshold
+    if data.n_classes != 2 or rule in (None, "argmax"):
+        return "argmax"
+    if meta.get("trained_on") == "train+validation":
+        return "argmax (retrained on the validation images: no out-of-sample predictions)"
+    frame = candidate.predict(None, raw_val)
+    p1 = frame[frame.columns[-1]].to_numpy()  # prob_<class 1>
+    candidate.meta["threshold"] = fit_threshold(data.val.y, p1, rule)
+    return f"{rule} on {len(data.val)} validation images"
 
 
 def _selection_report(selection, record, source: str, compared: str, plots) -> dict[str, Any]:
