@@ -45,11 +45,15 @@ def confirm_candidates(study: optuna.Study, *, rule: ObjectiveRule, data: Any,
                        kind: str = "seeds", runs: int = 2, deadline: float | None = None,
                        feature_cache_dir: str | None = None,
                        on_run: Callable[[Any, Mapping[str, Any], Mapping], None] | None = None,
-                       log: Callable[[str], None] = print) -> dict[int, Confirmation]:
+                       log: Callable[[str], None] = print,
+                       records: Sequence[Any] | None = None) -> dict[int, Confirmation]:
     """Retrain the ``top`` eligible trials ``runs`` times each (seeds or folds); skip runs
     already stored; stop starting runs at ``deadline``. ``on_run(record, entry, history)``
-    is told every finished run (the MLflow hook). Returns the confirmations."""
-    records = records_from_study(study, rule.metric)
+    is told every finished run (the MLflow hook). ``records``: choose among these trials
+    only (the benchmark's equal-wall-time cut); default every complete trial. Returns the
+    confirmations."""
+    if records is None:
+        records = records_from_study(study, rule.metric)
     candidates = top_candidates(trusted_pool(select(records, rule)), rule, top)
     stored = stored_confirmations(study)
     folds = None
