@@ -48,9 +48,12 @@ os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
 import numpy as np  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+# the shared data beside the checkout (../shared/data), or beside a worktree's parent folder
+SHARED = next((p / "shared" / "data" for p in REPO.parents
+               if (p / "shared" / "data").is_dir()), REPO.parent / "shared" / "data")
 DATASETS = {"digits": "digits",
-            "breastmnist": str(REPO.parent / "shared" / "data" / "breastmnist.npz"),
-            "pneumoniamnist": str(REPO.parent / "shared" / "data" / "pneumoniamnist.npz")}
+            "breastmnist": str(SHARED / "breastmnist.npz"),
+            "pneumoniamnist": str(SHARED / "pneumoniamnist.npz")}
 TUNELAB_METHODS = ("best_validation", "gap_penalized", "rule", "confirm_mean", "confirm_lcb",
                    "ensemble")
 REFERENCES = ("kt-hyperband", "kt-random")

@@ -160,6 +160,40 @@ class ImageClassifier(mlflow.pyfunc.PythonModel):
         return frame
 
 
+class EnsembleClassifier(ImageClassifier):
+    """Several members' averaged probabilities as one model (an ensemble of the top
+    confirmed candidates). Artifacts: ``model_0``, ``model_1``, ... (.keras files) and
+    ``meta`` (as ``ImageClassifier``'s, plus per-member ``losses``); the threshold, when
+    stored, applies to the averaged probabilities."""
+
+    def __init__(self, models: Sequence[Any] = (), meta: Mapping[str, Any] | None = None):
+        super().__init__(None, meta)
+        self.models = list(models)
+
+    def load_context(self, context) -> None:
+        import keras
+
+        with open(context.artifacts["meta"]) as f:
+            self.meta = json.load(f)
+        names = sorted((k for k in context.artifacts if k.startswith("model_")),
+                       key=lambda k: int(k.split("_")[1]))
+        self.models = [keras.saving.load_model(context.artifacts[k], compile=False)
+                       for k in names]
+
+    def member_probabilities(self, x: np.ndarray) -> np.ndarray:
+        losses = self.meta.get("losses") or [self.meta["loss"]] * len(self.models)
+        return np.stack([probabilities(m.predict(x, batch_size=256, verbose=0), loss)
+                         for m, loss in zip(self.models, losses, strict=True)])
+
+    def predict(self, context, model_input, params=None) -> pd.DataFrame:
+        x = prepare_images(model_input, self.meta["input_shape"])
+        probs = self.member_probabilities(x).mean(axis=0)
+        names = list(self.meta["class_names"])
+        frame = pd.DataFrame(probs, columns=probability_columns(names))
+        frame.insert(0, "label", [names[i] for i in decide(probs, self.meta.get("threshold"))])
+        return frame
+
+
 def signature(class_names: Sequence[str]):
     from mlflow.models import ModelSignature
     from mlflow.types.schema import ColSpec, Schema, TensorSpec

@@ -56,3 +56,35 @@ def test_stored_threshold_is_the_one_predict_applies(tmp_path):
     assert (frame["label"].to_numpy() == expected).all()
     at_argmax = np.where(probs >= 0.5, "malignant", "benign")
     assert (expected != at_argmax).any() or threshold == 0.5  # the threshold did decide
+
+
+class _Fixed:
+    """A stand-in Keras model that returns fixed head outputs."""
+
+    def __init__(self, outputs):
+        self.outputs = np.asarray(outputs, dtype="float32")
+
+    def predict(self, x, batch_size=None, verbose=0):
+        return self.outputs[: len(x)]
+
+
+def test_ensemble_probabilities_are_the_mean_of_its_members():
+    from tunelab.tracking.pyfunc_model import EnsembleClassifier
+
+    meta = {"loss": "categorical_crossentropy", "class_names": ["a", "b", "c"],
+            "input_shape": [4, 4, 1],
+            "losses": ["categorical_crossentropy", "binary_crossentropy"]}
+    softmax = [[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]]
+    members = [_Fixed(softmax), _Fixed([[0.2, 0.3, 0.5], [0.5, 0.4, 0.1]])]
+    meta["losses"] = ["categorical_crossentropy", "categorical_crossentropy"]
+    images = np.zeros((2, 4, 4), dtype=np.uint8)
+    frame = EnsembleClassifier(members, meta).predict(None, images)
+    probs = frame[["prob_a", "prob_b", "prob_c"]].to_numpy()
+    np.testing.assert_allclose(probs, [[0.45, 0.25, 0.3], [0.3, 0.25, 0.45]], atol=1e-6)
+    assert list(frame["label"]) == ["a", "c"]
+    binary = {"loss": "binary_crossentropy", "class_names": ["n", "p"], "input_shape": [4, 4, 1],
+              "threshold": 0.3}
+    two = EnsembleClassifier([_Fixed([[0.1], [0.6]]), _Fixed([[0.3], [0.2]])], binary)
+    frame = two.predict(None, images)
+    np.testing.assert_allclose(frame["prob_p"], [0.2, 0.4], atol=1e-6)
+    assert list(frame["label"]) == ["n", "p"]  # 0.4 >= the stored 0.3, argmax would say n
