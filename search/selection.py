@@ -14,6 +14,7 @@ trusts trials on the Pareto front of those two, and picks among them as above.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -104,6 +105,23 @@ def overfit_gap(gap: float | None) -> float:
     return max(0.0, gap or 0.0)
 
 
+CHANCE_MARGIN = 0.02
+CHANCE_REASON = ("chance level: validation accuracy at most the majority class's share, or "
+                 f"balanced accuracy at most 1/k + {CHANCE_MARGIN:g}; never picked")
+
+
+def is_chance_level(summary: Mapping[str, Any]) -> bool:
+    """A trial no better than a constant guess: its best-epoch validation accuracy is at most
+    the validation split's majority share (``summary["majority_share"]``, written by the trial
+    lifecycle), or its balanced accuracy at most ``1/k + 0.02``. On BreastMNIST's 73:27
+    validation split a model that always says "benign" scores 0.73 accuracy."""
+    acc, share = summary.get("best_val_accuracy"), summary.get("majority_share")
+    if acc is not None and share is not None and float(acc) <= float(share) + 1e-9:
+        return True
+    bal, k = summary.get("best_val_balanced_accuracy"), summary.get("n_classes")
+    return bool(bal is not None and k and float(bal) <= 1.0 / float(k) + CHANCE_MARGIN)
+
+
 def fold_std_of(summary: Mapping[str, Any], metric: str) -> float | None:
     """Standard deviation of the metric across cross-validation folds, when there were folds."""
     for key in (f"fold_std_{metric}", f"std_{metric}", "fold_std"):
@@ -124,6 +142,7 @@ class TrialRecord:
     overfitting: bool = False  # validation loss rose over the last epochs while train fell
     fold_std: float | None = None
     feasible: bool = True  # every Optuna constraint <= 0
+    chance_level: bool = False  # no better than a constant guess (is_chance_level)
     best_epoch: int | None = None
     epochs_trained: int | None = None
     params: Mapping[str, Any] = field(default_factory=dict)
@@ -137,6 +156,8 @@ class TrialRecord:
             out.append("val-loss-rising")
         if not self.feasible:
             out.append("infeasible")
+        if self.chance_level:
+            out.append("chance-level")
         return out
 
 
@@ -154,6 +175,7 @@ class Verdict:
 class Selection:
     verdicts: list[Verdict]
     rule: ObjectiveRule
+    choice: Any = None  # selection_methods.MethodChoice when a method re-ranked the rule's pick
 
     @property
     def chosen(self) -> TrialRecord | None:
@@ -168,6 +190,14 @@ class Selection:
             return "no complete trial: nothing to select"
         chosen = self.chosen
         front = "Pareto-front " if self.rule.multi else ""
+        choice = self.choice
+        if chosen is not None and choice is not None and choice.chosen is not None \
+                and choice.chosen.number == chosen.number and choice.confirmed:
+            c = choice.candidates[0].confirmation
+            spread = f" +/- {c.sd:.4f}" if c.sd is not None else ""
+            return (f"selected trial {chosen.number} by {choice.method}: {choice.reason}; "
+                    f"confirmed {self.rule.metric} {c.mean:.4f}{spread} over {c.n} "
+                    f"{c.kind} run(s) (search score {_num(chosen.value)})")
         if chosen is None:
             return (f"no trial qualifies: every complete {front}trial has a gap above "
                     f"{self.rule.gap_tolerance:g}, rising validation loss or a violated "
@@ -225,6 +255,8 @@ def select(records: Iterable[TrialRecord], rule: ObjectiveRule) -> Selection:
     dominated = dominated_by(ranked, rule.direction) if rule.multi else {}
     for i, record in enumerate(ranked, start=1):
         problems = []
+        if record.chance_level:
+            problems.append(CHANCE_REASON)
         if record.number in dominated:
             problems.append(f"off the Pareto front (trial {dominated[record.number]} has a "
                             f"{rule.metric} at least as good and an overfitting gap at least "
@@ -266,6 +298,7 @@ def record_from_summary(number: int, value: float, summary: Mapping[str, Any], m
         metric=None if best_metric is None else float(best_metric),
         gap=gap_of(summary), gap_loss=summary.get("gap_loss"),
         overfitting=bool(summary.get("overfitting", 0.0)),
+        chance_level=is_chance_level(summary),
         fold_std=fold_std_of(summary, metric),
         feasible=all(v <= 0 for v in (constraints or {}).values()),
         best_epoch=_int(summary.get("best_epoch")),
@@ -282,7 +315,8 @@ def record_from_trial(trial: Any, metric: str) -> TrialRecord:
         constraints=getattr(trial, "constraints", {}),
         params=attrs.get("hparams", trial.params),  # fixed values too, not only suggested
         history=attrs.get("history") or {},
-        extra={k: attrs.get(k) for k in ("mlflow_run_id", "seed", "checkpoint", "n_params")})
+        extra={k: attrs.get(k) for k in ("mlflow_run_id", "seed", "checkpoint", "n_params",
+                                          "confirmations")})
 
 
 def _int(value: Any) -> int | None:
@@ -293,7 +327,11 @@ def records_from_study(study: Any, metric: str) -> list[TrialRecord]:
     from optuna.trial import TrialState
 
     trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    return [record_from_trial(t, metric) for t in trials if t.values]
+    records = [record_from_trial(t, metric) for t in trials if t.values]
+    # confirmation runs (search/confirm.py) live in the study's user attributes, not trials
+    attrs = study.user_attrs
+    return [dataclasses.replace(r, extra={**r.extra, "confirmations": attrs[key]})
+            if (key := f"confirmations:{r.number}") in attrs else r for r in records]
 
 
 def select_from_study(study: Any, rule: ObjectiveRule) -> Selection:

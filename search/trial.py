@@ -22,12 +22,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import optuna
 
 from tunelab.models.training_keys import TRAINING_KEYS
 
 from .conditional import split_params
-from .selection import ObjectiveRule, record_from_summary
+from .selection import ObjectiveRule, is_chance_level, record_from_summary
 from .summary import summarize
 
 
@@ -332,6 +333,10 @@ class TrialLifecycle:
         summary["process_peak_rss_mb"] = _max_rss_mb()
         y_true, y_pred = (result.y_true, result.y_pred) if cv else (  # out-of-fold with cv
             self.data.val.y, predict_proba(model, head, self.data.val.x).argmax(axis=1))
+        # a constant guess scores the majority share: such a trial is flagged, never picked
+        counts = np.bincount(np.asarray(y_true).astype(int), minlength=self.data.n_classes)
+        summary["majority_share"] = float(counts.max() / max(1, counts.sum()))
+        summary["n_classes"] = float(self.data.n_classes)
         value = self.rule.value(summary)
         summary["objective"] = value
         gap_limit = self.rule.constraint(summary)
@@ -341,7 +346,9 @@ class TrialLifecycle:
                          {} if gap_limit is None else {"gap": gap_limit})
         objectives = self.rule.objectives(summary)  # (metric, overfit gap) when multi-objective
         detail = ((f"gap {objectives[1]:.4f}, " if self.rule.multi else "")
-                  + f"best epoch {int(summary['best_epoch'])}/{int(summary['epochs_trained'])}")
+                  + f"best epoch {int(summary['best_epoch'])}/{int(summary['epochs_trained'])}"
+                  + (", CHANCE LEVEL: no better than the majority class, never picked"
+                     if is_chance_level(summary) else ""))
         end("COMPLETE", value=value, summary=summary, history=result.history, y_true=y_true,
             y_pred=y_pred, detail=detail)
         return TrialOutcome(value, objectives, summary, model, plan)

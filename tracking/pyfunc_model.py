@@ -177,7 +177,8 @@ def decide(probs: np.ndarray, calibration: Mapping[str, Any] | None) -> np.ndarr
 
 class ImageClassifier(mlflow.pyfunc.PythonModel):
     """Artifacts: ``model`` (a .keras file) and ``meta`` (JSON: loss, class_names,
-    input_shape)."""
+    input_shape, and for binary tasks ``threshold``, the decision threshold ``predict``
+    applies to ``prob_<class 1>``)."""
 
     def __init__(self, model: Any = None, meta: Mapping[str, Any] | None = None):
         self.model, self.meta = model, dict(meta or {})
@@ -204,6 +205,42 @@ class ImageClassifier(mlflow.pyfunc.PythonModel):
         names = list(self.meta["class_names"])
         frame = pd.DataFrame(probs, columns=probability_columns(names, bool(calibration)))
         frame.insert(0, "label", [names[i] for i in decide(probs, calibration)])
+        return frame
+
+
+class EnsembleClassifier(ImageClassifier):
+    """Several members' averaged probabilities as one model (an ensemble of the top
+    confirmed candidates). Artifacts: ``model_0``, ``model_1``, ... (.keras files) and
+    ``meta`` (as ``ImageClassifier``'s, plus per-member ``losses``); the threshold, when
+    stored, applies to the averaged probabilities."""
+
+    def __init__(self, models: Sequence[Any] = (), meta: Mapping[str, Any] | None = None):
+        super().__init__(None, meta)
+        self.models = list(models)
+
+    def load_context(self, context) -> None:
+        import keras
+
+        with open(context.artifacts["meta"]) as f:
+            self.meta = json.load(f)
+        names = sorted((k for k in context.artifacts if k.startswith("model_")),
+                       key=lambda k: int(k.split("_")[1]))
+        self.models = [keras.saving.load_model(context.artifacts[k], compile=False)
+                       for k in names]
+
+    def member_probabilities(self, x: np.ndarray) -> np.ndarray:
+        losses = self.meta.get("losses") or [self.meta["loss"]] * len(self.models)
+        return np.stack([probabilities(m.predict(x, batch_size=256, verbose=0), loss)
+                         for m, loss in zip(self.models, losses, strict=True)])
+
+    def predict(self, context, model_input, params=None) -> pd.DataFrame:
+        x = prepare_images(model_input, self.meta["input_shape"])
+        probs = self.member_probabilities(x).mean(axis=0)
+        names = list(self.meta["class_names"])
+        # members' probabilities are not calibrated as one model: "score_" columns; a stored
+        # operating point (meta["calibration"]["threshold"]) applies to their mean
+        frame = pd.DataFrame(probs, columns=probability_columns(names, calibrated=False))
+        frame.insert(0, "label", [names[i] for i in decide(probs, self.meta.get("calibration"))])
         return frame
 
 

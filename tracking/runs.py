@@ -286,6 +286,35 @@ class StudyTracker:
                   "environment.json")
         return run
 
+    def log_confirmation(self, trial_run_id: str | None, number: int,
+                         entry: Mapping[str, Any], history: Mapping[str, Any]) -> str | None:
+        """One confirmation run (``search/confirm.py``) nested under its candidate's trial
+        run, tagged ``tunelab.role = confirmation``; never fails the study."""
+        try:
+            tags = {STUDY_TAG: self.study_name, ROLE_TAG: "confirmation",
+                    "tunelab.confirmation_of": str(number),
+                    "tunelab.confirmation_kind": str(entry.get("kind")),
+                    "tunelab.confirmation_index": str(entry.get("index"))}
+            if trial_run_id or self.parent.run_id:
+                tags[PARENT_TAG] = trial_run_id or self.parent.run_id
+            run_id = self.client.create_run(
+                self.experiment_id, tags=tags,
+                run_name=f"trial-{number:04d}-confirm-{entry.get('kind')}-{entry.get('index')}",
+            ).info.run_id
+            run = _Run(self.client, run_id, f"confirmation of trial {number}")
+            run.log_params({"seed": entry.get("seed"), "trial": number})
+            run.log_metrics({k: float(v) for k, v in entry.items()
+                             if isinstance(v, (int, float)) and k not in ("index", "seed")})
+            for key, values in history.items():
+                for step, value in enumerate(values):
+                    self.client.log_metric(run_id, key, float(value), step=step)
+            run.end("FINISHED")
+            return run_id
+        except Exception as err:
+            print(f"tunelab: tracking error for a confirmation of trial {number}, not logged "
+                  f"({type(err).__name__}: {err})", file=sys.stderr)
+            return None
+
     def reopen_trial_run(self, run_id: str, number: int) -> TrialRun:
         """A finished trial's run, to log more epochs to it (``tunelab continue``)."""
         return TrialRun(self.client, run_id, number)

@@ -22,6 +22,9 @@ TUNE_FLAGS = {  # flag -> (config key, type, help)
     "--storage": ("storage", str, "Optuna storage: a journal file path or a database URL"),
     "--tracking-uri": ("tracking_uri", str, "MLflow tracking URI (sqlite:///... or http://...)"),
     "--seed": ("seed", int, "base random seed; trial N uses seed + N"),
+    "--image-size": ("dataset.image_size", lambda v: v if v in ("auto", "native") else int(v),
+                     "square side in pixels, 'native' (keep the size) or 'auto' (native for "
+                     ".npz and CIFAR-10, 16 for digits, folders: median capped at 128)"),
     "--workers": ("workers", int, "local worker processes running trials at once"),
 }
 

@@ -57,7 +57,9 @@ class DatasetConfig:
     # "digits"; a MedMNIST-style .npz; an image folder (ROOT/<class>/* or
     # ROOT/train|validation|test/<class>/*); a CIFAR-10 python folder; a CSV of path,label
     source: str = "digits"
-    image_size: int | None = 16  # square side images are resized to; null keeps the native size
+    # square side images are resized to; native (or null): keep the size; auto: native for
+    # arrays (.npz, CIFAR-10), 16 for digits, the median size capped at 128 for image folders
+    image_size: Literal["auto", "native"] | int | None = "auto"
     color_mode: Literal["grayscale", "rgb"] = "grayscale"
     validation_fraction: float = 0.2  # used when the source has no validation split
     test_fraction: float = 0.0  # stratified hold-out carved first, for final evaluation only
@@ -121,6 +123,48 @@ class RegistryConfig:
 
 
 @dataclass(frozen=True)
+class SelectionConfig:
+    """How ``tune``, ``best`` and ``register`` pick the champion (search/selection_methods.py).
+
+    ``confirm_*`` methods retrain the ``confirm_top`` best trials after the search, inside the
+    study's budget, with ``confirm_seeds`` fresh seeds (``confirm_kind: seeds``) or by
+    ``confirm_folds``-fold cross-validation on train + validation (``cv``), and rank them by
+    the mean of those fresh scores (``confirm_lcb``: mean - z * sd / sqrt(n))."""
+
+    # rule: the objective's rule alone (gap tolerance, no rising validation loss)
+    method: Literal["rule", "best_validation", "gap_penalized", "confirm_mean",
+                    "confirm_lcb"] = "confirm_mean"
+    confirm_top: int = 3
+    confirm_kind: Literal["seeds", "cv"] = "seeds"
+    confirm_seeds: int = 2
+    confirm_folds: int = 3
+    z: float = 1.0
+    reserve_fraction: float = 0.3  # share of n_trials / timeout kept for confirmation
+
+    @property
+    def confirms(self) -> bool:
+        return self.method.startswith("confirm")
+
+    @property
+    def per_candidate(self) -> int:
+        return self.confirm_seeds if self.confirm_kind == "seeds" else self.confirm_folds
+
+    def candidates(self, n_trials: int | None) -> int:
+        """Candidates confirmed: ``confirm_top``, fewer when their runs would take more than
+        ``reserve_fraction`` of ``n_trials`` (none for a 3-trial study)."""
+        if not self.confirms:
+            return 0
+        if n_trials is None:
+            return self.confirm_top
+        return max(0, min(self.confirm_top,
+                          int(n_trials * self.reserve_fraction + 1e-9) // self.per_candidate))
+
+    def runs(self, n_trials: int | None) -> int:
+        """Trainings the confirmation adds; each counts as a trial against ``n_trials``."""
+        return self.candidates(n_trials) * self.per_candidate
+
+
+@dataclass(frozen=True)
 class SamplerConfig:
     kind: Literal["tpe", "random", "grid"] = "tpe"
     n_startup_trials: int = 5  # TPE: random trials before the model kicks in
@@ -173,6 +217,7 @@ class StudyConfig:
     keras_tuner: KerasTunerConfig = field(default_factory=KerasTunerConfig)
     checkpoints: CheckpointConfig = field(default_factory=CheckpointConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
     # known-good configurations (names as in space) enqueued once as the first trials
     warm_start: list[dict[str, Any]] = field(default_factory=list)
 
@@ -302,7 +347,12 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        return _coerce(inner[0], value, key)
+        for alt in inner[:-1]:  # the first alternative that takes the value; the last one
+            try:                # names what is expected
+                return _coerce(alt, value, key)
+            except ConfigError:
+                pass
+        return _coerce(inner[-1], value, key)
     if origin is Literal:
         if value not in args:
             raise ConfigError(f"{key}: {value!r} is not allowed (choose one of "
@@ -390,7 +440,7 @@ def validate(config: StudyConfig) -> None:
     if config.pruner.reduction_factor < 2:
         raise ConfigError("pruner.reduction_factor: must be >= 2")
     d = config.dataset
-    if d.image_size is not None and d.image_size < 1:
+    if isinstance(d.image_size, int) and d.image_size < 1:
         raise ConfigError(f"dataset.image_size: {d.image_size} must be >= 1 (or null)")
     for key, frac in (("validation_fraction", d.validation_fraction),
                       ("test_fraction", d.test_fraction)):
@@ -526,10 +576,20 @@ def _check_selection(config: StudyConfig) -> None:
     _positive("registry.bootstrap_resamples", config.registry.bootstrap_resamples)
     _check_threshold_rule(config.registry.threshold)
 
+    sel = config.selection
+    _positive("selection.confirm_top", sel.confirm_top)
+    _positive("selection.confirm_seeds", sel.confirm_seeds)
+    _positive("selection.z", sel.z, allow_zero=True)
+    if sel.confirm_kind == "cv" and sel.confirm_folds < 2:
+        raise ConfigError(f"selection.confirm_folds: {sel.confirm_folds} must be >= 2")
+    if not 0 <= sel.reserve_fraction < 1:
+        raise ConfigError(f"selection.reserve_fraction: {sel.reserve_fraction} must be in "
+                          "[0, 1)")
+
 
 def _check_threshold_rule(rule: Any) -> None:
     """``registry.threshold``: the rules of ``tracking.clinical_metrics.fit_threshold``."""
-    if rule is None or rule in ("accuracy", "youden"):
+    if rule is None or rule in ("argmax", "accuracy", "youden"):
         return
     if isinstance(rule, Mapping) and set(rule) == {"sensitivity"}:
         target = rule["sensitivity"]

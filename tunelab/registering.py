@@ -26,7 +26,7 @@ from tunelab.wiring import (
     checkpoint_store,
     feature_cache_dir,
     load_data,
-    objective_rule,
+    study_selection,
     training_settings,
 )
 
@@ -79,24 +79,27 @@ def open_finished_study(study_name: str | None = None, storage: str | None = Non
 # -- tunelab best -------------------------------------------------------------------------
 def best(study_name: str | None = None, storage: str | None = None):
     """The selection rule over a stored study: returns a ``search.selection.Selection``."""
-    from tunelab.search.selection import select_from_study
-
     opened = open_finished_study(study_name, storage)
-    return select_from_study(opened.study, objective_rule(opened.config))
+    return study_selection(opened.study, opened.config)
 
 
 def selection_table(selection, top: int = TOP_SHOWN) -> str:
+    from tunelab.search.selection_methods import confirmation_text
+
     rule = selection.rule
+    confirms = selection.choice is not None and selection.choice.method.startswith("confirm")
     rows = []
     for v in selection.verdicts[:top]:
         r = v.record
         rows.append([v.rank, r.number, r.value, r.metric, r.gap, r.gap_loss, r.fold_std,
                      f"{r.best_epoch}/{r.epochs_trained}" if r.best_epoch else None,
                      *([("yes" if v.on_front else "")] if rule.multi else []),
+                     *([confirmation_text(r)] if confirms else []),
                      ",".join(r.flags) or None, ("CHOSEN: " if v.chosen else "") + v.reason])
     objective = "objective" if rule.kind == "metric" else f"objective ({rule.kind})"
     return table(["rank", "trial", objective, rule.metric, "gap acc", "gap loss", "fold std",
-                  "best ep", *(["Pareto front"] if rule.multi else []), "flags", "verdict"],
+                  "best ep", *(["Pareto front"] if rule.multi else []),
+                  *(["confirmed (mean +/- sd)"] if confirms else []), "flags", "verdict"],
                  rows)
 
 
@@ -184,14 +187,13 @@ def register(name: str, study_name: str | None = None, storage: str | None = Non
     worse than the current champion on this study's validation images (or ``force``)."""
 
     from tunelab.models.gradcam import gradcam_examples
-    from tunelab.search.selection import select_from_study
     from tunelab.tracking import model_registry, plots
     from tunelab.tracking.pyfunc_model import ImageClassifier
 
     out = out or sys.stdout
     opened = open_finished_study(study_name, storage)
     config, uri = opened.config, opened.tracking_uri
-    selection = select_from_study(opened.study, objective_rule(config))
+    selection = study_selection(opened.study, config)
     record = selection.chosen
     if record is None:
         if not force or selection.best_by_objective is None:
@@ -219,6 +221,11 @@ def register(name: str, study_name: str | None = None, storage: str | None = Non
         test_metrics = {"test_accuracy": model_registry.accuracy(
             candidate, to_uint8(data.test.x), data.test.y, data.class_names),
             "test_images": float(len(data.test))}
+        if calibration.threshold is not None:  # the operating point against argmax
+            at_argmax = ImageClassifier(model, {**meta, "calibration": {
+                **meta["calibration"], "threshold": None}})
+            test_metrics["test_accuracy_argmax"] = model_registry.accuracy(
+                at_argmax, to_uint8(data.test.x), data.test.y, data.class_names)
 
     # What the alias decision compares: both models through their pyfunc on the same images.
     current = model_registry.champion_version(uri, name)
@@ -537,9 +544,7 @@ def evaluate_model(model_uri: str, dataset: str | None = None, split: str = "tes
     data = load_data(config)
     context = None
     if opened is not None and version is not None:
-        from tunelab.search.selection import select_from_study
-
-        selection = select_from_study(opened.study, objective_rule(opened.config))
+        selection = study_selection(opened.study, opened.config)
         trial = int(meta.get("trial", -1))
         record = next((v.record for v in selection.verdicts if v.record.number == trial),
                       selection.chosen)

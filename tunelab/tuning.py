@@ -20,11 +20,13 @@ from typing import Any
 from tunelab.config import ConfigError, StudyConfig, config_from_dict
 from tunelab.text_table import table
 from tunelab.wiring import (
+    confirm,
     load_data,
     make_objective,
-    objective_rule,
     open_study,
     resolve_config,
+    search_deadline,
+    study_selection,
     trial_budget,
 )
 
@@ -81,19 +83,23 @@ def tune(config: StudyConfig | str | Path | Mapping[str, Any] | None = None, *,
 
     already = counted_trials(study)
     print(f"tunelab: study {config.study_name!r}: {config.model} on {data.name} "
-          f"{data.input_shape} ({len(data.train)} train / {len(data.val)} validation images, "
+          f"{data.input_shape}, image size {data.info.get('image_size_rule', '?')} "
+          f"({len(data.train)} train / {len(data.val)} validation images, "
           f"{data.n_classes} classes); {already} of {n_trials or 'unlimited'} trials done; "
           f"storage {config.storage_url}; tracking {tracking_uri}", flush=True)
     status = "FINISHED"
+    searching = search_deadline(config, deadline)  # confirmation's share of a timeout kept
     try:
         if config.engine == "keras-tuner":  # KerasTuner's search runs in this process
-            run_keras_tuner_engine(study, config, data, tracker, deadline, started)
+            run_keras_tuner_engine(study, config, data, tracker, searching, started)
         elif in_process:
             run_worker(study_name=config.study_name, storage=config.storage_url,
-                       tracking_uri=tracking_uri, deadline=deadline, started_at=started,
+                       tracking_uri=tracking_uri, deadline=searching, started_at=started,
                        data=data, config=config, worker_index=0)
         else:
-            _run_worker_processes(config, tracking_uri, deadline, started, n_trials)
+            _run_worker_processes(config, tracking_uri, searching, started, n_trials)
+        # the top candidates measured again, here in the parent, within the budget
+        confirm(study, config, data, deadline, tracker)
     except KeyboardInterrupt:
         status = "KILLED"
         print("\ntunelab: interrupted; finished trials are saved. Run the same command again "
@@ -289,10 +295,15 @@ def finish_tracking(study, tracker, status: str, config: StudyConfig, end=None) 
 
 def study_end_report(study, config: StudyConfig) -> dict[str, Any]:
     """``search.study.study_end`` with the study's own selection rule (computed once)."""
-    from tunelab.search.selection import select_from_study
     from tunelab.search.study import study_end
 
-    return study_end(study, select_from_study(study, objective_rule(config)))
+    selection = study_selection(study, config)
+    end = study_end(study, selection)
+    end["selection"] = selection
+    if selection.chosen is not None:
+        end["summary"]["selected_trial"] = selection.chosen.number
+        end["summary"]["selection_method"] = config.selection.method
+    return end
 
 
 def print_summary(study, config: StudyConfig, tracking_uri: str, end=None) -> None:
@@ -320,6 +331,9 @@ def print_summary(study, config: StudyConfig, tracking_uri: str, end=None) -> No
         print(f"\ntop {len(rows)} trials")
         print(table(["trial", config.objective.metric, "gap", "best ep", "epochs",
                      *(["Pareto front"] if multi else []), "params"], rows))
+    selection = end.get("selection")
+    if selection is not None and best is not None:
+        print(f"\n{selection.explanation()}")
     print(f"\nbrowse the runs: {ui_command(tracking_uri)}", flush=True)
 
 

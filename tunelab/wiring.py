@@ -52,13 +52,28 @@ def feature_cache_dir(config: StudyConfig) -> str:
     return str((cache_dir(config) / "features").resolve())
 
 
+def image_size(config: StudyConfig) -> tuple[int | None, str]:
+    """The side images are resized to (None: native) and why, for the study header."""
+    from tunelab.models.data.dataset import auto_image_size
+
+    d = config.dataset
+    if d.image_size == "auto":
+        return auto_image_size(d.source, label_pattern=d.label_pattern,
+                               labels_csv=d.labels_csv)
+    if d.image_size in (None, "native"):
+        return None, "native (dataset.image_size)"
+    return int(d.image_size), f"{d.image_size}x{d.image_size} (dataset.image_size)"
+
+
 def load_data(config: StudyConfig):
-    """The study's dataset (``tunelab.models.data.Dataset``); bad data is a ConfigError."""
+    """The study's dataset (``tunelab.models.data.Dataset``); bad data is a ConfigError.
+    ``data.info["image_size_rule"]`` says how the image size was chosen."""
     from tunelab.models.data import DataError, load_dataset
 
     d = config.dataset
     try:
-        return load_dataset(d.source, image_size=d.image_size, color_mode=d.color_mode,
+        side, why = image_size(config)
+        data = load_dataset(d.source, image_size=side, color_mode=d.color_mode,
                             validation_fraction=d.validation_fraction,
                             test_fraction=d.test_fraction, seed=config.seed,
                             label_pattern=d.label_pattern, labels_csv=d.labels_csv,
@@ -66,6 +81,8 @@ def load_data(config: StudyConfig):
                             max_image_pixels=d.max_image_pixels, cache_dir=cache_dir(config))
     except DataError as err:
         raise ConfigError(str(err)) from None
+    data.info["image_size_rule"] = why
+    return data
 
 
 def training_settings(config: StudyConfig):
@@ -114,10 +131,49 @@ def trial_epochs(config: StudyConfig) -> int:
 
 
 def trial_budget(config: StudyConfig) -> int | None:
-    """``n_trials``; a grid study without one runs every grid point."""
+    """The search's trials: ``n_trials`` less the confirmation runs, which count as trials
+    (``selection``); a grid study without ``n_trials`` runs every grid point."""
     if config.n_trials is None and config.sampler.kind == "grid":
         return len(list(itertools.product(*config.search_space.grid().values())))
-    return config.n_trials
+    if config.n_trials is None:
+        return None
+    return config.n_trials - config.selection.runs(config.n_trials)
+
+
+def search_deadline(config: StudyConfig, deadline: float | None) -> float | None:
+    """With ``timeout``, the search stops ``selection.reserve_fraction`` of it early so that
+    the confirmation runs finish within the study's timeout."""
+    if deadline is None or config.timeout is None or not config.selection.confirms:
+        return deadline
+    return deadline - config.timeout * config.selection.reserve_fraction
+
+
+def study_selection(study, config: StudyConfig):
+    """The study's pick: the objective's rule, re-ranked by ``selection.method`` (confirmed
+    means when the confirmation ran). A ``search.selection.Selection``."""
+    from tunelab.search.selection_methods import select_study
+
+    s = config.selection
+    return select_study(study, objective_rule(config), s.method, top=s.confirm_top, z=s.z)
+
+
+def confirm(study, config: StudyConfig, data, deadline: float | None, tracker=None) -> dict:
+    """Run the confirmation of the study's top candidates (``tune``'s parent only)."""
+    from tunelab.search.confirm import confirm_candidates
+
+    s = config.selection
+    top = s.candidates(config.n_trials)
+    if not s.confirms or top == 0 or objective_rule(config).multi:
+        return {}
+    on_run = None
+    if tracker is not None:
+        def on_run(record, entry, history):
+            tracker.log_confirmation(record.extra.get("mlflow_run_id"), record.number, entry,
+                                     history)
+    return confirm_candidates(study, rule=objective_rule(config), data=data, model=config.model,
+                              training=training_settings(config), seed=config.seed, top=top,
+                              kind=s.confirm_kind, runs=s.per_candidate, deadline=deadline,
+                              feature_cache_dir=feature_cache_dir(config), on_run=on_run)
 
 
 def open_study(config: StudyConfig, *, create: bool, on_stale=None, worker_index: int = 0):

@@ -142,6 +142,40 @@ def load_dataset(source: str = "digits", *, image_size: int | None = None,
     return _open_cached(final)
 
 
+AUTO_MAX_SIDE = 128
+
+
+def auto_image_size(source: str, *, label_pattern: str | None = None,
+                    labels_csv: str | None = None, sample: int = 400) -> tuple[int | None, str]:
+    """``dataset.image_size: auto``: (side, or None for the native size; why). Digits: 16
+    (its 8x8 scans upscaled); arrays whose images share one size (.npz, CIFAR-10): native;
+    image files: the median side of up to ``sample`` of them (headers only), capped at 128."""
+    if source == "digits":
+        return 16, "16x16 (digits' 8x8 scans upscaled)"
+    found = find_source(source, label_pattern=label_pattern, labels_csv=labels_csv)
+    arrays = [p.x for p in found.parts.values() if p.x is not None]
+    if arrays and len({a.shape[1:3] for a in arrays}) == 1:
+        h, w = arrays[0].shape[1:3]
+        return None, f"native {w}x{h} (the arrays' one size)"
+    paths = [path for p in found.parts.values() for path in (p.paths or [])]
+    step = max(1, len(paths) // sample)
+    sides = []
+    for path in paths[::step][:sample]:
+        try:
+            from PIL import Image
+
+            with Image.open(path) as im:
+                sides.append(max(im.size))
+        except Exception:  # DICOM, unreadable: the loader reports those itself
+            continue
+    if not sides:
+        return 64, "64x64 (no image size could be read from the headers)"
+    median = int(np.median(sides))
+    side = min(median, AUTO_MAX_SIDE)
+    return side, (f"{side}x{side} (median image side {median}"
+                  + (f", capped at {AUTO_MAX_SIDE})" if median > AUTO_MAX_SIDE else ")"))
+
+
 def cache_key(found: Source, options: dict) -> str:
     """Hash of the source's files (path, size, modification time) and every option that
     changes the decoded arrays: a changed file or option gives a new cache entry."""

@@ -96,3 +96,17 @@ def test_transfer_feature_cache_quick():
     assert number_after("trials after the first:", out) > 0
     # one extractor run per split for the whole study; the other trials read the cache
     assert number_after("extractor runs:", out) == 2
+
+
+def test_selection_quality_quick(tmp_path):
+    out = run_quick("selection_quality.py", "--out", str(tmp_path), timeout=600)
+    rows = json.loads((tmp_path / "results.json").read_text())["rows"]
+    methods = {r["method"] for r in rows}
+    assert {"best_validation", "gap_penalized", "confirm_mean", "confirm_lcb",
+            "kt-hyperband"} <= methods
+    for r in rows:
+        if r.get("trial") is not None:
+            assert 0.0 <= r["auc"] <= 1.0 and 0.0 <= r["acc"] <= 1.0
+            assert r["auc_ci"][0] <= r["auc"] + 1e-9 and r["drop"] == pytest.approx(
+                r["estimate"] - r["auc"])
+    assert "hold-out AUC" in out and "total run time" in out

@@ -1,0 +1,383 @@
+"""Selection quality: does the pick hold up on images no trial has seen?
+
+For each dataset and seed, a stratified 30% hold-out is removed from train + validation
+before anything else (the rest is split into train / validation at the source's own ratio);
+no method ever sees it. Then, on the same wall-clock budget ``--seconds`` per method:
+
+* one tunelab study (TPE + median pruner, objective ``val_auc``) whose trials every
+  tunelab selection method shares:
+    best_validation, gap_penalized, rule   pick from the trials finished by the budget;
+    confirm_mean, confirm_lcb              pick from the trials finished by
+                                           (1 - reserve) x budget, then confirm the top
+                                           ``--confirm-top`` with ``--confirm-seeds`` fresh
+                                           seeds (their time is measured and reported);
+    ensemble                               the averaged probabilities of confirm_mean's top 3
+                                           confirmed candidates;
+* KerasTuner Hyperband and RandomSearch (best validation value, their own pick).
+
+Each pick's model (the search trial's, as ``tunelab register`` logs it) is scored on the
+hold-out: ROC AUC (macro one-vs-rest for k > 2) and accuracy, with bootstrap 95% intervals;
+the drop is the method's estimate (validation score or confirmed mean) minus the hold-out
+AUC. For the default method's pick it also reports the hold-out accuracy at the decision
+threshold fitted on the validation images (``registry.threshold: accuracy``) against argmax.
+
+    python benchmarks/selection_quality.py --quick          # smoke test: digits, seconds
+    python benchmarks/selection_quality.py --datasets breastmnist --seeds 0 1 --seconds 150
+    python benchmarks/selection_quality.py                  # the full protocol (~3 h on 2
+                                                            # cores: 2 datasets x 6 seeds x
+                                                            # 3 runs x 600 s ... see --help)
+
+Writes results.json and summary.md to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+
+import numpy as np  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+# the shared data beside the checkout (../shared/data), or beside a worktree's parent folder
+SHARED = next((p / "shared" / "data" for p in REPO.parents
+               if (p / "shared" / "data").is_dir()), REPO.parent / "shared" / "data")
+DATASETS = {"digits": "digits",
+            "breastmnist": str(SHARED / "breastmnist.npz"),
+            "pneumoniamnist": str(SHARED / "pneumoniamnist.npz")}
+TUNELAB_METHODS = ("best_validation", "gap_penalized", "rule", "confirm_mean", "confirm_lcb",
+                   "ensemble")
+REFERENCES = ("kt-hyperband", "kt-random")
+SPACE = {
+    "learning_rate": {"low": 1.0e-4, "high": 1.0e-2, "log": True},
+    "batch_size": [32, 64],
+    "n_base": [8, 16, 32],
+    "dense_units": [32, 64],
+    "dropout": {"low": 0.0, "high": 0.5},
+    "optimizer": ["adam", "rmsprop"],
+    "class_weight": ["balanced", "none"],
+    # no boolean choices: tunelab's KerasTuner engine hands them to the builder as 0 / 1
+    "width_shift": {"low": 0.0, "high": 0.1},
+    "rotation": {"low": 0, "high": 15},
+}
+
+
+# -- data and scores ------------------------------------------------------------------------
+def carve(name: str, seed: int, image_size: int | None):
+    """(searched dataset, hold-out split): 30% of train + validation, stratified, per seed."""
+    from tunelab.models.data import Split, load_dataset, stratified_holdout
+    from tunelab.models.data.folds import pool_of
+
+    data = load_dataset(DATASETS[name], image_size=image_size, validation_fraction=0.2,
+                        seed=0, progress=False)
+    pool = pool_of(data)
+    val_share = len(data.val) / (len(data.train) + len(data.val))
+    keep, hold = stratified_holdout(pool.y, 0.3, seed=1000 + seed, what="hold-out")
+    rest = pool.take(keep)
+    tr, va = stratified_holdout(rest.y, val_share, seed=2000 + seed, what="validation")
+    searched = dataclasses.replace(data, train=Split(rest.x[tr], rest.y[tr]),
+                                   val=Split(rest.x[va], rest.y[va]), test=None, info={})
+    return searched, pool.take(hold)
+
+
+def auc(y: np.ndarray, probs: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    if probs.shape[1] == 2:
+        return float(roc_auc_score(y, probs[:, 1]))
+    return float(roc_auc_score(y, probs, multi_class="ovr", average="macro",
+                               labels=list(range(probs.shape[1]))))
+
+
+N_BOOT = 500
+
+
+def scores(y: np.ndarray, probs: np.ndarray, *, threshold: float | None = None,
+           n_boot: int | None = None, seed: int = 0) -> dict:
+    from tunelab.tracking.pyfunc_model import decide
+
+    pred = decide(probs, None if threshold is None else {"threshold": {"threshold": threshold}})
+    out = {"auc": auc(y, probs), "acc": float((pred == y).mean())}
+    rng = np.random.default_rng(seed)
+    boots_auc, boots_acc = [], []
+    for _ in range(N_BOOT if n_boot is None else n_boot):
+        i = rng.integers(0, len(y), len(y))
+        if len(np.unique(y[i])) < probs.shape[1]:
+            continue
+        boots_auc.append(auc(y[i], probs[i]))
+        boots_acc.append(float((pred[i] == y[i]).mean()))
+    if boots_auc:
+        out["auc_ci"] = [float(np.percentile(boots_auc, q)) for q in (2.5, 97.5)]
+        out["acc_ci"] = [float(np.percentile(boots_acc, q)) for q in (2.5, 97.5)]
+    return out
+
+
+class Probe:
+    """Stands in for the checkpoint store: keeps every completed trial's hold-out and
+    validation probabilities (the model a registration would log), nothing else."""
+
+    def __init__(self, holdout, val, n_classes: int):
+        self.holdout, self.val, self.n_classes = holdout, val, n_classes
+        self.holdout_probs: dict[int, np.ndarray] = {}
+        self.val_probs: dict[int, np.ndarray] = {}
+        self.finished: dict[int, float] = {}
+
+    def save(self, study, record, model, meta):
+        from tunelab.models import Head
+        from tunelab.models.training import predict_proba
+
+        head = Head(meta["loss"], self.n_classes)
+        self.holdout_probs[record.number] = predict_proba(model, head, self.holdout.x)
+        self.val_probs[record.number] = predict_proba(model, head, self.val.x)
+        self.finished[record.number] = time.time()
+        return None
+
+
+# -- runs -----------------------------------------------------------------------------------
+def study_config(name: str, tag: str, seed: int, tmp: Path, args, engine: str = "optuna",
+                 kt_kind: str = "hyperband"):
+    from tunelab.config import config_from_dict
+
+    binary = name != "digits"
+    raw = {"study_name": f"{tag}-s{seed}", "model": "lenet",
+           "dataset": {"source": DATASETS[name], "image_size": args.image_size},
+           "space": SPACE if binary else {k: v for k, v in SPACE.items()
+                                          if k not in ("width_shift", "rotation")},
+           "n_trials": args.n_trials, "timeout": args.seconds, "max_epochs": args.max_epochs,
+           "early_stopping": {"patience": args.patience}, "seed": seed, "tracking": False,
+           "objective": {"metric": "val_auc" if binary else "val_accuracy"},
+           "storage": str(tmp / tag / "optuna.journal"), "checkpoints": {"keep_top": 0},
+           "engine": engine, "selection": {"method": "rule"}}
+    if engine == "optuna":
+        raw["pruner"] = {"kind": args.pruner}
+    else:
+        raw["keras_tuner"] = {"kind": kt_kind, "factor": 3,
+                              "hyperband_iterations": 1 if args.n_trials else 1000,
+                              "directory": str(tmp / tag / "keras_tuner")}
+    return config_from_dict(raw)
+
+
+def search(config, data, probe, seconds: float) -> tuple[object, float]:
+    from tunelab import wiring
+    from tunelab.search import run_trials
+    from tunelab.search.keras_tuner_engine import KerasTunerSettings, run_keras_tuner
+
+    started = time.time()
+    study = wiring.open_study(config, create=True)
+    objective = wiring.make_objective(config, data, None, config.n_trials, started)
+    objective.progress = None
+    objective.checkpoints = probe
+    if config.engine == "optuna":
+        run_trials(study, objective, n_trials=config.n_trials, deadline=started + seconds)
+    else:
+        kt = config.keras_tuner
+        run_keras_tuner(study, objective, KerasTunerSettings(
+            kind=kt.kind, max_epochs=config.max_epochs, factor=kt.factor,
+            hyperband_iterations=kt.hyperband_iterations, directory=kt.directory,
+            overwrite=True), deadline=started + seconds)
+    return study, started
+
+
+def pick_entry(method: str, number: int | None, estimate: float | None, probe: Probe,
+               holdout, seed: int, probs=None, extra: dict | None = None) -> dict:
+    if number is None and probs is None:
+        return {"method": method, "trial": None}
+    probs = probe.holdout_probs[number] if probs is None else probs
+    s = scores(holdout.y, probs, seed=seed)
+    return {"method": method, "trial": number, "estimate": estimate, **s,
+            "drop": None if estimate is None else estimate - s["auc"], **(extra or {})}
+
+
+def run_seed(name: str, seed: int, args, tmp: Path) -> list[dict]:
+    from tunelab import wiring
+    from tunelab.search.confirm import confirm_candidates
+    from tunelab.search.selection import records_from_study
+    from tunelab.search.selection_methods import choose, select_by_method
+    from tunelab.tracking.clinical_metrics import fit_threshold
+
+    data, holdout = carve(name, seed, args.image_size)
+    print(f"[{name} seed {seed}] {len(data.train)} train / {len(data.val)} val / "
+          f"{len(holdout)} hold-out, input {data.input_shape}", flush=True)
+    out = []
+    # tunelab: one study shared by every selection method
+    config = study_config(name, "tunelab", seed, tmp, args)
+    rule = wiring.objective_rule(config)
+    probe = Probe(holdout, data.val, data.n_classes)
+    study, started = search(config, data, probe, args.seconds)
+    search_end = time.time()
+    records = records_from_study(study, rule.metric)
+    records = [r for r in records if r.number in probe.holdout_probs]
+    early_cut = started + args.seconds * (1 - args.reserve)
+    early = [r for r in records if probe.finished.get(r.number, 0) <= early_cut]
+    for method in ("best_validation", "gap_penalized"):
+        c = choose(records, method, rule)
+        out.append(pick_entry(method, c.chosen and c.chosen.number,
+                              c.chosen and c.chosen.value, probe, holdout, seed))
+    sel = select_by_method(records, rule, "rule")
+    out.append(pick_entry("rule", sel.chosen and sel.chosen.number,
+                          sel.chosen and sel.chosen.value, probe, holdout, seed))
+    t0 = time.time()
+    confirm_candidates(study, rule=rule, data=data, model=config.model,
+                       training=wiring.training_settings(config), seed=seed,
+                       top=args.confirm_top, kind="seeds", runs=args.confirm_seeds,
+                       records=early, log=lambda m: None)
+    confirm_seconds = time.time() - t0
+    early_numbers = {r.number for r in early}
+    confirmed = [r for r in records_from_study(study, rule.metric) if r.number in early_numbers]
+    timing = {"search_seconds": round(search_end - started, 1),
+              "confirm_seconds": round(confirm_seconds, 1),
+              "confirm_budget": round(args.seconds * args.reserve, 1),
+              "n_trials": len(records), "n_early": len(early)}
+    default_pick = None
+    for method in ("confirm_mean", "confirm_lcb"):
+        s = select_by_method(confirmed, rule, method, top=args.confirm_top)
+        est = s.choice.estimate if s.choice is not None else None
+        entry = pick_entry(method, s.chosen and s.chosen.number, est, probe, holdout, seed,
+                           extra=timing)
+        out.append(entry)
+        if method == args.default:
+            default_pick = s.chosen
+    s = select_by_method(confirmed, rule, "confirm_mean", top=args.confirm_top)
+    if s.choice is not None and s.choice.confirmed:
+        members = s.choice.members[:3]
+        probs = np.mean([probe.holdout_probs[m] for m in members], axis=0)
+        est = statistics.fmean(x.confirmation.mean for x in s.choice.candidates[:3])
+        out.append(pick_entry("ensemble", None, est, probe, holdout, seed, probs=probs,
+                              extra={"members": members, **timing}))
+    else:
+        out.append({"method": "ensemble", "trial": None})
+    # the decision threshold on the default pick (binary only)
+    if default_pick is not None and data.n_classes == 2:
+        t = fit_threshold(data.val.y, probe.val_probs[default_pick.number][:, 1],
+                          "accuracy").threshold
+        at = scores(holdout.y, probe.holdout_probs[default_pick.number], threshold=t,
+                    n_boot=0)
+        for e in out:
+            if e["method"] == args.default:
+                e["threshold"] = t
+                e["acc_at_threshold"] = at["acc"]
+    # references on the same budget and hold-out
+    for ref, kind in (("kt-hyperband", "hyperband"), ("kt-random", "random")):
+        if ref not in args.references:
+            continue
+        cfg = study_config(name, ref, seed, tmp, args, engine="keras-tuner", kt_kind=kind)
+        p = Probe(holdout, data.val, data.n_classes)
+        st, _ = search(cfg, data, p, args.seconds)
+        recs = [r for r in records_from_study(st, rule.metric) if r.number in p.holdout_probs]
+        c = choose(recs, "best_validation", rule)
+        out.append(pick_entry(ref, c.chosen and c.chosen.number, c.chosen and c.chosen.value,
+                              p, holdout, seed, extra={"n_trials": len(recs)}))
+    for e in out:
+        e.update(dataset=name, seed=seed)
+    return out
+
+
+# -- report ---------------------------------------------------------------------------------
+def med_range(values: list[float]) -> str:
+    values = [v for v in values if v is not None]
+    if not values:
+        return "-"
+    med = statistics.median(values)
+    if len(values) == 1:
+        return f"{med:.3f}"
+    return f"{med:.3f} ({min(values):.3f}-{max(values):.3f})"
+
+
+def summary(rows: list[dict], settings: str) -> str:
+    lines = [f"settings: {settings}", ""]
+    for name in sorted({r["dataset"] for r in rows}):
+        mine = [r for r in rows if r["dataset"] == name and r.get("trial") is not None
+                or r["dataset"] == name and r["method"] == "ensemble" and "auc" in r]
+        seeds = sorted({r["seed"] for r in mine})
+        lines += [f"### {name} (seeds {', '.join(map(str, seeds))}; median (range) over seeds)",
+                  "", "| method | estimate | hold-out AUC | hold-out acc | drop (estimate - "
+                  "hold-out AUC) | per-seed AUC 95% CI |", "|---|---|---|---|---|---|"]
+        for method in (*TUNELAB_METHODS, *REFERENCES):
+            rs = [r for r in mine if r["method"] == method]
+            if not rs:
+                continue
+            cis = "; ".join(f"[{r['auc_ci'][0]:.3f}, {r['auc_ci'][1]:.3f}]" for r in rs
+                            if "auc_ci" in r)
+            lines.append(f"| {method} | {med_range([r['estimate'] for r in rs])} | "
+                         f"{med_range([r['auc'] for r in rs])} | "
+                         f"{med_range([r['acc'] for r in rs])} | "
+                         f"{med_range([r['drop'] for r in rs])} | {cis} |")
+        timed = [r for r in mine if r["method"] == "confirm_mean"]
+        if timed:
+            lines += ["", "confirmation time (s) per seed: " + ", ".join(
+                f"{r['confirm_seconds']} of {r['confirm_budget']} reserved" for r in timed)
+                + "; trials (all / by the early cut): " + ", ".join(
+                f"{r['n_trials']}/{r['n_early']}" for r in timed)]
+        thr = [r for r in mine if "acc_at_threshold" in r]
+        if thr:
+            lines.append("decision threshold (accuracy rule, fitted on validation) on the "
+                         "default pick, hold-out accuracy at threshold vs argmax: " + ", ".join(
+                             f"{r['acc_at_threshold']:.3f} vs {r['acc']:.3f} "
+                             f"(t={r['threshold']:.2f})" for r in thr))
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smoke test: digits, seconds")
+    parser.add_argument("--datasets", nargs="+", default=["breastmnist", "pneumoniamnist"],
+                        choices=list(DATASETS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[3, 4, 5],
+                        help="targets on 3-5; defaults were to be chosen on 0-2")
+    parser.add_argument("--seconds", type=float, default=600.0, help="wall budget per method")
+    parser.add_argument("--n-trials", type=int, default=None)
+    parser.add_argument("--max-epochs", type=int, default=20)
+    parser.add_argument("--patience", type=int, default=5)
+    parser.add_argument("--pruner", default="median")
+    parser.add_argument("--image-size", type=int, default=None, help="default: native")
+    parser.add_argument("--reserve", type=float, default=0.3)
+    parser.add_argument("--confirm-top", type=int, default=3)
+    parser.add_argument("--confirm-seeds", type=int, default=2)
+    parser.add_argument("--default", default="confirm_mean")
+    parser.add_argument("--references", nargs="*", default=list(REFERENCES))
+    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" /
+                                             "selection_quality"))
+    args = parser.parse_args(argv)
+    if args.quick:
+        global N_BOOT
+        N_BOOT = 50
+        args.datasets, args.seeds, args.seconds, args.n_trials = ["digits"], [0], 30.0, 4
+        args.max_epochs, args.patience, args.image_size, args.confirm_top = 2, 1, 8, 2
+        args.confirm_seeds, args.references, args.pruner = 1, ["kt-hyperband"], "none"
+        args.reserve = 0.0  # every trial may be confirmed: the budget is trials here
+        SPACE.update(n_base=[4], dense_units=[16], batch_size=[128])
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    began = time.time()
+    rows: list[dict] = []
+    with tempfile.TemporaryDirectory(prefix="tunelab-selq-") as tmp:
+        for name in args.datasets:
+            for seed in args.seeds:
+                rows += run_seed(name, seed, args, Path(tmp) / f"{name}-{seed}")
+                (out / "results.json").write_text(json.dumps({"rows": rows}, indent=1))
+    total = time.time() - began
+    settings = (f"{args.seconds:g} s per method, max_epochs {args.max_epochs}, patience "
+                f"{args.patience}, pruner {args.pruner}, image size "
+                f"{args.image_size or 'native'}, confirm top {args.confirm_top} x "
+                f"{args.confirm_seeds} seeds in {args.reserve:.0%} of the budget; "
+                f"total run time {total / 60:.1f} min")
+    text = summary(rows, settings)
+    (out / "summary.md").write_text(text)
+    (out / "results.json").write_text(json.dumps({"rows": rows, "settings": settings,
+                                                  "total_seconds": total}, indent=1))
+    print(text)
+    print(f"total run time {total:.0f} s", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""Confirmation runs in a real tiny study: run by tune's parent inside the trial budget, kept
+in the Optuna storage (not as trials), resumed when killed, nested in MLflow under their
+candidate's trial run, and shown by `tunelab best`."""
+
+import pytest
+from conftest import tiny_study
+from mlflow import MlflowClient
+
+import tunelab
+from tunelab.cli import main
+from tunelab.config import load_config
+from tunelab.registering import best, open_finished_study
+from tunelab.search.confirm import confirmation_key, stored_confirmations
+from tunelab.wiring import confirm, load_data, search_deadline, trial_budget
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("confirm")
+    raw = tiny_study(tmp, n_trials=6, **{"selection.method": "confirm_mean",
+                                         "selection.confirm_top": 2,
+                                         "selection.confirm_seeds": 1,
+                                         "selection.reserve_fraction": 0.34})
+    tunelab.tune(raw, in_process=True)
+    return tmp, raw
+
+
+def test_confirmation_counts_against_n_trials_and_is_not_a_trial(study):
+    _, raw = study
+    opened = open_finished_study("tiny", raw["storage"])
+    assert len(opened.study.trials) == 4  # 6 = 4 search trials + 2 confirmation runs
+    stored = stored_confirmations(opened.study)
+    assert len(stored) == 2 and all(len(v) == 1 for v in stored.values())
+    for number, runs in stored.items():
+        assert runs[0]["kind"] == "seeds" and 0 <= runs[0]["score"] <= 1
+        assert runs[0]["seed"] != opened.study.trials[number].user_attrs["seed"]
+    selection = best("tiny", raw["storage"])
+    assert selection.chosen.number in stored
+    assert selection.choice.confirmed
+    assert "confirmed" in selection.explanation()
+
+
+def test_confirmations_nest_under_their_trial_runs(study):
+    _, raw = study
+    opened = open_finished_study("tiny", raw["storage"])
+    client = MlflowClient(raw["tracking_uri"])
+    exp = client.get_experiment_by_name("tiny")
+    runs = client.search_runs([exp.experiment_id], "tags.`tunelab.role` = 'confirmation'")
+    assert len(runs) == 2
+    for run in runs:
+        number = int(run.data.tags["tunelab.confirmation_of"])
+        assert run.data.tags["mlflow.parentRunId"] == \
+            opened.study.trials[number].user_attrs["mlflow_run_id"]
+        assert "score" in run.data.metrics
+
+
+def test_best_shows_mean_and_spread_or_not_confirmed(study, capsys):
+    _, raw = study
+    assert main(["best", "--study-name", "tiny", "--storage", raw["storage"]]) == 0
+    out = capsys.readouterr().out
+    assert "confirmed (mean +/- sd)" in out and "(1 seeds)" in out
+    assert "not confirmed" in out  # the two trials outside the top 2
+
+
+def test_a_killed_confirmation_resumes_with_the_missing_runs_only(study):
+    _, raw = study
+    opened = open_finished_study("tiny", raw["storage"])
+    stored = stored_confirmations(opened.study)
+    first, second = sorted(stored)
+    opened.study.set_user_attr(confirmation_key(second), [])  # as if killed before it ran
+    logged = []
+    config = opened.config
+    data = load_data(config)
+    import tunelab.search.confirm as confirm_module
+
+    original = confirm_module.retrain
+    confirm_module.retrain = lambda *a, **k: (logged.append(k["number"]), original(*a, **k))[1]
+    try:
+        confirm(opened.study, config, data, None)
+    finally:
+        confirm_module.retrain = original
+    assert logged == [second]
+    again = stored_confirmations(open_finished_study("tiny", raw["storage"]).study)
+    assert again[first] == stored[first] and len(again[second]) == 1
+
+
+def test_budget_split_between_search_and_confirmation():
+    config = load_config(None, {"n_trials": 20})
+    assert config.selection.runs(20) == 6 and trial_budget(config) == 14
+    assert load_config(None, {"n_trials": 3}).selection.runs(3) == 0  # too small: no confirming
+    timed = load_config(None, {"n_trials": None, "timeout": 600})
+    assert search_deadline(timed, 1000.0) == pytest.approx(1000.0 - 180.0)
+    rule_only = load_config(None, {"timeout": 600, "selection": {"method": "rule"}})
+    assert search_deadline(rule_only, 1000.0) == 1000.0 and trial_budget(rule_only) == 20
