@@ -25,9 +25,9 @@ from tunelab.config import ConfigError  # noqa: E402
 from tunelab.help_format import HelpFormatter  # noqa: E402
 
 START_WITH = """start with:
-  tunelab tune            run the default study (digits, 20 trials, stores in ./mlruns)
-  tunelab best            rank its trials and say which one to trust
-  tunelab server          browse every trial's curves and plots in the MLflow UI"""
+  tunelab tune      run the default study (digits, 20 trials, into ./mlruns)
+  tunelab best      rank its trials and say which one to trust
+  tunelab server    browse every trial's curves and plots in the MLflow UI"""
 
 TUNE_FLAGS = {  # flag -> (config key, type, help)
     "--dataset": ("dataset.source", str, "'digits', a MedMNIST-style .npz, an image folder, "

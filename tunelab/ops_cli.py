@@ -77,7 +77,17 @@ def _server(args: argparse.Namespace) -> int:
           flush=True)
     # its own process group, stopped as a whole: MLflow's server starts uvicorn and job
     # consumers that outlive it when only the server process is signalled
-    process = subprocess.Popen(command, start_new_session=True)
+    from tunelab import quiet
+
+    loud = quiet.verbose()
+    process = subprocess.Popen(command, start_new_session=True,
+                               stdout=None if loud else subprocess.PIPE,
+                               stderr=None if loud else subprocess.STDOUT,
+                               text=True, errors="replace")
+    if not loud:  # MLflow's and uvicorn's start-up and access lines only with -v
+        import threading
+
+        threading.Thread(target=_server_errors, args=(process.stdout,), daemon=True).start()
 
     def stop_on_sigterm(signum, frame):
         raise KeyboardInterrupt
@@ -89,6 +99,17 @@ def _server(args: argparse.Namespace) -> int:
         return 0
     finally:
         RunningServer(process, "").stop()
+
+
+def _server_errors(stream) -> None:
+    """Pass on only what says something went wrong (a traceback and what follows it)."""
+    import re
+
+    failing = False
+    for line in stream:
+        failing = failing or bool(re.search(r"Traceback|\b(ERROR|CRITICAL)\b|Error:", line))
+        if failing:
+            print(f"tunelab: server: {line.rstrip()}", file=sys.stderr, flush=True)
 
 
 def _open(storage: str, name: str):

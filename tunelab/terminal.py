@@ -313,11 +313,10 @@ class LiveDisplay(PlainDisplay):
     def _print(self, line: str) -> None:
         from rich.text import Text
 
-        text = Text(line, no_wrap=True, overflow="ellipsis")
-        if self._live is not None:
-            self._live.console.print(text, crop=True, soft_wrap=False)
-        else:
-            self.console.print(text, crop=True, soft_wrap=False)
+        console = self._live.console if self._live is not None else self.console
+        # cut to the terminal's width, never wrapped (Text(no_wrap=...) alone still wraps)
+        console.print(Text(line), no_wrap=True, overflow="ellipsis", crop=True,
+                      soft_wrap=False, highlight=False)
 
     def lines(self, width: int) -> list[str]:
         """The live region's lines, each at most ``width`` characters."""

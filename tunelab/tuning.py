@@ -141,9 +141,9 @@ def study_header(config: StudyConfig, data, already: int, n_trials: int | None,
     if config.timeout:
         budget += f", timeout {config.timeout:g} s"
     return "\n".join([
-        f"tunelab: study {config.study_name!r}: {model}",
+        f"tunelab: study {config.study_name!r}: {model}; {budget}",
         f"  data {data.name} {tuple(data.input_shape)}: {len(data.train)} train / "
-        f"{len(data.val)} validation images, {data.n_classes} classes; {budget}",
+        f"{len(data.val)} validation images, {data.n_classes} classes",
         f"  storage {config.storage_url}",
         f"  tracking {tracking_uri}"])
 
