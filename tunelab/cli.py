@@ -5,24 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tunelab import quiet
-
-
-def _verbose_flag(argv: list[str]) -> bool:
-    """``-v`` before the command (``tunelab -v tune``), read before any framework loads."""
-    for token in argv:
-        if token in ("-v", "--verbose"):
-            return True
-        if not token.startswith("-"):
-            return False
-    return False
-
-
-quiet.configure(_verbose_flag(sys.argv[1:]))
-
-from tunelab import __version__, data_cli, model_cli, ops_cli  # noqa: E402
-from tunelab.config import ConfigError  # noqa: E402
-from tunelab.help_format import HelpFormatter  # noqa: E402
+from tunelab import __version__, data_cli, model_cli, ops_cli, quiet
+from tunelab.config import ConfigError
+from tunelab.help_format import HelpFormatter
 
 START_WITH = """start with:
   tunelab tune      run the default study (digits, 20 trials, into ./mlruns)
@@ -100,7 +85,7 @@ class _SubParser(argparse.ArgumentParser):
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    quiet.configure(args.verbose)
+    quiet.configure(args.verbose)  # before TensorFlow, absl or MLflow load (Optuna has)
     try:
         if args.command == "tune":
             return _tune(args)
