@@ -36,6 +36,18 @@ FRAMEWORK_LOGGERS = ("mlflow", "alembic", "tensorflow", "absl", "optuna", "keras
                      "gunicorn", "waitress")
 
 
+_TF_LEVEL_OURS = False  # TF_CPP_MIN_LOG_LEVEL came from library_defaults, not the user
+
+
+def library_defaults() -> None:
+    """``import tunelab`` (notebooks too): TensorFlow's C++ start-up lines off, unless the
+    environment says otherwise."""
+    global _TF_LEVEL_OURS
+    if "TF_CPP_MIN_LOG_LEVEL" not in os.environ:
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+        _TF_LEVEL_OURS = True
+
+
 def verbose() -> bool:
     return os.environ.get(VERBOSE_ENV) == "1"
 
@@ -58,6 +70,8 @@ def configure(verbose_flag: bool | None = None) -> bool:
     if verbose_flag:
         os.environ[VERBOSE_ENV] = "1"
     if verbose():
+        if _TF_LEVEL_OURS and os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "2":
+            os.environ.pop("TF_CPP_MIN_LOG_LEVEL")  # TensorFlow's own default: everything
         for name in FRAMEWORK_LOGGERS:
             logging.getLogger(name).setLevel(logging.NOTSET)
         warnings.showwarning = _SHOW_WARNING

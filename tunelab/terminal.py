@@ -51,14 +51,15 @@ def param_name(name: str) -> str:
 
 def against_best(params: Mapping[str, Any], best: Mapping[str, Any] | None) -> str:
     """``lr=0.00397 (best 0.00237) n_base=4``: each parameter, with the best trial's value
-    where it differs."""
-    parts = []
+    where it differs; those first, so that a line cut to the terminal's width keeps them."""
+    differ, same = [], []
     for key, value in params.items():
         text = f"{param_name(key)}={short(value)}"
         if best is not None and key in best and short(best[key]) != short(value):
-            text += f" (best {short(best[key])})"
-        parts.append(text)
-    return " ".join(parts)
+            differ.append(f"{text} (best {short(best[key])})")
+        else:
+            same.append(text)
+    return " ".join(differ + same)
 
 
 @dataclass
