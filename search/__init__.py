@@ -10,7 +10,7 @@ _WHERE = {
     "BudgetReached": "trial", "Objective": "objective", "TrialDiverged": "trial",
     "TrialFailed": "trial", "current_rss_mb": "trial", "run_trials": "objective",
     "TrialLifecycle": "trial", "TrialHooks": "trial", "plan_trial": "trial",
-    "Progress": "progress",
+    "EventWriter": "progress", "ProgressHooks": "progress",
     "Choice": "space", "Fixed": "space", "FloatRange": "space", "IntRange": "space",
     "SearchSpace": "space",
     "best_trial": "study", "counted_trials": "study", "make_pruner": "study",

@@ -17,13 +17,12 @@ import optuna
 from tunelab.models.data import Dataset
 from tunelab.models.training import TrainingSettings
 
-from .progress import Progress
+from .progress import Emit, ProgressHooks
 from .selection import ObjectiveRule
 from .space import SearchSpace
 from .study import counted_trials, fail_stale_trials, over_budget
 from .trial import (
     BudgetReached,
-    ProgressHooks,
     TrackingHooks,
     TrialDiverged,
     TrialFailed,
@@ -48,7 +47,8 @@ class Objective:
     seed: int = 0
     config: Mapping[str, Any] = field(default_factory=dict)
     tracker: Any = None  # has trial_run(number, params, *, seed, config, data_info)
-    progress: Progress | None = None
+    progress: Emit | None = None  # receives the trials' events (progress.py); None: silent
+    worker: int | None = None  # named in the events
     tensorboard: bool = False
     rule: ObjectiveRule | None = None  # objective kind and gap limit; None: the raw metric
     checkpoints: Any = None  # a search.top_checkpoints.CheckpointStore; None: keep no weights
@@ -72,7 +72,8 @@ class Objective:
                 hooks.append(TrackingHooks(self.tracker, config=self.config,
                                            data_info=lifecycle.data_info, data=self.data))
             if self.progress is not None:
-                hooks.append(ProgressHooks(self.progress))
+                hooks.append(ProgressHooks(self.progress, metric=self.metric,
+                                           worker=self.worker))
             lifecycle.hooks = hooks
             self._lifecycle = lifecycle
         return self._lifecycle

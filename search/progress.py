@@ -1,56 +1,95 @@
-"""What the user sees while a study runs: trial out of budget, epoch, best so far, elapsed."""
+"""What a trial tells the terminal: events, never drawing.
+
+A trial's life becomes three kinds of events, plain JSON-able dicts: ``trial_started``
+(number, position in the budget, parameters, the study's best so far), ``epoch`` (the
+epoch's train and validation loss and accuracy and the objective metric) and
+``trial_ended`` (state, reason, value, one-line detail). ``ProgressHooks`` sends them to a
+callable: in a ``tunelab worker`` started by ``tunelab tune``, an ``EventWriter`` that writes
+them as JSON lines to a pipe the parent reads; in the ``tune`` process itself (in-process
+trials, the KerasTuner engine), the display's own ``handle``. Only the ``tune`` process
+draws (``tunelab/terminal.py``), so several workers never write over each other.
+"""
 
 from __future__ import annotations
 
-import sys
+import json
+import math
+import os
+import threading
 import time
-from typing import TextIO
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from .trial import TrialHooks
+
+Emit = Callable[[dict[str, Any]], None]
+SHOWN_LOGS = ("loss", "accuracy", "val_loss", "val_accuracy")
 
 
-def _clock(seconds: float) -> str:
-    seconds = int(seconds)
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
+def jsonable(value: Any) -> Any:
+    """Numbers, strings and booleans as they are (NaN as None); anything else as text."""
+    if isinstance(value, bool) or value is None or isinstance(value, (int, str)):
+        return value
+    if isinstance(value, float):
+        return None if math.isnan(value) or math.isinf(value) else value
+    try:
+        number = float(value)  # numpy scalars
+    except (TypeError, ValueError):
+        return str(value)
+    return None if math.isnan(number) or math.isinf(number) else number
 
 
-class Progress:
-    def __init__(self, *, n_trials: int | None, max_epochs: int, metric: str,
-                 started_at: float | None = None, stream: TextIO | None = None):
-        self.n_trials, self.max_epochs, self.metric = n_trials, max_epochs, metric
-        self.started_at = started_at or time.time()
-        self.stream = stream or sys.stdout
-        self.live = self.stream.isatty()
-        self.best: tuple[float, int] | None = None
-        self.position = 0
+class EventWriter:
+    """Events as JSON lines on a file descriptor (a pipe to the ``tune`` process). A reader
+    that went away (Ctrl-C) costs nothing: the trial goes on, its events are dropped."""
 
-    def trial_started(self, number: int, position: int, best: tuple[float, int] | None) -> None:
-        self.position, self.best = position, best
+    def __init__(self, fd: int):
+        self._file = os.fdopen(fd, "w", buffering=1, encoding="utf-8")
+        self._lock = threading.Lock()
+        self.broken = False
 
-    def _head(self, number: int) -> str:
-        budget = f"{self.position}/{self.n_trials}" if self.n_trials else f"{self.position}"
-        return f"trial {number:>3} [{budget}]"
+    def __call__(self, event: Mapping[str, Any]) -> None:
+        if self.broken:
+            return
+        line = json.dumps(event, separators=(",", ":")) + "\n"
+        with self._lock:
+            try:
+                self._file.write(line)
+                self._file.flush()
+            except (OSError, ValueError):
+                self.broken = True
 
-    def _tail(self) -> str:
-        best = (f"best {self.metric} {self.best[0]:.4f} (trial {self.best[1]})"
-                if self.best else "best -")
-        return f"{best} | {_clock(time.time() - self.started_at)}"
 
-    def epoch(self, number: int, epoch: int, logs: dict[str, float]) -> None:
-        shown = " ".join(f"{k} {logs[k]:.4f}" for k in ("loss", "val_loss", self.metric)
-                         if k in logs and not (k == "val_loss" and self.metric == "val_loss"))
-        line = (f"{self._head(number)} epoch {epoch + 1:>3}/{self.max_epochs} {shown} | "
-                f"{self._tail()}")
-        if self.live:
-            self.stream.write("\r\033[K" + line)
-        else:
-            self.stream.write(line + "\n")
-        self.stream.flush()
+class ProgressHooks(TrialHooks):
+    """The trial lifecycle as events for the terminal (see the module's docstring)."""
 
-    def trial_finished(self, number: int, state: str, value: float | None,
-                       detail: str = "") -> None:
-        if value is not None and state == "COMPLETE":
-            detail = f"{self.metric} {value:.4f}" + (f", {detail}" if detail else "")
-        line = f"{self._head(number)} {state.lower()}" + (f": {detail}" if detail else "")
-        self.stream.write(("\r\033[K" if self.live else "") + line + "\n")
-        self.stream.flush()
+    def __init__(self, emit: Emit, *, metric: str, worker: int | None = None):
+        self.emit, self.metric, self.worker = emit, metric, worker
+
+    def _send(self, kind: str, trial, **fields: Any) -> None:
+        event = {"event": kind, "trial": trial.number, "time": time.time(),
+                 "worker": self.worker if self.worker is not None else os.getpid(), **fields}
+        try:
+            self.emit(event)
+        except Exception:  # the display never fails a trial
+            pass
+
+    def trial_started(self, trial, plan):
+        from .study import best_trial, counted_trials, primary_value
+
+        best = best_trial(trial.study)
+        self._send("trial_started", trial, position=counted_trials(trial.study) + 1,
+                   params={k: jsonable(v) for k, v in plan.params.items()},
+                   model=plan.model_name,
+                   best=[primary_value(best), best.number, {
+                       k: jsonable(v) for k, v in best.params.items()}] if best else None)
+
+    def epoch_ended(self, trial, epoch, logs):
+        shown = {k: jsonable(logs[k]) for k in (*SHOWN_LOGS, self.metric) if k in logs}
+        self._send("epoch", trial, epoch=int(epoch), logs=shown)
+
+    def trial_ended(self, trial, plan, end):
+        state = "FAILED" if end.state == "KILLED" else end.state
+        self._send("trial_ended", trial, state=state, reason=end.reason or "",
+                   value=jsonable(end.value), detail=end.detail or "",
+                   params={k: jsonable(v) for k, v in plan.params.items()})

@@ -4,8 +4,9 @@ record, finish.
 Every path that trains a configuration goes through here: the Optuna objective
 (``objective.py``), the KerasTuner engine (``keras_tuner_engine.py``), ``tunelab register``'s
 retraining and ``tunelab continue`` (``retrain`` and ``continue_trial`` below). What watches a
-trial (the MLflow run, the progress lines, later ownership and heartbeats) attaches as a
-``TrialHooks`` object and is told each step; it never reopens the trial.
+trial (the MLflow run, the terminal's events in ``progress.py``, later ownership and
+heartbeats) attaches as a ``TrialHooks`` object and is told each step; it never reopens the
+trial.
 
 Everything a trial learns also goes into the Optuna storage as user attributes (history,
 summary, state, reason, seed, every hyperparameter), so nothing is lost when tracking fails.
@@ -162,28 +163,6 @@ class TrackingHooks(TrialHooks):
         else:
             run.finish(state=end.state, history=end.history or None, reason=end.reason,
                        **common)
-
-
-class ProgressHooks(TrialHooks):
-    """The terminal lines (``progress.Progress``): trial out of budget, epochs, the end."""
-
-    def __init__(self, progress: Any):
-        self.progress = progress
-
-    def trial_started(self, trial, plan):
-        from .study import best_trial, counted_trials, primary_value
-
-        best = best_trial(trial.study)
-        self.progress.trial_started(trial.number, counted_trials(trial.study) + 1,
-                                    (primary_value(best), best.number) if best else None)
-
-    def epoch_ended(self, trial, epoch, logs):
-        self.progress.epoch(trial.number, epoch, logs)
-
-    def trial_ended(self, trial, plan, end):
-        state = "FAILED" if end.state == "KILLED" else end.state
-        self.progress.trial_finished(trial.number, state, end.value,
-                                     end.detail if state == "COMPLETE" else end.reason)
 
 
 def _log_augmented_samples(run: Any, settings: Any, data: Any, seed: int) -> None:

@@ -10,9 +10,9 @@ that ``import tunelab`` stays fast.
 
 from __future__ import annotations
 
-import os
+from tunelab import quiet
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+quiet.library_defaults()  # before anything loads TensorFlow
 
 from tunelab.config import ConfigError, StudyConfig, load_config  # noqa: E402
 

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from tunelab import __version__, data_cli, model_cli, ops_cli, quiet
+from tunelab.config import ConfigError
+from tunelab.help_format import HelpFormatter
 
-from tunelab import data_cli, model_cli, ops_cli  # noqa: E402
-from tunelab.config import ConfigError  # noqa: E402
+START_WITH = """start with:
+  tunelab tune      run the default study (digits, 20 trials, into ./mlruns)
+  tunelab best      rank its trials and say which one to trust
+  tunelab server    browse every trial's curves and plots in the MLflow UI"""
 
 TUNE_FLAGS = {  # flag -> (config key, type, help)
     "--dataset": ("dataset.source", str, "'digits', a MedMNIST-style .npz, an image folder, "
@@ -32,24 +35,40 @@ TUNE_FLAGS = {  # flag -> (config key, type, help)
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tunelab", description="Hyperparameter search for Keras image classifiers, "
-        "tracked in MLflow.")
-    sub = parser.add_subparsers(dest="command", required=True)
+        "tracked in MLflow.", epilog=START_WITH, formatter_class=HelpFormatter)
+    parser.add_argument("--version", action="version", version=f"tunelab {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="also show the frameworks' own logs and warnings (TensorFlow, "
+                        "MLflow, Optuna), in this command and the processes it starts")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                parser_class=_SubParser)
     tune = sub.add_parser("tune", help="run or resume a tuning study",
                           description="Run a study from a YAML file (or the embedded default: "
                           "digits, stores under ./mlruns); flags override the file.")
-    tune.add_argument("config", nargs="?", help="study YAML file")
+    tune.add_argument("config", nargs="?",
+                      help="study YAML file (default: the embedded digits/LeNet study)")
     for flag, (key, kind, text) in TUNE_FLAGS.items():
-        tune.add_argument(flag, type=kind, help=f"{text} (config: {key})")
+        tune.add_argument(flag, type=kind,
+                          help=f"{text} (default: the study file's {key})")
     tune.add_argument("--in-process", action="store_true",
                       help="run trials in this process instead of recycled worker processes")
     tune.add_argument("--print-config", action="store_true",
                       help="print the resolved config and exit without training")
 
-    worker = sub.add_parser("worker", help="join an existing study and run its trials")
-    worker.add_argument("--storage", required=True)
-    worker.add_argument("--study-name", required=True)
-    worker.add_argument("--tracking-uri")
-    worker.add_argument("--max-trials", type=int, help="exit after this many trials")
+    worker = sub.add_parser("worker", help="join an existing study and run its trials",
+                            description="Join a study that `tunelab tune` created and run "
+                            "its trials until its budget is met; start as many as you like, "
+                            "on any machine that reaches the storage.")
+    worker.add_argument("--storage", required=True,
+                        help="the study's Optuna storage: a journal file path or a database "
+                        "URL (postgresql://...)")
+    worker.add_argument("--study-name", required=True, help="the study to join")
+    worker.add_argument("--tracking-uri", help="MLflow tracking URI (default: the one the "
+                        "study recorded when `tunelab tune` created it)")
+    worker.add_argument("--max-trials", type=int,
+                        help="exit after this many trials (default: run until the budget is "
+                        "met)")
+    worker.add_argument("--events-fd", type=int, help=argparse.SUPPRESS)
     worker.add_argument("--deadline", type=float, help=argparse.SUPPRESS)
     worker.add_argument("--started-at", type=float, help=argparse.SUPPRESS)
     worker.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
@@ -59,8 +78,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _SubParser(argparse.ArgumentParser):
+    """Every subcommand's help shows the defaults (``HelpFormatter``)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    quiet.configure(args.verbose)  # before TensorFlow, absl or MLflow load (Optuna has)
     try:
         if args.command == "tune":
             return _tune(args)
@@ -70,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
             run_worker(study_name=args.study_name, storage=args.storage,
                        tracking_uri=args.tracking_uri, max_trials=args.max_trials,
                        deadline=args.deadline, started_at=args.started_at,
-                       worker_index=args.worker_index)
+                       worker_index=args.worker_index, events_fd=args.events_fd)
             return 0
         if args.command in model_cli.COMMANDS:
             return model_cli.run(args)

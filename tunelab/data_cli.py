@@ -9,8 +9,9 @@ COMMANDS = ("data",)
 
 
 def add_parsers(sub: Any) -> None:
-    data = sub.add_parser("data", help="look at a dataset before tuning on it")
-    actions = data.add_subparsers(dest="data_command", required=True)
+    data = sub.add_parser("data", help="look at a dataset before tuning on it",
+                          description="Look at a dataset before tuning on it.")
+    actions = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     inspect = actions.add_parser(
         "inspect", help="class counts, image sizes, bit depths, imbalance and leaks",
         description="Decode and check every image of SOURCE as a study would, print class "
@@ -19,17 +20,24 @@ def add_parsers(sub: Any) -> None:
     inspect.add_argument("source", help="digits, a .npz, an image folder, a CIFAR-10 folder or "
                          "a CSV of path,label")
     inspect.add_argument("--image-size", type=int, default=64,
-                         help="side of the resized images in the grid (default 64)")
-    inspect.add_argument("--color-mode", choices=("grayscale", "rgb"), default="grayscale")
-    inspect.add_argument("--validation-fraction", type=float, default=0.2)
-    inspect.add_argument("--test-fraction", type=float, default=0.0)
-    inspect.add_argument("--label-pattern", help="regex with a named group 'label' on file names")
-    inspect.add_argument("--labels-csv", help="CSV of path,label")
-    inspect.add_argument("--group-pattern", help="regex on file paths, e.g. a patient id")
-    inspect.add_argument("--skip-bad-images", action="store_true")
+                         help="side of the resized images in the grid")
+    inspect.add_argument("--color-mode", choices=("grayscale", "rgb"), default="grayscale",
+                         help="convert every image to grey or RGB")
+    inspect.add_argument("--validation-fraction", type=float, default=0.2,
+                         help="stratified validation split when the source has none")
+    inspect.add_argument("--test-fraction", type=float, default=0.0,
+                         help="stratified test hold-out carved first when the source has none")
+    inspect.add_argument("--label-pattern", help="regex with a named group 'label' on file "
+                         "names (default: labels from the folder names)")
+    inspect.add_argument("--labels-csv", help="CSV of path,label (default: labels from the "
+                         "folder names)")
+    inspect.add_argument("--group-pattern", help="regex on file paths, e.g. a patient id, that "
+                         "keeps each group in one split (default: no groups)")
+    inspect.add_argument("--skip-bad-images", action="store_true",
+                         help="skip unreadable images with a count instead of stopping")
     inspect.add_argument("--samples", type=int, default=8, help="images per class in the grid")
     inspect.add_argument("--out", help="PNG path (default: <name>_samples.png)")
-    inspect.add_argument("--seed", type=int, default=0)
+    inspect.add_argument("--seed", type=int, default=0, help="seed of the splits")
 
 
 def run(args: argparse.Namespace) -> int:

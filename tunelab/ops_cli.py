@@ -16,26 +16,31 @@ def add_parsers(sub: Any) -> None:
                             description="An MLflow tracking server (UI, REST API, artifact "
                             "serving) on the local ./mlruns store or a database.")
     server.add_argument("--backend-store-uri", default=DEFAULT_TRACKING_URI,
-                        help="sqlite:///... (default: ./mlruns/mlflow.db) or postgresql://...")
+                        help="the MLflow store: sqlite:///... or postgresql://...")
     server.add_argument("--artifacts-destination",
-                        help="where artifacts go (default: mlruns/artifacts beside SQLite)")
+                        help="where artifacts go (default: artifacts/ beside the SQLite file)")
     server.add_argument("--host", default="127.0.0.1",
-                        help="interface to bind (default 127.0.0.1; anything else needs "
-                             "--allowed-hosts)")
-    server.add_argument("--port", type=int, default=5000)
+                        help="interface to bind; anything but loopback needs --allowed-hosts")
+    server.add_argument("--port", type=int, default=5000, help="port of the UI and REST API")
     server.add_argument("--allowed-hosts", help="Host header values clients use, comma-separated "
-                        "(required when binding beyond loopback)")
-    server.add_argument("--cors-allowed-origins", help="allowed CORS origins, comma-separated")
+                        "(default: none; required when binding beyond loopback)")
+    server.add_argument("--cors-allowed-origins", help="allowed CORS origins, comma-separated "
+                        "(default: http:// + each allowed host)")
 
-    sync = sub.add_parser("sync", help="log to MLflow every trial missing there")
+    sync = sub.add_parser("sync", help="log to MLflow every trial missing there",
+                          description="Log to MLflow every finished trial of a study that is "
+                          "missing there (tracking was down), never duplicating a run.")
     _study_args(sync)
-    sync.add_argument("--tracking-uri", help="default: the study's own tracking URI")
+    sync.add_argument("--tracking-uri", help="MLflow tracking URI (default: the study's own)")
 
-    studies = sub.add_parser("studies", help="list, delete or export studies")
+    studies = sub.add_parser("studies", help="list, delete or export studies",
+                             description="List the studies of a storage, delete one (with "
+                             "--runs: its MLflow runs too) or export its trials as CSV.")
     studies.add_argument("action", nargs="?", choices=("list", "delete", "export"),
-                         default="list")
+                         default="list", help="what to do")
     studies.add_argument("name", nargs="?", help="the study (delete, export)")
-    studies.add_argument("--storage", default=DEFAULT_STORAGE)
+    studies.add_argument("--storage", default=DEFAULT_STORAGE,
+                         help="Optuna storage: a journal file path or a database URL")
     studies.add_argument("--runs", action="store_true",
                          help="delete: also delete the study's MLflow experiment, runs and "
                               "artifacts")
@@ -43,9 +48,9 @@ def add_parsers(sub: Any) -> None:
 
 
 def _study_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--study-name", required=True)
+    parser.add_argument("--study-name", required=True, help="the study (required)")
     parser.add_argument("--storage", default=DEFAULT_STORAGE,
-                        help="Optuna storage (default: mlruns/optuna.journal)")
+                        help="Optuna storage: a journal file path or a database URL")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -72,7 +77,17 @@ def _server(args: argparse.Namespace) -> int:
           flush=True)
     # its own process group, stopped as a whole: MLflow's server starts uvicorn and job
     # consumers that outlive it when only the server process is signalled
-    process = subprocess.Popen(command, start_new_session=True)
+    from tunelab import quiet
+
+    loud = quiet.verbose()
+    process = subprocess.Popen(command, start_new_session=True,
+                               stdout=None if loud else subprocess.PIPE,
+                               stderr=None if loud else subprocess.STDOUT,
+                               text=True, errors="replace")
+    if not loud:  # MLflow's and uvicorn's start-up and access lines only with -v
+        import threading
+
+        threading.Thread(target=_server_errors, args=(process.stdout,), daemon=True).start()
 
     def stop_on_sigterm(signum, frame):
         raise KeyboardInterrupt
@@ -84,6 +99,17 @@ def _server(args: argparse.Namespace) -> int:
         return 0
     finally:
         RunningServer(process, "").stop()
+
+
+def _server_errors(stream) -> None:
+    """Pass on only what says something went wrong (a traceback and what follows it)."""
+    import re
+
+    failing = False
+    for line in stream:
+        failing = failing or bool(re.search(r"Traceback|\b(ERROR|CRITICAL)\b|Error:", line))
+        if failing:
+            print(f"tunelab: server: {line.rstrip()}", file=sys.stderr, flush=True)
 
 
 def _open(storage: str, name: str):

@@ -17,7 +17,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from tunelab.config import ConfigError, StudyConfig, config_from_dict
+from tunelab import quiet
+from tunelab.config import DEFAULT_TRACKING_URI, ConfigError, StudyConfig, config_from_dict
+from tunelab.terminal import StudyState, make_display, param_name, short
 from tunelab.text_table import table
 from tunelab.wiring import (
     confirm,
@@ -28,6 +30,7 @@ from tunelab.wiring import (
     search_deadline,
     study_selection,
     trial_budget,
+    trial_epochs,
 )
 
 
@@ -79,25 +82,42 @@ def tune(config: StudyConfig | str | Path | Mapping[str, Any] | None = None, *,
     started = time.time()
     deadline = started + config.timeout if config.timeout else None
     n_trials = trial_budget(config)
-    from tunelab.search import counted_trials
+    from tunelab.search import best_trial, counted_trials
+    from tunelab.search.study import primary_value
 
     already = counted_trials(study)
-    print(f"tunelab: study {config.study_name!r}: {config.model} on {data.name} "
-          f"{data.input_shape}, image size {data.info.get('image_size_rule', '?')} "
-          f"({len(data.train)} train / {len(data.val)} validation images, "
-          f"{data.n_classes} classes); {already} of {n_trials or 'unlimited'} trials done; "
-          f"storage {config.storage_url}; tracking {tracking_uri}", flush=True)
+    print(study_header(config, data, already, n_trials, tracking_uri), flush=True)
+    best = best_trial(study)
+    state = StudyState(study_name=config.study_name, metric=config.objective.metric,
+                       direction=config.direction, max_epochs=trial_epochs(config),
+                       n_trials=n_trials, timeout=config.timeout, started_at=started,
+                       done=already, workers=config.workers,
+                       best=(primary_value(best), best.number, dict(best.params))
+                       if best is not None else None)
+    display = make_display(state)
     status = "FINISHED"
     searching = search_deadline(config, deadline)  # confirmation's share of a timeout kept
     try:
-        if config.engine == "keras-tuner":  # KerasTuner's search runs in this process
-            run_keras_tuner_engine(study, config, data, tracker, searching, started)
-        elif in_process:
-            run_worker(study_name=config.study_name, storage=config.storage_url,
-                       tracking_uri=tracking_uri, deadline=searching, started_at=started,
-                       data=data, config=config, worker_index=0)
-        else:
-            _run_worker_processes(config, tracking_uri, searching, started, n_trials)
+        display.start()
+        try:
+            if config.engine == "keras-tuner":  # KerasTuner's search runs in this process
+                run_keras_tuner_engine(study, config, data, tracker, searching, started,
+                                       progress=display.handle)
+            elif in_process:
+                run_worker(study_name=config.study_name, storage=config.storage_url,
+                           tracking_uri=tracking_uri, deadline=searching, started_at=started,
+                           data=data, config=config, worker_index=0,
+                           progress=display.handle)
+            else:
+                _run_worker_processes(config, tracking_uri, searching, started, n_trials,
+                                      display)
+        finally:
+            display.stop()
+            if quiet.verbose() and display.live:
+                print(f"tunelab: display: {display.refreshes} redraws, "
+                      f"{display.refresh_seconds:.3f} s, "
+                      f"{100 * display.refresh_seconds / max(1e-9, time.time() - started):.2f}% "
+                      "of the study's time", flush=True)
         # the top candidates measured again, here in the parent, within the budget
         confirm(study, config, data, deadline, tracker)
     except KeyboardInterrupt:
@@ -116,10 +136,51 @@ def tune(config: StudyConfig | str | Path | Mapping[str, Any] | None = None, *,
     return study
 
 
+def study_header(config: StudyConfig, data, already: int, n_trials: int | None,
+                 tracking_uri: str) -> str:
+    """What the study searches and where it is stored, in short lines."""
+    families = getattr(config.search_space, "families", None)
+    model = (f"models {', '.join(families())} (family search)" if callable(families)
+             else config.model)
+    budget = f"{already} of {n_trials} trials done" if n_trials else f"{already} trials done"
+    if config.timeout:
+        budget += f", timeout {config.timeout:g} s"
+    return "\n".join([
+        f"tunelab: study {config.study_name!r}: {model}; {budget}",
+        f"  data {data.name} {tuple(data.input_shape)} (image size "
+        f"{data.info.get('image_size_rule', '?')}): {len(data.train)} train / "
+        f"{len(data.val)} validation images, {data.n_classes} classes",
+        f"  storage {config.storage_url}",
+        f"  tracking {tracking_uri}"])
+
+
+def _forward_events(read_fd: int, display) -> None:
+    """The workers' events (JSON lines on one pipe) to the display."""
+    import json
+
+    with os.fdopen(read_fd, encoding="utf-8", errors="replace") as events:
+        for line in events:
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            display.handle(event)
+
+
+def _forward_output(stream, display) -> None:
+    """A worker's own stdout lines, printed by the display (above the live region)."""
+    with stream:
+        for line in stream:
+            display.message(line)
+
+
 def _run_worker_processes(config: StudyConfig, tracking_uri: str, deadline: float | None,
-                          started: float, n_trials: int | None) -> None:
+                          started: float, n_trials: int | None, display) -> None:
     """Keep ``config.workers`` worker processes busy until the budget is met; each exits
-    after ``trials_per_process`` trials and is replaced by a fresh one."""
+    after ``trials_per_process`` trials and is replaced by a fresh one. They send their
+    trials' events to this process over one pipe; only this process draws."""
+    import threading
+
     from tunelab.search import counted_trials
 
     server = None
@@ -145,6 +206,11 @@ def _run_worker_processes(config: StudyConfig, tracking_uri: str, deadline: floa
                "--max-trials", str(config.trials_per_process), "--started-at", str(started)]
     if deadline is not None:
         command += ["--deadline", str(deadline)]
+    read_fd, write_fd = os.pipe()  # every worker writes its events here (lines < PIPE_BUF)
+    command += ["--events-fd", str(write_fd)]
+    readers = [threading.Thread(target=_forward_events, args=(read_fd, display),
+                                name="tunelab-events", daemon=True)]
+    readers[0].start()
     running: dict[subprocess.Popen, tuple[int, int]] = {}  # process -> (slot, trials counted)
     idle_exits = 0
     study = open_study(config, create=False)
@@ -157,8 +223,13 @@ def _run_worker_processes(config: StudyConfig, tracking_uri: str, deadline: floa
                 index = ["--worker-index", str(spawned)]
                 # a free slot: slots map onto GPUs, so each GPU runs one worker at a time
                 slot = min(set(range(config.workers)) - {sl for sl, _ in running.values()})
-                running[subprocess.Popen(command + index,
-                                         env=worker_env(env, slot, gpus))] = (slot, counted)
+                proc = subprocess.Popen(command + index, env=worker_env(env, slot, gpus),
+                                        pass_fds=(write_fd,), stdout=subprocess.PIPE,
+                                        text=True, errors="replace")
+                readers.append(threading.Thread(target=_forward_output,
+                                                args=(proc.stdout, display), daemon=True))
+                readers[-1].start()
+                running[proc] = (slot, counted)
                 spawned += 1
             if not running:
                 return
@@ -185,6 +256,9 @@ def _run_worker_processes(config: StudyConfig, tracking_uri: str, deadline: floa
             if proc.poll() is None:
                 proc.terminate()
                 proc.wait()
+        os.close(write_fd)  # the readers end once every worker's copy is closed too
+        for reader in readers:
+            reader.join(timeout=5)
         if server is not None:
             server.stop()
 
@@ -192,9 +266,13 @@ def _run_worker_processes(config: StudyConfig, tracking_uri: str, deadline: floa
 def run_worker(*, study_name: str, storage: str, tracking_uri: str | None = None,
                max_trials: int | None = None, deadline: float | None = None,
                started_at: float | None = None, data=None, config: StudyConfig | None = None,
-               worker_index: int | None = None) -> str:
+               worker_index: int | None = None, events_fd: int | None = None,
+               progress=None) -> str:
     """Join a study and run its trials until the budget is met (any number of these may run
-    at once, on any machines that reach the storage). Returns why it stopped."""
+    at once, on any machines that reach the storage). Returns why it stopped.
+
+    Its trials' events go to ``progress`` (a callable), else as JSON lines to ``events_fd``
+    (the pipe of the ``tune`` process that started it), else to a display of its own."""
     import logging
 
     from tunelab.search import run_trials
@@ -235,13 +313,32 @@ def run_worker(*, study_name: str, storage: str, tracking_uri: str | None = None
               file=sys.stderr)
 
     n_trials = trial_budget(config)
-    objective = make_objective(config, data, tracker, n_trials, started_at)
+    display = None
+    if progress is None and events_fd is not None:
+        from tunelab.search import EventWriter
+
+        progress = EventWriter(events_fd)
+    elif progress is None:  # a worker started by hand shows its own trials
+        from tunelab.search import counted_trials
+
+        display = make_display(StudyState(
+            study_name=study_name, metric=config.objective.metric,
+            direction=config.direction, max_epochs=trial_epochs(config), n_trials=n_trials,
+            timeout=config.timeout, started_at=started_at or time.time(),
+            done=counted_trials(study)))
+        progress = display.handle
+    objective = make_objective(config, data, tracker, n_trials, started_at,
+                               progress=progress, worker=worker_index)
     if tracker is not None:
         tracker.start_writer()  # while TensorFlow loads for the first trial
+    if display is not None:
+        display.start()
     try:
         return run_trials(study, objective, n_trials=n_trials, max_trials_here=max_trials,
                           deadline=deadline)
     finally:
+        if display is not None:
+            display.stop()
         if tracker is not None:
             tracker.flush()  # the last trial's figures and run end, drawn in the background
 
@@ -251,7 +348,7 @@ class _TrackingOff(Exception):
 
 
 def run_keras_tuner_engine(study, config: StudyConfig, data, tracker, deadline: float | None,
-                           started_at: float | None) -> str:
+                           started_at: float | None, progress=None) -> str:
     """``engine: keras-tuner``: KerasTuner searches the space; trials land in the same Optuna
     study and MLflow runs as the Optuna engine's (search/keras_tuner_engine.py)."""
     import logging
@@ -269,7 +366,8 @@ def run_keras_tuner_engine(study, config: StudyConfig, data, tracker, deadline: 
         kind=kt.kind, max_epochs=config.max_epochs, factor=kt.factor,
         hyperband_iterations=kt.hyperband_iterations, num_initial_points=kt.num_initial_points,
         directory=kt.directory or default_directory(config.storage_url, config.study_name))
-    objective = make_objective(config, data, tracker, trial_budget(config), started_at)
+    objective = make_objective(config, data, tracker, trial_budget(config), started_at,
+                               progress=progress)
     try:
         return run_keras_tuner(study, objective, settings, deadline=deadline)
     except EngineError as err:
@@ -307,10 +405,11 @@ def study_end_report(study, config: StudyConfig) -> dict[str, Any]:
 
 
 def print_summary(study, config: StudyConfig, tracking_uri: str, end=None) -> None:
-    from tunelab.tracking import ui_command
+    import shutil
 
     end = end or study_end_report(study, config)
     counts, best, multi, front = end["summary"], end["best"], end["multi"], set(end["front"])
+    width = shutil.get_terminal_size((100, 24)).columns if sys.stdout.isatty() else None
     print(f"\nstudy {study.study_name!r}: {counts['n_complete']} complete, "
           f"{counts['n_pruned']} pruned, {counts['n_fail']} failed")
     if best is None:
@@ -320,22 +419,35 @@ def print_summary(study, config: StudyConfig, tracking_uri: str, end=None) -> No
         print(f"best trial: #{best.number}  {config.objective.metric} = {best.values[0]:.4f}"
               + (f", overfitting gap {best.values[1]:.4f}" if multi else "") + where)
         for key, value in best.params.items():
-            print(f"  {key}: {value}")
+            print(f"  {key}: {short(value)}")
+        top = end["top"]
+        # only what differs among the top trials: the rest is the best trial's, above
+        varying = [k for k in best.params
+                   if len({short(t.params.get(k)) for t in top}) > 1] or list(best.params)
         rows = []
-        for t in end["top"]:
+        for t in top:
             s = t.user_attrs.get("summary", {})
             rows.append([t.number, t.values[0], s.get("gap_accuracy"), s.get("best_epoch"),
                          s.get("epochs_trained"),
                          *(["yes" if t.number in front else ""] if multi else []),
-                         ", ".join(f"{k}={_short(v)}" for k, v in t.params.items())])
+                         " ".join(f"{param_name(k)}={short(t.params[k])}" for k in varying
+                                  if k in t.params)])
         print(f"\ntop {len(rows)} trials")
-        print(table(["trial", config.objective.metric, "gap", "best ep", "epochs",
-                     *(["Pareto front"] if multi else []), "params"], rows))
+        lines = table(["trial", config.objective.metric, "gap", "best ep", "epochs",
+                       *(["Pareto front"] if multi else []), "params"], rows).splitlines()
+        print("\n".join(line if width is None or len(line) <= width else
+                        line[:width - 1] + "…" for line in lines))
     selection = end.get("selection")
     if selection is not None and best is not None:
         print(f"\n{selection.explanation()}")
-    print(f"\nbrowse the runs: {ui_command(tracking_uri)}", flush=True)
+    print(f"\nbrowse the runs: {server_hint(tracking_uri)}", flush=True)
 
 
-def _short(value: Any) -> str:
-    return f"{value:.3g}" if isinstance(value, float) else str(value)
+def server_hint(tracking_uri: str) -> str:
+    """The command that opens this study's runs in the MLflow UI."""
+    if tracking_uri.startswith(("http://", "https://")):
+        return f"open {tracking_uri} in a browser"
+    default = Path(DEFAULT_TRACKING_URI.removeprefix("sqlite:///")).expanduser().resolve()
+    if tracking_uri == f"sqlite:///{default}":
+        return "tunelab server"
+    return f"tunelab server --backend-store-uri {tracking_uri}"

@@ -208,12 +208,12 @@ def open_study(config: StudyConfig, *, create: bool, on_stale=None, worker_index
 
 
 def make_objective(config: StudyConfig, data, tracker, n_trials: int | None,
-                   started_at: float | None):
-    """The trial objective both engines record through (``search.objective.Objective``)."""
-    from tunelab.search import Objective, Progress
+                   started_at: float | None, progress=None, worker: int | None = None):
+    """The trial objective both engines record through (``search.objective.Objective``);
+    ``progress`` receives its trials' events (``search/progress.py``), ``worker`` names this
+    process in them."""
+    from tunelab.search import Objective
 
-    progress = Progress(n_trials=n_trials, max_epochs=trial_epochs(config),
-                        metric=config.objective.metric, started_at=started_at)
     return Objective(model_name=config.model, space=config.search_space, data=data,
                      training=training_settings(config), metric=config.objective.metric,
                      direction=config.direction, n_trials=n_trials, seed=config.seed,
@@ -221,4 +221,4 @@ def make_objective(config: StudyConfig, data, tracker, n_trials: int | None,
                      tensorboard=config.tensorboard, rule=objective_rule(config),
                      checkpoints=checkpoint_store(config),
                      feature_cache_dir=feature_cache_dir(config),
-                     cv_folds=config.dataset.cv_folds or 1)
+                     cv_folds=config.dataset.cv_folds or 1, worker=worker)

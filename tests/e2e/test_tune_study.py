@@ -105,7 +105,7 @@ def test_output_names_best_trial_table_and_ui_command(study_dir):
     out = result.stdout
     assert "best trial: #" in out
     assert "top 3 trials" in out
-    assert "mlflow ui --backend-store-uri sqlite:///" in out
+    assert "browse the runs: tunelab server" in out
     assert "trial   0 [1/3] epoch   1/2" in out  # progress: trial, budget, epoch
 
 

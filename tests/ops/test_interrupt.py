@@ -1,7 +1,7 @@
-"""Ctrl-C mid-study, then the same command resumes without duplicating finished trials."""
+"""Ctrl-C mid-study, then the same command resumes without duplicating finished trials.
 
-import os
-import signal
+The interrupted study runs on a pseudo-terminal, with the live display, as a user sees it."""
+
 import subprocess
 import sys
 import time
@@ -12,6 +12,7 @@ import pytest
 import yaml
 from conftest import tiny_study
 from mlflow import MlflowClient
+from terminal_io import PtyRun, screen_lines
 
 pytestmark = pytest.mark.slow
 
@@ -23,11 +24,10 @@ def test_ctrl_c_then_resume(tmp_path):
     (tmp_path / "mlruns").mkdir()
     storage = optuna.storages.JournalStorage(
         optuna.storages.journal.JournalFileBackend(raw["storage"]))
-    proc = subprocess.Popen([sys.executable, "-m", "tunelab", "tune", "study.yaml"],
-                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)
+    proc = PtyRun(["tune", "study.yaml"], tmp_path, columns=80)
     deadline = time.time() + 300
     while time.time() < deadline:  # wait until trial 1 is training
+        proc.read(0.5)
         try:
             trials = optuna.load_study(study_name="interrupted", storage=storage).trials
         except KeyError:
@@ -35,14 +35,17 @@ def test_ctrl_c_then_resume(tmp_path):
         if any(t.number == 1 and t.state.name == "RUNNING" and t.intermediate_values
                for t in trials):
             break
-        time.sleep(0.5)
     else:
-        proc.kill()
+        proc.finish(timeout=1)
         pytest.fail("trial 1 never started")
-    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
-    out, _ = proc.communicate(timeout=180)
-    assert proc.returncode == 130, out[-3000:]
+    assert "\x1b[?25l" in proc.text  # the live display is up (rich hid the cursor)
+    proc.interrupt()  # what Ctrl-C in a terminal does
+    returncode = proc.finish(timeout=180)
+    out = "\n".join(screen_lines(proc.text))
+    assert returncode == 130, out[-3000:]
     assert "Run the same command again" in out
+    assert "trial   0 complete" in out and "trial   1 failed" in out, out[-3000:]
+    assert "\x1b[?25h" in proc.text  # the display stopped and gave the cursor back
     study = optuna.load_study(study_name="interrupted", storage=storage)
     assert study.trials[1].state == optuna.trial.TrialState.FAIL
     client = MlflowClient(tracking_uri=raw["tracking_uri"])

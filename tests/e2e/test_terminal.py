@@ -1,0 +1,151 @@
+"""What the terminal shows: only tunelab's own lines, a live display on a terminal, plain
+lines through a pipe, nothing wider than 80 columns (issue #20).
+
+One tiny study (digits 8x8, 2 trials of 2 epochs, real worker processes) serves every
+check: ``tune`` through a pseudo-terminal, then its resume through a pipe, then ``best``,
+``register``, ``predict``, ``data inspect`` and ``server``. Every line of their default
+output must match one of tunelab's own line formats (an allow-list).
+"""
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+from conftest import tiny_study
+from terminal_io import PtyRun, drawn_lines, run_pipe, screen_lines
+
+pytestmark = pytest.mark.slow
+
+BAR = "[━╸ ]+"
+TUNE_LINES = [
+    r"tunelab: study '\S+': .+ trials done.*", r"  data .+ classes", r"  storage .+",
+    r"  tracking .+",
+    # plain progress: one line per epoch and per finished trial
+    r"trial +\d+ \[\d+/\d+\] epoch +\d+/\d+ acc [\d.-]+/[\d.-]+ loss [\d.-]+/[\d.-]+ \| .+ left",
+    r"trial +\d+ (complete|pruned|failed) .*",
+    # the live display (its last frame, when the terminal keeps it)
+    rf"study \S+ {BAR} .+", r"best \S+ [\d.]+ \(trial \d+\)|best: none complete yet",
+    rf"trial +\d+ {BAR} \d+/\d+ .* left",
+    # the summary
+    r"study '\S+': \d+ complete, \d+ pruned, \d+ failed", r"best trial: #\d+ +\S+ = [\d.]+.*",
+    r"  \S+: \S+", r"top \d+ trials", r"trial +\S+ +gap +best ep +epochs +params",
+    r"[- ]+", r"\d+ +[\d.]+ +-?[\d.]+ +\d+ +\d+ +.*", r"browse the runs: tunelab server.*",
+]
+BEST_LINES = [r"\d+ complete trial\(s\), ranked by .+", r"rank +trial +objective .+verdict",
+              r"[- ]+", r"\d+ +\d+ +[\d.]+ .+", r"selected trial \d+: .+"]
+REGISTER_LINES = [r"registered \S+ version \d+ from trial \d+ \(.+\)", r"compared: .+",
+                  r"alias 'champion' -> version \d+", r"held-out test_accuracy: [\d.]+"]
+PREDICT_LINES = [r"file +label( +prob_\S+)+", r"[- ]+", r"\S+\.png +\S+( +[\d.]+)+"]
+INSPECT_LINES = [r"dataset \S+ \(\S+\): \S+", r"\d+ classes \(index order\): .+",
+                 r"class +train +val", r"[- ]+", r"(\S+|total) +\d+ +\d+",
+                 r"model input: \(.+\)", r"image sizes \(WxH\): .+", r"channels: .+",
+                 r"bit depths: .+", r"formats: .+", r"sample grid: \S+\.png"]
+SERVER_LINES = [r"tunelab: MLflow tracking server and UI at http://127\.0\.0\.1:\d+",
+                r" +log to it with: tunelab tune --tracking-uri http://127\.0\.0\.1:\d+"]
+
+
+def foreign(lines, formats) -> list[str]:
+    """Lines that are none of ``formats`` (blank lines are allowed)."""
+    return [line for line in lines if line.strip()
+            and not any(re.fullmatch(f, line.rstrip()) for f in formats)]
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("terminal")
+    raw = tiny_study(tmp, study_name="quiet", n_trials=2)
+    (tmp / "study.yaml").write_text(yaml.safe_dump(raw))
+    env = {"TF_CPP_MIN_LOG_LEVEL": "0"}  # what some images export: quiet mode overrides it
+    run = PtyRun(["tune", "study.yaml"], tmp, columns=80, env=env)
+    rc = run.finish(timeout=900)
+    return tmp, raw, rc, run.text
+
+
+def test_tune_on_a_terminal_is_one_live_display_of_tunelab_lines(study):
+    tmp, _, rc, text = study
+    assert rc == 0, text[-3000:]
+    shown = screen_lines(text)
+    assert not foreign(shown, TUNE_LINES), foreign(shown, TUNE_LINES)
+    drawn = drawn_lines(text)
+    # the live display drew the study's bar, an epoch bar with accuracy and time left
+    assert any(re.match(rf"study quiet {BAR} \d/2 trials \|", line) for line in drawn), drawn
+    assert any(re.match(rf"trial +\d+ {BAR} \d/2 acc [\d.]+/[\d.]+ .* left", line)
+               for line in drawn), drawn
+    assert not any(re.match(r"trial +\d+ \[\d/2\] epoch", line) for line in shown), \
+        "plain epoch lines on a terminal"
+    finished = [line for line in shown if re.match(r"trial +\d+ complete", line)]
+    assert len(finished) == 2 and "new best" in finished[0], finished
+    assert "lr=" in finished[1] and " | " in finished[1]
+    assert "browse the runs: tunelab server" in text
+    # nothing wider than the terminal (paths are as long as the test's tmp folder)
+    wide = [line for line in drawn if len(line) > 80 and str(tmp) not in line]
+    assert not wide, wide
+    assert "\x1b[?25l" in text  # rich hid the cursor: the live display ran
+
+
+def test_tune_through_a_pipe_prints_plain_lines(study):
+    tmp, _, _, _ = study
+    result = run_pipe(["tune", "study.yaml", "--n-trials", "3"], tmp)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert result.stderr == ""
+    lines = result.stdout.splitlines()
+    assert not foreign(lines, TUNE_LINES), foreign(lines, TUNE_LINES)
+    assert "\r" not in result.stdout and "\x1b" not in result.stdout
+    assert any(re.fullmatch(r"trial   2 \[3/3\] epoch   2/2 acc .+ \| 0s left", line)
+               for line in lines), lines
+    assert any(re.match(r"trial   2 complete val_accuracy [\d.]+ ", line) for line in lines)
+
+
+def test_best_register_predict_and_inspect_print_only_their_own_lines(study):
+    tmp, raw, _, _ = study
+    outputs = {}
+    for name, args in {"best": ["best"], "register": ["register", "--name", "quiet"],
+                       "inspect": ["data", "inspect", "digits", "--image-size", "8",
+                                   "--out", "grid.png"]}.items():
+        outputs[name] = run_pipe(args, tmp)
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    images = load_digits().images[:2]
+    for i, image in enumerate(images):
+        Image.fromarray((image * 16).clip(0, 255).astype("uint8")).save(tmp / f"img{i}.png")
+    outputs["predict"] = run_pipe(["predict", "models:/quiet@champion", "img0.png",
+                                   "img1.png"], tmp)
+    formats = {"best": BEST_LINES, "register": REGISTER_LINES, "predict": PREDICT_LINES,
+               "inspect": INSPECT_LINES}
+    for name, result in outputs.items():
+        assert result.returncode == 0, (name, result.stdout[-2000:], result.stderr[-2000:])
+        lines = (result.stdout + result.stderr).splitlines()
+        assert not foreign(lines, formats[name]), (name, foreign(lines, formats[name]))
+    # -v: the frameworks' own warnings and logs come back
+    verbose = run_pipe(["-v", "predict", "models:/quiet@champion", "img0.png"], tmp)
+    assert verbose.returncode == 0
+    assert foreign((verbose.stdout + verbose.stderr).splitlines(), PREDICT_LINES), \
+        verbose.stderr
+
+
+def test_server_prints_only_its_address(study):
+    tmp, _, _, _ = study
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ}
+    env.pop("TUNELAB_VERBOSE", None)
+    proc = subprocess.Popen([sys.executable, "-m", "tunelab", "server", "--port", str(port)],
+                            cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env=env, start_new_session=True)
+    from tunelab.tracking.server import wait_until_up
+
+    try:
+        wait_until_up(f"http://127.0.0.1:{port}", timeout=180, process=proc)
+        time.sleep(1)
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    assert not foreign(out.splitlines(), SERVER_LINES), out
