@@ -160,7 +160,8 @@ class TrackingHooks(TrialHooks):
                        summary=end.summary, **common)
         else:
             run.finish(state=end.state, history=end.history or None, reason=end.reason,
-                       **common)
+                       **common, **({"traceback": format_error(end.error)}
+                                    if end.error is not None else {}))
 
 
 class ProgressHooks(TrialHooks):
@@ -316,7 +317,10 @@ class TrialLifecycle:
             raise
         except BaseException as err:
             state = "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED"
-            end(state, reason=f"{type(err).__name__}: {err}", history=history, error=err)
+            if state == "FAILED":  # the terminal gets one line; the traceback is kept here
+                trial.set_user_attr("traceback", format_error(err))
+            end(state, reason=f"{type(err).__name__}: {err}".rstrip(": "), history=history,
+                error=err)
             raise
         if result.diverged:
             end("FAILED", reason=result.reason, history=history)
@@ -384,6 +388,13 @@ class TrialLifecycle:
         trial.set_user_attr("train_seconds", round(time.time() - started, 3))
         if reason:
             trial.set_user_attr("reason", reason)
+
+
+def format_error(err: BaseException) -> str:
+    """A failed trial's traceback, for its MLflow run and its Optuna attributes."""
+    import traceback
+
+    return "".join(traceback.format_exception(type(err), err, err.__traceback__))[-20000:]
 
 
 def _max_rss_mb() -> float:

@@ -19,7 +19,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 
 from . import plots
-from .store import artifact_root, package_versions, resolve_tracking_uri
+from .store import artifact_root, first_use_lock, package_versions, resolve_tracking_uri
 from .writer import BackgroundWriter, shared_writer
 
 STUDY_TAG = "tunelab.study"
@@ -171,7 +171,8 @@ class TrialRun(_Run):
                 history: Mapping[str, Sequence[float]] | None = None,
                 y_true: Sequence[int] | None = None, y_pred: Sequence[int] | None = None,
                 class_names: Sequence[str] = (), model_summary: str | None = None,
-                reason: str = "", artifacts_dir: str | Path | None = None) -> None:
+                reason: str = "", artifacts_dir: str | Path | None = None,
+                traceback: str | None = None) -> None:
         tags = {"tunelab.state": state}
         if reason:
             tags["tunelab.reason"] = reason
@@ -188,6 +189,8 @@ class TrialRun(_Run):
                             "confusion_matrix.png", dpi=80)
         if model_summary:
             self.log_text(model_summary, "model_summary.txt")
+        if traceback:  # a failed trial: the terminal showed one line, the run keeps the rest
+            self.log_text(traceback, "traceback.txt")
         if artifacts_dir and Path(artifacts_dir).exists():
             self.log_dir(artifacts_dir, "tensorboard")
         self.end({"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "KILLED": "KILLED"}.get(
@@ -205,7 +208,8 @@ class StudyTracker:
         # at the first trial run (or start_writer), so trackers that log no trials start none
         self.writer = shared_writer() if background else None
         self.study_name = study_name
-        self.experiment_id = self._experiment()
+        with first_use_lock(self.tracking_uri):  # schema creation, then the experiment's
+            self.experiment_id = self._experiment()
         self.parent = _Run(self.client, parent_run_id or self._parent_run_id(), "the study run")
 
     def _experiment(self) -> str:

@@ -11,8 +11,13 @@ that ``import tunelab`` stays fast.
 from __future__ import annotations
 
 import os
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+if os.path.basename(sys.argv[0] if sys.argv else "") in ("-m", "tunelab"):  # the command line
+    from tunelab.signals import quiet_interrupts_at_startup  # noqa: E402
+
+    quiet_interrupts_at_startup()  # Ctrl-C while the CLI imports: exit 130, no traceback
 
 from tunelab.config import ConfigError, StudyConfig, load_config  # noqa: E402
 

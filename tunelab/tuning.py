@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from tunelab.config import ConfigError, StudyConfig, config_from_dict
+from tunelab.signals import Terminated
 from tunelab.text_table import table
 from tunelab.wiring import (
     load_data,
@@ -94,9 +95,10 @@ def tune(config: StudyConfig | str | Path | Mapping[str, Any] | None = None, *,
                        data=data, config=config, worker_index=0)
         else:
             _run_worker_processes(config, tracking_uri, deadline, started, n_trials)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
         status = "KILLED"
-        print("\ntunelab: interrupted; finished trials are saved. Run the same command again "
+        what = "terminated (SIGTERM)" if isinstance(interrupt, Terminated) else "interrupted"
+        print(f"\ntunelab: {what}; finished trials are saved. Run the same command again "
               "to resume the study.", file=sys.stderr, flush=True)
         raise
     except BaseException:
@@ -159,6 +161,9 @@ def _run_worker_processes(config: StudyConfig, tracking_uri: str, deadline: floa
             time.sleep(0.5)
             for proc in [p for p in running if p.poll() is not None]:
                 _, before = running.pop(proc)
+                if proc.returncode in STOPPED_CODES:  # someone stopped that worker: stop all
+                    raise (Terminated if proc.returncode in (143, -15) else KeyboardInterrupt)(
+                        f"a tunelab worker was stopped (exit code {proc.returncode})")
                 if proc.returncode != 0:
                     raise RuntimeError(f"a tunelab worker exited with code {proc.returncode}; "
                                        "see its output above")
@@ -167,12 +172,8 @@ def _run_worker_processes(config: StudyConfig, tracking_uri: str, deadline: floa
             if idle_exits > 2 * config.workers:
                 raise RuntimeError("workers keep finishing without completing any trial; every "
                                    "trial failed, see the reasons above")
-    except KeyboardInterrupt:
-        for proc in running:
-            try:
-                proc.wait(timeout=120)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+    except KeyboardInterrupt as interrupt:
+        _stop_workers(running, interrupt)
         raise
     finally:
         for proc in running:
@@ -181,6 +182,47 @@ def _run_worker_processes(config: StudyConfig, tracking_uri: str, deadline: floa
                 proc.wait()
         if server is not None:
             server.stop()
+
+
+STOPPED_CODES = (130, 143, -2, -15)  # a worker that exited after Ctrl-C or SIGTERM
+
+
+def _stop_workers(running, interrupt: BaseException, timeout: float = 60.0) -> None:
+    """Pass the stop signal on to every worker process this one started (the ones it knows
+    of and any that ``Popen`` had forked when the signal landed: a signal that reaches a
+    child between fork and exec is lost there), then wait for them to record their trials'
+    ends; a worker still alive after ``timeout`` is killed (its trial is failed by the next
+    process that checks the budget). Workers ignore the copies of a signal they already got."""
+    import signal
+
+    import psutil
+
+    signum = signal.SIGTERM if isinstance(interrupt, Terminated) else signal.SIGINT
+    pids = {p.pid for p in running}
+    try:  # also a worker whose Popen was interrupted before it returned
+        pids |= {c.pid for c in psutil.Process().children()
+                 if "worker" in c.cmdline() and "tunelab" in " ".join(c.cmdline())}
+    except psutil.Error:
+        pass
+    procs = []
+    for pid in pids:
+        try:
+            child = psutil.Process(pid)
+            child.send_signal(signum)
+            procs.append(child)
+        except psutil.Error:
+            pass
+    _, alive = psutil.wait_procs(procs, timeout=timeout)
+    for child in alive:
+        try:
+            child.kill()
+        except psutil.Error:
+            pass
+    for proc in running:  # reap them
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
 
 
 def run_worker(*, study_name: str, storage: str, tracking_uri: str | None = None,
@@ -208,9 +250,11 @@ def run_worker(*, study_name: str, storage: str, tracking_uri: str | None = None
     def on_stale(trial) -> None:
         print(f"tunelab: trial {trial.number} stopped sending heartbeats (its worker died); "
               "marked failed and retried once", flush=True)
+        on_dead(trial, "its worker stopped sending heartbeats")
+
+    def on_dead(trial, reason: str) -> None:  # a dead process's trial: end its run FAILED
         if tracker is not None and trial.user_attrs.get("mlflow_run_id"):
-            tracker.mark_failed(trial.user_attrs["mlflow_run_id"],
-                                "its worker stopped sending heartbeats")
+            tracker.mark_failed(trial.user_attrs["mlflow_run_id"], reason)
 
     if worker_index is None:  # a worker started by hand, maybe on another machine
         worker_index = os.getpid()
@@ -234,7 +278,8 @@ def run_worker(*, study_name: str, storage: str, tracking_uri: str | None = None
         tracker.start_writer()  # while TensorFlow loads for the first trial
     try:
         return run_trials(study, objective, n_trials=n_trials, max_trials_here=max_trials,
-                          deadline=deadline)
+                          deadline=deadline, heartbeat_interval=config.heartbeat_interval,
+                          on_dead=on_dead)
     finally:
         if tracker is not None:
             tracker.flush()  # the last trial's figures and run end, drawn in the background
