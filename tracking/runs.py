@@ -163,6 +163,10 @@ class TrialRun(_Run):
                history: Mapping[str, Sequence[float]] | None = None, **details: Any) -> None:
         """Final metrics, plots and the terminal state (complete, pruned, failed); with a
         writer they are drawn and logged in the background (copies: the caller moves on)."""
+        if state == "KILLED":  # interrupted: end the run now, in this process, no figures
+            self._finish(state=state, summary=dict(summary) if summary else None,
+                         reason=details.get("reason", ""))
+            return
         self.later(self._finish, state=state, summary=dict(summary) if summary else None,
                    history={k: list(v) for k, v in history.items()} if history else None,
                    **details)
@@ -303,6 +307,11 @@ class StudyTracker:
         """Wait for every trial run's background calls (figures, metrics, run ends)."""
         if self.writer is not None:
             self.writer.flush()
+
+    def detach(self) -> None:
+        """Interrupted: leave the background calls to the writer and do not wait for them."""
+        if self.writer is not None:
+            self.writer.detach()
 
     def finish_study(self, *, status: str, figures: Mapping[str, Any],
                      summary: Mapping[str, Any], notes: Sequence[str] = ()) -> None:

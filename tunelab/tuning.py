@@ -280,6 +280,11 @@ def run_worker(*, study_name: str, storage: str, tracking_uri: str | None = None
         return run_trials(study, objective, n_trials=n_trials, max_trials_here=max_trials,
                           deadline=deadline, heartbeat_interval=config.heartbeat_interval,
                           on_dead=on_dead)
+    except KeyboardInterrupt:
+        if tracker is not None:  # exit now; the writer (own session) finishes what it has
+            tracker.detach()
+            tracker = None
+        raise
     finally:
         if tracker is not None:
             tracker.flush()  # the last trial's figures and run end, drawn in the background
@@ -321,8 +326,9 @@ def finish_tracking(study, tracker, status: str, config: StudyConfig, end=None) 
     from tunelab.tracking.plots import pareto_front
 
     end = end or study_end_report(study, config)
-    figures, notes = study_figures(study)
-    if end["pareto_points"]:
+    # interrupted: exit within seconds; the study plots are drawn at the study's next end
+    figures, notes = study_figures(study) if status != "KILLED" else ({}, [])
+    if end["pareto_points"] and status != "KILLED":
         figures["pareto_front"] = pareto_front(
             end["pareto_points"], metric=config.objective.metric, direction=config.direction,
             gap_tolerance=config.objective.gap_tolerance, chosen=end["chosen"],
