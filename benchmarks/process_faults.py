@@ -139,14 +139,23 @@ def cpu_hog(n: int | None = None):
 
 
 def finish(proc: subprocess.Popen, timeout: float) -> tuple[int | None, str]:
+    """The exit code (None: killed after ``timeout``) and the output. The process's own exit
+    counts, not the end of its output: the tracking writer (its own session) may still hold
+    the pipe while it finishes the calls it was handed."""
+    import threading
+
+    chunks: list[str] = []
+    reader = threading.Thread(target=lambda: chunks.extend(proc.stdout), daemon=True)
+    reader.start()
     try:
-        out, _ = proc.communicate(timeout=timeout)
-        return proc.returncode, out
+        code = proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        return None, out
+        proc.wait()
+        code = None
+    reader.join(timeout=60)
+    return code, "".join(chunks)
 
 
 # -- what a folder looks like after a case -------------------------------------------------

@@ -200,7 +200,13 @@ def _objectives(directions: Sequence[str]) -> str:
 def fail_stale_trials(study: optuna.Study) -> None:
     """Fail (and retry) trials whose worker stopped sending heartbeats; RDB storage only
     (Optuna's own call does nothing for storages without heartbeats)."""
-    _retrying(lambda: optuna.storages.fail_stale_trials(study))
+    if not isinstance(study._storage, RDBStorage):
+        return
+    import warnings
+
+    with warnings.catch_warnings():  # "experimental since v2.9.0", on every poll
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        _retrying(lambda: optuna.storages.fail_stale_trials(study))
 
 
 def counted_trials(study: optuna.Study) -> int:
@@ -229,6 +235,15 @@ def duplicate_of(study: optuna.Study, number: int, params: dict[str, Any]) -> in
                 t.state == TrialState.FAIL and "history" in t.user_attrs):
             return t.number
     return None
+
+
+def ended_trials(study: optuna.Study) -> dict[int, str]:
+    """Failed trials -> the status their MLflow run should end with: KILLED (interrupted)
+    or FAILED."""
+    return {t.number: ("KILLED" if any(word in t.user_attrs.get("reason", "")
+                                       for word in ("KeyboardInterrupt", "Terminated"))
+                       or "reason" not in t.user_attrs else "FAILED")
+            for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
 
 
 def is_multi_objective(study: optuna.Study) -> bool:

@@ -260,9 +260,6 @@ class TrialLifecycle:
         for key, value in {"seed": plan.seed, "hparams": plan.params, "model": plan.model_name,
                            "n_params": n_params}.items():
             trial.set_user_attr(key, value)
-        for hook in self.hooks:
-            for key, value in (hook.trial_started(trial, plan) or {}).items():
-                trial.set_user_attr(key, value)
         history: dict[str, list[float]] = {}
 
         def on_epoch(epoch: int, logs: dict[str, float]) -> None:
@@ -295,6 +292,11 @@ class TrialLifecycle:
                 hook.trial_ended(trial, plan, finished)
 
         try:
+            # inside the try: an interrupt that lands while a hook opens the trial's MLflow
+            # run still ends it (KILLED), instead of leaving it RUNNING
+            for hook in self.hooks:
+                for key, value in (hook.trial_started(trial, plan) or {}).items():
+                    trial.set_user_attr(key, value)
             if self.cv_folds > 1:
                 from .crossval import train_folds
 

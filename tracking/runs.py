@@ -327,6 +327,23 @@ class StudyTracker:
             self.parent.log_text("\n".join(notes), "study/notes.txt")
         self.parent.end(status)
 
+    def end_stray_runs(self, ended: Mapping[int, str]) -> int:
+        """End trial runs left RUNNING whose trial has ended (``ended``: trial number ->
+        KILLED or FAILED), e.g. a run opened just as Ctrl-C landed. Returns how many."""
+        count = 0
+        try:
+            stray = self.client.search_runs(
+                [self.experiment_id], max_results=5000,
+                filter_string=f"tags.`{ROLE_TAG}` = 'trial' and attributes.status = 'RUNNING'")
+            for run in stray:
+                status = ended.get(int(run.data.tags.get(TRIAL_TAG, -1)))
+                if status is not None:
+                    self.client.set_terminated(run.info.run_id, status=status)
+                    count += 1
+        except Exception as err:
+            print(f"tunelab: could not end the study's stray runs ({err})", file=sys.stderr)
+        return count
+
     def mark_failed(self, run_id: str, reason: str) -> None:
         """End another process's run (a worker that died) as FAILED, with the reason."""
         try:

@@ -334,6 +334,9 @@ def finish_tracking(study, tracker, status: str, config: StudyConfig, end=None) 
             gap_tolerance=config.objective.gap_tolerance, chosen=end["chosen"],
             title=f"study {config.study_name}: Pareto front of {config.objective.metric} "
                   "and the overfitting gap")
+    from tunelab.search.study import ended_trials
+
+    tracker.end_stray_runs(ended_trials(study))
     tracker.finish_study(status=status, figures=figures, summary=end["summary"], notes=notes)
     close_all()
 
