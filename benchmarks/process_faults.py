@@ -73,13 +73,20 @@ def study_file(root: Path, **overrides) -> Path:
     return path
 
 
-def start_tune(root: Path, *flags: str) -> subprocess.Popen:
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def start_tune(root: Path, *flags: str, sigint_ignored: bool = False) -> subprocess.Popen:
     """``python -m tunelab tune study.yaml FLAGS`` in its own process group (a terminal's
-    foreground job), output merged."""
+    foreground job), output merged. ``sigint_ignored``: started the way a non-interactive
+    shell starts a background job (``cmd &``), with SIGINT ignored, which Python and every
+    child keep unless told otherwise."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen([sys.executable, "-m", "tunelab", "tune", "study.yaml", *flags],
                             cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True, env=env)
+                            text=True, start_new_session=True, env=env,
+                            preexec_fn=_ignore_sigint if sigint_ignored else None)
 
 
 def trials(root: Path, name: str = "faults") -> list:
@@ -250,11 +257,11 @@ def _has_tensorflow(pid: int) -> bool:
         return False
 
 
-def ctrl_c(root: Path, point: str) -> dict:
+def ctrl_c(root: Path, point: str, *, sigint_ignored: bool = False) -> dict:
     """One SIGINT to the process group at ``point``; exit 130 within 15 s, no traceback."""
     study_file(root, n_trials=3, max_epochs=3 if point != "first-epoch" else 30,
                trials_per_process=1 if point == "recycle" else 8)
-    proc = start_tune(root)
+    proc = start_tune(root, sigint_ignored=sigint_ignored)
     first_workers: set[int] = set()
     if point == "start-up":
         time.sleep(0.5)
@@ -324,6 +331,8 @@ def resume(root: Path) -> dict:
 
 CASES = {"sigkill-mid-trial": sigkill_mid_trial, "sigterm-mid-trial": sigterm_mid_trial,
          **{f"ctrl-c@{p}": (lambda root, p=p: ctrl_c(root, p)) for p in CTRL_C_POINTS},
+         "ctrl-c@first-epoch, SIGINT inherited ignored":
+             lambda root: ctrl_c(root, "first-epoch", sigint_ignored=True),
          "concurrent-starts": concurrent_starts, "resume": resume}
 
 

@@ -72,26 +72,34 @@ def test_sigterm_is_handled_like_ctrl_c(tmp_path, hog):
     assert "Terminated" in trial0.user_attrs["reason"]
 
 
-@pytest.mark.parametrize("point", ["first-epoch", "between-trials"])
+#: repetitions of each Ctrl-C point here (the benchmark runs each 20 times); the suite runs
+#: each once to stay within its time budget on 2 cores: TUNELAB_FAULT_REPEATS=3 for more
+REPEATS = int(os.environ.get("TUNELAB_FAULT_REPEATS", "1"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", pf.CTRL_C_POINTS)
 def test_ctrl_c_under_load_is_never_lost(tmp_path, hog, point):
-    for attempt in range(3):
+    for attempt in range(REPEATS):
         row = pf.ctrl_c(tmp_path / str(attempt), point)
         assert row["exit code"] == 130, row["out"][-4000:]
-        assert row["seconds to recover"] <= 15, row["out"][-4000:]
         assert not row["traceback"], row["out"][-4000:]
+        assert row["seconds to recover"] <= 15, row["out"][-4000:]
         assert row["runs left RUNNING"] == 0 and row["duplicated runs"] == 0, row["out"]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("point", ["start-up", "data-loading", "recycle"])
-def test_ctrl_c_at_start_up_loading_and_recycle(tmp_path, hog, point):
-    for attempt in range(3):
-        row = pf.ctrl_c(tmp_path / str(attempt), point)
-        assert row["exit code"] == 130 and not row["traceback"], row["out"][-4000:]
-        assert row["seconds to recover"] <= 15, row["out"][-4000:]
-        assert row["runs left RUNNING"] == 0, row["out"][-4000:]
+def test_ctrl_c_reaches_a_study_started_with_sigint_ignored(tmp_path, hog):
+    """The lost Ctrl-C: started as a background job of a non-interactive shell (`cmd &`, as
+    scripts and CI runners do), a process inherits SIGINT ignored; Python then installs no
+    KeyboardInterrupt handler, nor do the workers it starts, and the study trained to the
+    end and exited 0. `tune` and `worker` now install their own handler."""
+    row = pf.ctrl_c(tmp_path, "first-epoch", sigint_ignored=True)
+    assert row["exit code"] == 130 and not row["traceback"], row["out"][-4000:]
+    assert row["runs left RUNNING"] == 0, row["out"][-4000:]
 
 
+@pytest.mark.slow
 def test_two_concurrent_first_starts_both_track_and_never_repeat(tmp_path):
     row = pf.concurrent_starts(tmp_path)
     assert row["codes"] == [0, 0], row["out"][-4000:]
@@ -99,11 +107,9 @@ def test_two_concurrent_first_starts_both_track_and_never_repeat(tmp_path):
     _clean(row)
 
 
-@pytest.mark.slow
-def test_resume_draws_new_points(tmp_path):
-    row = pf.resume(tmp_path)
-    assert row["first"] == 0 and row["second"] == 0, row["out"][-4000:]
-    _clean(row)
+# A resume without a fault (a finished study, then a larger budget) is the benchmark's
+# "resume" case; here the reruns after SIGKILL and SIGTERM are the resumes, and they
+# assert no replayed parameter set.
 
 
 # -- the mechanisms, in process --------------------------------------------------------------
