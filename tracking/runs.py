@@ -207,7 +207,9 @@ class StudyTracker:
     def __init__(self, tracking_uri: str, study_name: str, parent_run_id: str | None = None,
                  *, background: bool = True):
         self.tracking_uri = resolve_tracking_uri(tracking_uri)
-        self.client = MlflowClient(tracking_uri=self.tracking_uri)
+        with first_use_lock(self.tracking_uri):  # MLflow creates the schema on first use
+            self.client = MlflowClient(tracking_uri=self.tracking_uri)
+            self.client.search_experiments(max_results=1)
         # trial runs log through it so training never waits on plots or the store; it starts
         # at the first trial run (or start_writer), so trackers that log no trials start none
         self.writer = shared_writer() if background else None

@@ -193,3 +193,33 @@ def test_sampler_seeds_per_trial_resume_and_concurrency(tmp_path):
         other = _study(tmp_path / f"a-{kind}", make_sampler(kind, seed=3))
         points = [t.params["x"] for t in a.trials] + draws(resumed, 2) + draws(other, 2)
         assert len(set(points)) == len(points), (kind, points)
+
+
+_FIRST_USE = """
+import sys, time
+from pathlib import Path
+go = Path(sys.argv[2])
+while not go.exists():
+    time.sleep(0.01)
+from tunelab.tracking import StudyTracker
+print("tracked", StudyTracker(sys.argv[1], "race", background=False).experiment_id)
+"""
+
+
+def test_two_processes_creating_one_new_store_both_track(tmp_path):
+    """MLflow migrates a new SQLite store on first use; two processes doing it at once raced
+    on alembic_version (3 of 3 times here without the lock)."""
+    import subprocess
+
+    for attempt in range(2):
+        root = tmp_path / str(attempt)
+        uri = f"sqlite:///{root}/mlruns/mlflow.db"
+        procs = [subprocess.Popen([sys.executable, "-c", _FIRST_USE, uri, str(root / "go")],
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                 for _ in range(2)]
+        time.sleep(5)  # both imported MLflow and wait at the gate
+        root.mkdir(exist_ok=True)
+        (root / "go").touch()
+        outs = [p.communicate(timeout=300)[0] for p in procs]
+        for proc, out in zip(procs, outs, strict=True):
+            assert proc.returncode == 0 and "tracked 1" in out, out[-3000:]
