@@ -308,7 +308,7 @@ def concurrent_starts(root: Path) -> dict:
     untracked = sum("tracking" in out and "unavailable" in out for _, out in results)
     no_run = sum(1 for t in row["trials"] if t.state.name == "COMPLETE"
                  and not t.user_attrs.get("mlflow_run_id"))
-    row["trials lost"] += no_run
+    row["trials lost"] += no_run + untracked  # a process that ran without tracking is a miss
     row.update({"exit code": "/".join(str(c) for c, _ in results),
                 "seconds to recover": round(time.time() - started, 1),
                 "untracked": untracked, "codes": [c for c, _ in results],
