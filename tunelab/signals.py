@@ -19,19 +19,34 @@ def exit_code(interrupt: BaseException) -> int:
     return 128 + signal.SIGTERM if isinstance(interrupt, Terminated) else 128 + signal.SIGINT
 
 
+#: copies of a stop signal within this many seconds of the first are ignored
+COPY_WINDOW = 5.0
+_last_stop = [float("-inf")]
+
+
 def _on_stop(signum, frame) -> None:
-    # The first stop signal wins; its copies (Ctrl-C reaches the whole process group, and
-    # `tune` forwards it to its workers) must not interrupt the cleanup it starts: a second
-    # KeyboardInterrupt raised while the trial records its end would leave it RUNNING.
-    ignore_stop_signals()
+    # Copies of one stop (Ctrl-C reaches the whole process group, and `tune` forwards it to
+    # its workers at once) must not interrupt the cleanup the first one starts: a second
+    # KeyboardInterrupt raised while the trial records its end would leave it RUNNING. A
+    # signal after the window raises again: the first one may have been swallowed (raised
+    # inside a finalizer, where Python only prints "Exception ignored"), and `tune` repeats
+    # the signal to a worker that is still running.
+    import time
+
+    now = time.monotonic()
+    if now - _last_stop[0] < COPY_WINDOW:
+        return
+    _last_stop[0] = now
     if signum == signal.SIGTERM:
         raise Terminated(f"signal {signum} (SIGTERM)")
     raise KeyboardInterrupt
 
 
 def handle_stop_signals() -> None:
-    """SIGINT raises ``KeyboardInterrupt`` and SIGTERM ``Terminated`` in the main thread,
-    once; later copies are ignored. Main thread only, as ``signal.signal`` requires."""
+    """SIGINT raises ``KeyboardInterrupt`` and SIGTERM ``Terminated`` in the main thread;
+    copies within ``COPY_WINDOW`` seconds are ignored. Installed whatever the inherited
+    disposition: a process started with SIGINT ignored (a background job of a
+    non-interactive shell) still stops on Ctrl-C. Main thread only."""
     signal.signal(signal.SIGINT, _on_stop)
     signal.signal(signal.SIGTERM, _on_stop)
 

@@ -187,7 +187,8 @@ def _run_worker_processes(config: StudyConfig, tracking_uri: str, deadline: floa
 STOPPED_CODES = (130, 143, -2, -15)  # a worker that exited after Ctrl-C or SIGTERM
 
 
-def _stop_workers(running, interrupt: BaseException, timeout: float = 60.0) -> None:
+def _stop_workers(running, interrupt: BaseException, timeout: float = 45.0,
+                  repeat: float = 8.0) -> None:
     """Pass the stop signal on to every worker process this one started (the ones it knows
     of and any that ``Popen`` had forked when the signal landed: a signal that reaches a
     child between fork and exec is lost there), then wait for them to record their trials'
@@ -204,15 +205,20 @@ def _stop_workers(running, interrupt: BaseException, timeout: float = 60.0) -> N
                  if "worker" in c.cmdline() and "tunelab" in " ".join(c.cmdline())}
     except psutil.Error:
         pass
-    procs = []
+    alive = []
     for pid in pids:
         try:
-            child = psutil.Process(pid)
-            child.send_signal(signum)
-            procs.append(child)
+            alive.append(psutil.Process(pid))
         except psutil.Error:
             pass
-    _, alive = psutil.wait_procs(procs, timeout=timeout)
+    until = time.time() + timeout
+    while alive and time.time() < until:  # again every `repeat` s: one may be swallowed
+        for child in alive:
+            try:
+                child.send_signal(signum)
+            except psutil.Error:
+                pass
+        _, alive = psutil.wait_procs(alive, timeout=min(repeat, max(0.1, until - time.time())))
     for child in alive:
         try:
             child.kill()
