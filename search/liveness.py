@@ -112,7 +112,9 @@ def dead_reason(trial: FrozenTrial, interval: float, now: float | None = None) -
         if owner.get("started") is not None and abs(started - float(owner["started"])) > 1:
             return f"its process ({where}) is gone (the pid now belongs to another process)"
         return None
-    if beat is not None and now - float(beat) > 2 * interval:
+    if beat is None:  # owned (in study.ask) but killed before its first heartbeat
+        beat = trial.datetime_start.timestamp() if trial.datetime_start else now
+    if now - float(beat) > 2 * interval:
         return f"its process ({where}) sent no heartbeat for {now - float(beat):.0f} s"
     return None
 
@@ -155,3 +157,22 @@ def running_elsewhere(study: optuna.Study) -> list[FrozenTrial]:
     return [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
             if (t.system_attrs.get(OWNER, {}).get("host"),
                 t.system_attrs.get(OWNER, {}).get("pid")) != me]
+
+
+def fail_own_running(study: optuna.Study, reason: str) -> list[int]:
+    """Interrupted: fail the RUNNING trials this process owns (one the interrupt caught in
+    ``study.ask``, before its objective ran, which Optuna leaves RUNNING)."""
+    me = this_owner()
+    failed = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        owner = trial.system_attrs.get(OWNER) or {}
+        if (owner.get("host"), owner.get("pid")) != (me["host"], me["pid"]):
+            continue
+        try:
+            study._storage.set_trial_user_attr(trial._trial_id, "reason", reason)
+            study._storage.set_trial_user_attr(trial._trial_id, "state", "FAILED")
+            study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+            failed.append(trial.number)
+        except Exception:
+            pass
+    return failed

@@ -17,7 +17,7 @@ import optuna
 from tunelab.models.data import Dataset
 from tunelab.models.training import TrainingSettings
 
-from .liveness import OwnerHooks, reap_dead_trials, running_elsewhere
+from .liveness import OwnerHooks, fail_own_running, reap_dead_trials, running_elsewhere
 from .progress import Progress
 from .selection import ObjectiveRule
 from .space import SearchSpace
@@ -155,6 +155,9 @@ def run_trials(study: optuna.Study, objective: Objective, *, n_trials: int | Non
             return "recycle"
         try:
             study.optimize(objective, n_trials=1, catch=(TrialFailed,))
+        except KeyboardInterrupt as interrupt:
+            fail_own_running(study, f"{type(interrupt).__name__}: interrupted")
+            raise
         except optuna.exceptions.StorageInternalError as err:
             print(f"tunelab: storage error ({err}); retrying in {backoff:.0f} s", flush=True)
             time.sleep(backoff)

@@ -98,6 +98,11 @@ class _SeededPerTrial:
     study_seed: int = 0
 
     def before_trial(self, study, trial):
+        from .liveness import OWNER, this_owner
+
+        # the owner, as soon as the trial exists (inside study.ask): an interrupt before the
+        # objective's first line then still finds the trial this process must fail
+        study._storage.set_trial_system_attr(trial._trial_id, OWNER, this_owner())
         state = trial_seed(self.study_seed, trial.number)
         for sampler in (self, getattr(self, "_random_sampler", None)):
             rng = getattr(sampler, "_rng", None)  # Optuna's LazyRandomState
