@@ -21,32 +21,17 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from .study import OWNER, process_started, this_owner
 from .trial import TrialHooks
 
-OWNER = "tunelab:owner"  # {"host", "pid", "started"}
 HEARTBEAT = "tunelab:heartbeat"  # time.time() of the last beat
 #: a RUNNING trial with no owner at all (made by an older tunelab, or killed between its
 #: creation and its first line) is dead once it is this much older than the grace period
 NO_OWNER_GRACE = 60.0
-
-
-def _process_started(pid: int) -> float | None:
-    import psutil
-
-    try:
-        return round(psutil.Process(pid).create_time(), 2)
-    except psutil.Error:
-        return None
-
-
-def this_owner() -> dict[str, Any]:
-    return {"host": socket.gethostname(), "pid": os.getpid(),
-            "started": _process_started(os.getpid())}
 
 
 class OwnerHooks(TrialHooks):
@@ -106,7 +91,7 @@ def dead_reason(trial: FrozenTrial, interval: float, now: float | None = None) -
         return None
     where = f"pid {owner.get('pid')} on {owner.get('host')}"
     if owner.get("host") == socket.gethostname():
-        started = _process_started(int(owner["pid"]))
+        started = process_started(int(owner["pid"]))
         if started is None:
             return f"its process ({where}) is gone"
         if owner.get("started") is not None and abs(started - float(owner["started"])) > 1:

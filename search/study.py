@@ -81,6 +81,27 @@ def _retrying(call: Callable[[], T], attempts: int = 6, first_wait: float = 1.0)
     raise AssertionError("unreachable")
 
 
+OWNER = "tunelab:owner"  # a trial's owner, a system attribute: {"host", "pid", "started"}
+
+
+def process_started(pid: int) -> float | None:
+    """A process's start time (tells a live owner from a reused pid); None: no process."""
+    import psutil
+
+    try:
+        return round(psutil.Process(pid).create_time(), 2)
+    except psutil.Error:
+        return None
+
+
+def this_owner() -> dict[str, Any]:
+    import os
+    import socket
+
+    return {"host": socket.gethostname(), "pid": os.getpid(),
+            "started": process_started(os.getpid())}
+
+
 def trial_seed(seed: int, number: int) -> int:
     """The sampler's seed for trial ``number`` of a study seeded ``seed``."""
     return (seed * 1_000_003 + 7919 * (number + 1)) % 2**32
@@ -98,8 +119,6 @@ class _SeededPerTrial:
     study_seed: int = 0
 
     def before_trial(self, study, trial):
-        from .liveness import OWNER, this_owner
-
         # the owner, as soon as the trial exists (inside study.ask): an interrupt before the
         # objective's first line then still finds the trial this process must fail
         study._storage.set_trial_system_attr(trial._trial_id, OWNER, this_owner())
