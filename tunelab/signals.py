@@ -20,7 +20,7 @@ def exit_code(interrupt: BaseException) -> int:
 
 
 #: copies of a stop signal within this many seconds of the first are ignored
-COPY_WINDOW = 5.0
+COPY_WINDOW = 20.0
 _last_stop = [float("-inf")]
 
 

@@ -187,8 +187,8 @@ def _run_worker_processes(config: StudyConfig, tracking_uri: str, deadline: floa
 STOPPED_CODES = (130, 143, -2, -15)  # a worker that exited after Ctrl-C or SIGTERM
 
 
-def _stop_workers(running, interrupt: BaseException, timeout: float = 45.0,
-                  repeat: float = 8.0) -> None:
+def _stop_workers(running, interrupt: BaseException, timeout: float = 60.0,
+                  repeat: float = 25.0) -> None:
     """Pass the stop signal on to every worker process this one started (the ones it knows
     of and any that ``Popen`` had forked when the signal landed: a signal that reaches a
     child between fork and exec is lost there), then wait for them to record their trials'
