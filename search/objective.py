@@ -17,10 +17,11 @@ import optuna
 from tunelab.models.data import Dataset
 from tunelab.models.training import TrainingSettings
 
+from .liveness import OwnerHooks, fail_own_running, reap_dead_trials, running_elsewhere
 from .progress import Emit, ProgressHooks
 from .selection import ObjectiveRule
 from .space import SearchSpace
-from .study import counted_trials, fail_stale_trials, over_budget
+from .study import counted_trials, duplicate_of, fail_stale_trials, over_budget
 from .trial import (
     BudgetReached,
     TrackingHooks,
@@ -54,7 +55,9 @@ class Objective:
     checkpoints: Any = None  # a search.top_checkpoints.CheckpointStore; None: keep no weights
     feature_cache_dir: str | None = None  # frozen-backbone features shared by trials (disk)
     cv_folds: int = 1  # > 1: every trial is k-fold cross-validation (crossval.py)
-    hooks: list[TrialHooks] = field(default_factory=list)  # more observers (heartbeats, ...)
+    hooks: list[TrialHooks] = field(default_factory=list)  # more observers
+    heartbeat_interval: float | None = 10.0  # owner + heartbeat thread per trial; None: off
+    no_repeats: bool = False  # grid: never train a grid point twice (retries aside)
     _lifecycle: TrialLifecycle | None = field(default=None, init=False, repr=False)
 
     @property
@@ -68,6 +71,8 @@ class Objective:
                 checkpoints=self.checkpoints, feature_cache_dir=self.feature_cache_dir,
                 cv_folds=self.cv_folds, tensorboard=self.tensorboard)
             hooks = list(self.hooks)
+            if self.heartbeat_interval:
+                hooks.append(OwnerHooks(self.heartbeat_interval))
             if self.tracker is not None:
                 hooks.append(TrackingHooks(self.tracker, config=self.config,
                                            data_info=lifecycle.data_info, data=self.data))
@@ -82,23 +87,49 @@ class Objective:
     def data_info(self) -> dict[str, Any]:
         return self.lifecycle.data_info
 
+    @property
+    def owner(self) -> OwnerHooks | None:
+        return next((h for h in self.lifecycle.hooks if isinstance(h, OwnerHooks)), None)
+
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
-        if over_budget(trial.study, trial.number, self.n_trials):
-            trial.set_user_attr("skipped", "the trial budget was already filled")
-            raise BudgetReached("the trial budget was already filled by other workers")
-        params = self.space.suggest(trial)
-        return self.lifecycle.run(trial, params).objectives
+        owner = self.owner
+        if owner is not None:  # first: a process killed from here on leaves its owner behind
+            owner.claim(trial)
+        try:
+            if over_budget(trial.study, trial.number, self.n_trials):
+                trial.set_user_attr("skipped", "the trial budget was already filled")
+                raise BudgetReached("the trial budget was already filled by other workers")
+            params = self.space.suggest(trial)
+            if self.no_repeats and "retry_of" not in trial.user_attrs:
+                earlier = duplicate_of(trial.study, trial.number, trial.params)
+                if earlier is not None:
+                    trial.set_user_attr("skipped", f"grid point of trial {earlier} already "
+                                                   "trained")
+                    raise BudgetReached(f"its grid point was already trained by trial "
+                                        f"{earlier}")
+            return self.lifecycle.run(trial, params).objectives
+        finally:
+            if owner is not None:
+                owner.release(trial)
 
 
 def run_trials(study: optuna.Study, objective: Objective, *, n_trials: int | None,
                max_trials_here: int | None = None, deadline: float | None = None,
-               poll_seconds: float = 2.0) -> str:
+               poll_seconds: float = 2.0, heartbeat_interval: float | None = None,
+               on_dead=None) -> str:
     """Run trials until the study's budget is met, the deadline passes, or this process has
-    run ``max_trials_here`` (then it should be recycled). Returns which of the three."""
+    run ``max_trials_here`` (then it should be recycled). Returns which of the three.
+
+    At start and on every poll of the budget wait, trials of dead processes are failed and
+    retried once (``liveness.reap_dead_trials``; ``on_dead(trial, reason)`` is told)."""
     done_here, backoff = 0, 1.0
+    interval = heartbeat_interval or objective.heartbeat_interval
+    waiting_for: tuple[int, ...] = ()
     while True:
         if n_trials is not None:
             fail_stale_trials(study)
+            if interval:
+                reap_dead_trials(study, interval, on_dead)
             counted = counted_trials(study)
             if counted >= n_trials:
                 return "budget"
@@ -107,6 +138,16 @@ def run_trials(study: optuna.Study, objective: Objective, *, n_trials: int | Non
             if counted + running >= n_trials:
                 if deadline is not None and time.time() >= deadline:
                     return "deadline"
+                others = running_elsewhere(study)
+                if tuple(t.number for t in others) != waiting_for and others:
+                    waiting_for = tuple(t.number for t in others)
+                    print(f"tunelab: {counted} of {n_trials} trials done; waiting for "
+                          f"{_names(others)} in other processes: "
+                          + (f"at most until the deadline ({deadline - time.time():.0f} s)"
+                             if deadline is not None else "until they end")
+                          + (f", or {2 * interval:.0f} s after a heartbeat stops (a trial "
+                             "whose process is gone is failed and retried at once)"
+                             if interval else ""), flush=True)
                 time.sleep(poll_seconds)  # others' running trials may still fill the budget
                 continue
         if deadline is not None and time.time() >= deadline:
@@ -115,6 +156,9 @@ def run_trials(study: optuna.Study, objective: Objective, *, n_trials: int | Non
             return "recycle"
         try:
             study.optimize(objective, n_trials=1, catch=(TrialFailed,))
+        except KeyboardInterrupt as interrupt:
+            fail_own_running(study, f"{type(interrupt).__name__}: interrupted")
+            raise
         except optuna.exceptions.StorageInternalError as err:
             print(f"tunelab: storage error ({err}); retrying in {backoff:.0f} s", flush=True)
             time.sleep(backoff)
@@ -122,3 +166,14 @@ def run_trials(study: optuna.Study, objective: Objective, *, n_trials: int | Non
             continue
         backoff = 1.0
         done_here += 1
+
+
+def _names(trials) -> str:
+    from .liveness import OWNER
+
+    parts = []
+    for t in trials:
+        owner = t.system_attrs.get(OWNER) or {}
+        where = f" (pid {owner.get('pid')} on {owner.get('host')})" if owner else ""
+        parts.append(f"trial {t.number}{where}")
+    return ", ".join(parts)

@@ -81,16 +81,82 @@ def _retrying(call: Callable[[], T], attempts: int = 6, first_wait: float = 1.0)
     raise AssertionError("unreachable")
 
 
+OWNER = "tunelab:owner"  # a trial's owner, a system attribute: {"host", "pid", "started"}
+
+
+def process_started(pid: int) -> float | None:
+    """A process's start time (tells a live owner from a reused pid); None: no process."""
+    import psutil
+
+    try:
+        return round(psutil.Process(pid).create_time(), 2)
+    except psutil.Error:
+        return None
+
+
+def this_owner() -> dict[str, Any]:
+    import os
+    import socket
+
+    return {"host": socket.gethostname(), "pid": os.getpid(),
+            "started": process_started(os.getpid())}
+
+
+def trial_seed(seed: int, number: int) -> int:
+    """The sampler's seed for trial ``number`` of a study seeded ``seed``."""
+    return (seed * 1_000_003 + 7919 * (number + 1)) % 2**32
+
+
+class _SeededPerTrial:
+    """A sampler whose random state is reseeded before each trial from the study's seed and
+    the trial's number, which the storage hands out once per study. Seeding a process's
+    sampler once (``seed + 7919 * worker_index``) made every ``tune`` call, numbering its
+    workers from 0, replay the same stream: a resumed study re-drew the points it already
+    had, and two processes started together drew identical pairs. Per trial, a resumed
+    study, a second process and every recycled or parallel worker draw new points, and a
+    fresh single-worker study with the same seed repeats the same trials."""
+
+    study_seed: int = 0
+
+    def before_trial(self, study, trial):
+        # the owner, as soon as the trial exists (inside study.ask): an interrupt before the
+        # objective's first line then still finds the trial this process must fail
+        study._storage.set_trial_system_attr(trial._trial_id, OWNER, this_owner())
+        state = trial_seed(self.study_seed, trial.number)
+        for sampler in (self, getattr(self, "_random_sampler", None)):
+            rng = getattr(sampler, "_rng", None)  # Optuna's LazyRandomState
+            if rng is not None:
+                rng.rng.seed(state)
+        return super().before_trial(study, trial)
+
+
+class SeededTPESampler(_SeededPerTrial, optuna.samplers.TPESampler):
+    pass
+
+
+class SeededRandomSampler(_SeededPerTrial, optuna.samplers.RandomSampler):
+    pass
+
+
+class SeededGridSampler(_SeededPerTrial, optuna.samplers.GridSampler):
+    pass
+
+
 def make_sampler(kind: str, *, seed: int, n_startup_trials: int = 5,
                  grid: dict[str, list[Any]] | None = None) -> optuna.samplers.BaseSampler:
+    """``seed`` is the study's; each trial's draws are seeded from it and the trial's number
+    (``trial_seed``), so no two trials of a study replay one random stream."""
     if kind == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup_trials,
-                                          multivariate=True, constant_liar=True)
-    if kind == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if kind == "grid":
-        return optuna.samplers.GridSampler(grid or {}, seed=seed)
-    raise ValueError(f"unknown sampler {kind!r}: choose tpe, random or grid")
+        sampler = SeededTPESampler(seed=seed, n_startup_trials=n_startup_trials,
+                                   multivariate=True, constant_liar=True)
+    elif kind == "random":
+        sampler = SeededRandomSampler(seed=seed)
+    elif kind == "grid":
+        sampler = SeededGridSampler(grid or {}, seed=seed)
+    else:
+        raise ValueError(f"unknown sampler {kind!r}: choose tpe, random or grid")
+    sampler.study_seed = seed
+    return sampler
 
 
 def make_pruner(kind: str, *, max_epochs: int, n_startup_trials: int = 3,
@@ -122,7 +188,10 @@ def open_study(*, storage: str, study_name: str, direction: str | None = None,
     ``directions`` (several) makes a multi-objective study. Resuming a study whose
     directions differ from the ones asked for is a ``ValueError``: a study keeps its
     objectives."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # ERROR: Optuna's warning for a failed trial carries its whole traceback (Ctrl-C's
+    # included); the trial's one line comes from progress.py and the traceback goes into the
+    # trial's attributes and MLflow run (trial.py)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     backend = open_storage(storage, heartbeat_interval=heartbeat_interval, on_stale=on_stale)
     if direction is not None and directions is not None:
         raise ValueError("give direction or directions, not both")
@@ -155,7 +224,13 @@ def _objectives(directions: Sequence[str]) -> str:
 def fail_stale_trials(study: optuna.Study) -> None:
     """Fail (and retry) trials whose worker stopped sending heartbeats; RDB storage only
     (Optuna's own call does nothing for storages without heartbeats)."""
-    _retrying(lambda: optuna.storages.fail_stale_trials(study))
+    if not isinstance(study._storage, RDBStorage):
+        return
+    import warnings
+
+    with warnings.catch_warnings():  # "experimental since v2.9.0", on every poll
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        _retrying(lambda: optuna.storages.fail_stale_trials(study))
 
 
 def counted_trials(study: optuna.Study) -> int:
@@ -172,6 +247,27 @@ def over_budget(study: optuna.Study, number: int, n_trials: int | None) -> bool:
                if t.number < number and t.state in (*COUNTED, TrialState.RUNNING,
                                                     TrialState.WAITING)]
     return len(earlier) >= n_trials
+
+
+def duplicate_of(study: optuna.Study, number: int, params: dict[str, Any]) -> int | None:
+    """The number of another trial that trained (or is training) exactly ``params``:
+    running, complete, pruned, or failed after training started; None if there is none."""
+    for t in study.get_trials(deepcopy=False):
+        if t.number == number or t.params != params or "skipped" in t.user_attrs:
+            continue
+        if t.state in (*COUNTED, TrialState.RUNNING) or (
+                t.state == TrialState.FAIL and "history" in t.user_attrs):
+            return t.number
+    return None
+
+
+def ended_trials(study: optuna.Study) -> dict[int, str]:
+    """Failed trials -> the status their MLflow run should end with: KILLED (interrupted)
+    or FAILED."""
+    return {t.number: ("KILLED" if any(word in t.user_attrs.get("reason", "")
+                                       for word in ("KeyboardInterrupt", "Terminated"))
+                       or "reason" not in t.user_attrs else "FAILED")
+            for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
 
 
 def is_multi_objective(study: optuna.Study) -> bool:

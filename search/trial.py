@@ -162,7 +162,8 @@ class TrackingHooks(TrialHooks):
                        summary=end.summary, **common)
         else:
             run.finish(state=end.state, history=end.history or None, reason=end.reason,
-                       **common)
+                       **common, **({"traceback": format_error(end.error)}
+                                    if end.error is not None else {}))
 
 
 def _log_augmented_samples(run: Any, settings: Any, data: Any, seed: int) -> None:
@@ -239,9 +240,6 @@ class TrialLifecycle:
         for key, value in {"seed": plan.seed, "hparams": plan.params, "model": plan.model_name,
                            "n_params": n_params}.items():
             trial.set_user_attr(key, value)
-        for hook in self.hooks:
-            for key, value in (hook.trial_started(trial, plan) or {}).items():
-                trial.set_user_attr(key, value)
         history: dict[str, list[float]] = {}
 
         def on_epoch(epoch: int, logs: dict[str, float]) -> None:
@@ -274,6 +272,11 @@ class TrialLifecycle:
                 hook.trial_ended(trial, plan, finished)
 
         try:
+            # inside the try: an interrupt that lands while a hook opens the trial's MLflow
+            # run still ends it (KILLED), instead of leaving it RUNNING
+            for hook in self.hooks:
+                for key, value in (hook.trial_started(trial, plan) or {}).items():
+                    trial.set_user_attr(key, value)
             if self.cv_folds > 1:
                 from .crossval import train_folds
 
@@ -296,7 +299,10 @@ class TrialLifecycle:
             raise
         except BaseException as err:
             state = "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED"
-            end(state, reason=f"{type(err).__name__}: {err}", history=history, error=err)
+            if state == "FAILED":  # the terminal gets one line; the traceback is kept here
+                trial.set_user_attr("traceback", format_error(err))
+            end(state, reason=f"{type(err).__name__}: {err}".rstrip(": "), history=history,
+                error=err)
             raise
         if result.diverged:
             end("FAILED", reason=result.reason, history=history)
@@ -370,6 +376,13 @@ class TrialLifecycle:
         trial.set_user_attr("train_seconds", round(time.time() - started, 3))
         if reason:
             trial.set_user_attr("reason", reason)
+
+
+def format_error(err: BaseException) -> str:
+    """A failed trial's traceback, for its MLflow run and its Optuna attributes."""
+    import traceback
+
+    return "".join(traceback.format_exception(type(err), err, err.__traceback__))[-20000:]
 
 
 def _max_rss_mb() -> float:

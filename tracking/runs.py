@@ -19,7 +19,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 
 from . import plots
-from .store import artifact_root, package_versions, resolve_tracking_uri
+from .store import artifact_root, first_use_lock, package_versions, resolve_tracking_uri
 from .writer import BackgroundWriter, shared_writer
 
 STUDY_TAG = "tunelab.study"
@@ -163,6 +163,10 @@ class TrialRun(_Run):
                history: Mapping[str, Sequence[float]] | None = None, **details: Any) -> None:
         """Final metrics, plots and the terminal state (complete, pruned, failed); with a
         writer they are drawn and logged in the background (copies: the caller moves on)."""
+        if state == "KILLED":  # interrupted: end the run now, in this process, no figures
+            self._finish(state=state, summary=dict(summary) if summary else None,
+                         reason=details.get("reason", ""))
+            return
         self.later(self._finish, state=state, summary=dict(summary) if summary else None,
                    history={k: list(v) for k, v in history.items()} if history else None,
                    **details)
@@ -171,7 +175,8 @@ class TrialRun(_Run):
                 history: Mapping[str, Sequence[float]] | None = None,
                 y_true: Sequence[int] | None = None, y_pred: Sequence[int] | None = None,
                 class_names: Sequence[str] = (), model_summary: str | None = None,
-                reason: str = "", artifacts_dir: str | Path | None = None) -> None:
+                reason: str = "", artifacts_dir: str | Path | None = None,
+                traceback: str | None = None) -> None:
         tags = {"tunelab.state": state}
         if reason:
             tags["tunelab.reason"] = reason
@@ -188,6 +193,8 @@ class TrialRun(_Run):
                             "confusion_matrix.png", dpi=80)
         if model_summary:
             self.log_text(model_summary, "model_summary.txt")
+        if traceback:  # a failed trial: the terminal showed one line, the run keeps the rest
+            self.log_text(traceback, "traceback.txt")
         if artifacts_dir and Path(artifacts_dir).exists():
             self.log_dir(artifacts_dir, "tensorboard")
         self.end({"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "KILLED": "KILLED"}.get(
@@ -200,12 +207,15 @@ class StudyTracker:
     def __init__(self, tracking_uri: str, study_name: str, parent_run_id: str | None = None,
                  *, background: bool = True):
         self.tracking_uri = resolve_tracking_uri(tracking_uri)
-        self.client = MlflowClient(tracking_uri=self.tracking_uri)
+        with first_use_lock(self.tracking_uri):  # MLflow creates the schema on first use
+            self.client = MlflowClient(tracking_uri=self.tracking_uri)
+            self.client.search_experiments(max_results=1)
         # trial runs log through it so training never waits on plots or the store; it starts
         # at the first trial run (or start_writer), so trackers that log no trials start none
         self.writer = shared_writer() if background else None
         self.study_name = study_name
-        self.experiment_id = self._experiment()
+        with first_use_lock(self.tracking_uri):  # schema creation, then the experiment's
+            self.experiment_id = self._experiment()
         self.parent = _Run(self.client, parent_run_id or self._parent_run_id(), "the study run")
 
     def _experiment(self) -> str:
@@ -329,6 +339,11 @@ class StudyTracker:
         if self.writer is not None:
             self.writer.flush()
 
+    def detach(self) -> None:
+        """Interrupted: leave the background calls to the writer and do not wait for them."""
+        if self.writer is not None:
+            self.writer.detach()
+
     def finish_study(self, *, status: str, figures: Mapping[str, Any],
                      summary: Mapping[str, Any], notes: Sequence[str] = ()) -> None:
         self.flush()
@@ -342,6 +357,23 @@ class StudyTracker:
         if notes:
             self.parent.log_text("\n".join(notes), "study/notes.txt")
         self.parent.end(status)
+
+    def end_stray_runs(self, ended: Mapping[int, str]) -> int:
+        """End trial runs left RUNNING whose trial has ended (``ended``: trial number ->
+        KILLED or FAILED), e.g. a run opened just as Ctrl-C landed. Returns how many."""
+        count = 0
+        try:
+            stray = self.client.search_runs(
+                [self.experiment_id], max_results=5000,
+                filter_string=f"tags.`{ROLE_TAG}` = 'trial' and attributes.status = 'RUNNING'")
+            for run in stray:
+                status = ended.get(int(run.data.tags.get(TRIAL_TAG, -1)))
+                if status is not None:
+                    self.client.set_terminated(run.info.run_id, status=status)
+                    count += 1
+        except Exception as err:
+            print(f"tunelab: could not end the study's stray runs ({err})", file=sys.stderr)
+        return count
 
     def mark_failed(self, run_id: str, reason: str) -> None:
         """End another process's run (a worker that died) as FAILED, with the reason."""

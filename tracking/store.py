@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import platform
 from importlib import metadata
@@ -22,6 +23,28 @@ def resolve_tracking_uri(uri: str) -> str:
             f"tracking_uri: {uri!r} is a bare file store, which MLflow 3 no longer accepts; "
             "use sqlite:///mlruns/mlflow.db (the default) or http://HOST:PORT of a server")
     return uri
+
+
+@contextlib.contextmanager
+def first_use_lock(uri: str):
+    """Serialize the first use of a local SQLite store across processes: MLflow creates and
+    migrates its schema on first use, and two processes doing it at once race on
+    ``alembic_version`` ("expected to match one row when updating"); the loser then ran
+    without tracking. A file lock (``fcntl.flock``) beside the database holds the others
+    until the schema exists. Other URIs (servers, databases) pass through."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    path = Path(uri[len("sqlite:///"):])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def artifact_root(uri: str) -> str | None:

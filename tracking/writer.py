@@ -94,6 +94,20 @@ class BackgroundWriter:
                 self._done = self._submitted
                 self._changed.notify_all()
 
+    def detach(self) -> None:
+        """Hand the child what it has and return at once (an interrupted process): the child
+        lives in its own session and finishes those calls after this process exits."""
+        with self._send:
+            proc, self._proc, self._alive = self._proc, None, False
+            if proc is not None:
+                try:
+                    proc.stdin.close()
+                except OSError:
+                    pass
+            with self._changed:
+                self._done = self._submitted
+                self._changed.notify_all()
+
     @property
     def pending(self) -> int:
         return max(0, self._submitted - self._done)

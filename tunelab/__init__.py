@@ -13,6 +13,12 @@ from __future__ import annotations
 from tunelab import quiet
 
 quiet.library_defaults()  # before anything loads TensorFlow
+import sys  # noqa: E402
+
+if __import__("os").path.basename(sys.argv[0] if sys.argv else "") in ("-m", "tunelab"):
+    from tunelab.signals import quiet_interrupts_at_startup  # noqa: E402
+
+    quiet_interrupts_at_startup()  # Ctrl-C while the CLI imports: exit 130, no traceback
 
 from tunelab.config import ConfigError, StudyConfig, load_config  # noqa: E402
 

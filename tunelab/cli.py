@@ -89,6 +89,10 @@ class _SubParser(argparse.ArgumentParser):
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     quiet.configure(args.verbose)  # before TensorFlow, absl or MLflow load (Optuna has)
+    from tunelab.signals import exit_code, handle_stop_signals
+
+    if args.command in ("tune", "worker"):
+        handle_stop_signals()  # SIGTERM is handled like Ctrl-C (exit 143)
     try:
         if args.command == "tune":
             return _tune(args)
@@ -109,8 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"tunelab: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        return 130
+    except KeyboardInterrupt as interrupt:  # Ctrl-C: 130; SIGTERM: 143
+        return exit_code(interrupt)
     except RuntimeError as err:
         print(f"tunelab: error: {err}", file=sys.stderr)
         return 1

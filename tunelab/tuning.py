@@ -19,6 +19,7 @@ from typing import Any
 
 from tunelab import quiet
 from tunelab.config import DEFAULT_TRACKING_URI, ConfigError, StudyConfig, config_from_dict
+from tunelab.signals import Terminated
 from tunelab.terminal import StudyState, make_display, param_name, short
 from tunelab.text_table import table
 from tunelab.wiring import (
@@ -120,9 +121,10 @@ def tune(config: StudyConfig | str | Path | Mapping[str, Any] | None = None, *,
                       "of the study's time", flush=True)
         # the top candidates measured again, here in the parent, within the budget
         confirm(study, config, data, deadline, tracker)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
         status = "KILLED"
-        print("\ntunelab: interrupted; finished trials are saved. Run the same command again "
+        what = "terminated (SIGTERM)" if isinstance(interrupt, Terminated) else "interrupted"
+        print(f"\ntunelab: {what}; finished trials are saved. Run the same command again "
               "to resume the study.", file=sys.stderr, flush=True)
         raise
     except BaseException:
@@ -236,6 +238,9 @@ def _run_worker_processes(config: StudyConfig, tracking_uri: str, deadline: floa
             time.sleep(0.5)
             for proc in [p for p in running if p.poll() is not None]:
                 _, before = running.pop(proc)
+                if proc.returncode in STOPPED_CODES:  # someone stopped that worker: stop all
+                    raise (Terminated if proc.returncode in (143, -15) else KeyboardInterrupt)(
+                        f"a tunelab worker was stopped (exit code {proc.returncode})")
                 if proc.returncode != 0:
                     raise RuntimeError(f"a tunelab worker exited with code {proc.returncode}; "
                                        "see its output above")
@@ -244,12 +249,8 @@ def _run_worker_processes(config: StudyConfig, tracking_uri: str, deadline: floa
             if idle_exits > 2 * config.workers:
                 raise RuntimeError("workers keep finishing without completing any trial; every "
                                    "trial failed, see the reasons above")
-    except KeyboardInterrupt:
-        for proc in running:
-            try:
-                proc.wait(timeout=120)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+    except KeyboardInterrupt as interrupt:
+        _stop_workers(running, interrupt)
         raise
     finally:
         for proc in running:
@@ -261,6 +262,53 @@ def _run_worker_processes(config: StudyConfig, tracking_uri: str, deadline: floa
             reader.join(timeout=5)
         if server is not None:
             server.stop()
+
+
+STOPPED_CODES = (130, 143, -2, -15)  # a worker that exited after Ctrl-C or SIGTERM
+
+
+def _stop_workers(running, interrupt: BaseException, timeout: float = 60.0,
+                  repeat: float = 25.0) -> None:
+    """Pass the stop signal on to every worker process this one started (the ones it knows
+    of and any that ``Popen`` had forked when the signal landed: a signal that reaches a
+    child between fork and exec is lost there), then wait for them to record their trials'
+    ends; a worker still alive after ``timeout`` is killed (its trial is failed by the next
+    process that checks the budget). Workers ignore the copies of a signal they already got."""
+    import signal
+
+    import psutil
+
+    signum = signal.SIGTERM if isinstance(interrupt, Terminated) else signal.SIGINT
+    pids = {p.pid for p in running}
+    try:  # also a worker whose Popen was interrupted before it returned
+        pids |= {c.pid for c in psutil.Process().children()
+                 if "worker" in c.cmdline() and "tunelab" in " ".join(c.cmdline())}
+    except psutil.Error:
+        pass
+    alive = []
+    for pid in pids:
+        try:
+            alive.append(psutil.Process(pid))
+        except psutil.Error:
+            pass
+    until = time.time() + timeout
+    while alive and time.time() < until:  # again every `repeat` s: one may be swallowed
+        for child in alive:
+            try:
+                child.send_signal(signum)
+            except psutil.Error:
+                pass
+        _, alive = psutil.wait_procs(alive, timeout=min(repeat, max(0.1, until - time.time())))
+    for child in alive:
+        try:
+            child.kill()
+        except psutil.Error:
+            pass
+    for proc in running:  # reap them
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
 
 
 def run_worker(*, study_name: str, storage: str, tracking_uri: str | None = None,
@@ -292,9 +340,11 @@ def run_worker(*, study_name: str, storage: str, tracking_uri: str | None = None
     def on_stale(trial) -> None:
         print(f"tunelab: trial {trial.number} stopped sending heartbeats (its worker died); "
               "marked failed and retried once", flush=True)
+        on_dead(trial, "its worker stopped sending heartbeats")
+
+    def on_dead(trial, reason: str) -> None:  # a dead process's trial: end its run FAILED
         if tracker is not None and trial.user_attrs.get("mlflow_run_id"):
-            tracker.mark_failed(trial.user_attrs["mlflow_run_id"],
-                                "its worker stopped sending heartbeats")
+            tracker.mark_failed(trial.user_attrs["mlflow_run_id"], reason)
 
     if worker_index is None:  # a worker started by hand, maybe on another machine
         worker_index = os.getpid()
@@ -335,7 +385,13 @@ def run_worker(*, study_name: str, storage: str, tracking_uri: str | None = None
         display.start()
     try:
         return run_trials(study, objective, n_trials=n_trials, max_trials_here=max_trials,
-                          deadline=deadline)
+                          deadline=deadline, heartbeat_interval=config.heartbeat_interval,
+                          on_dead=on_dead)
+    except KeyboardInterrupt:
+        if tracker is not None:  # exit now; the writer (own session) finishes what it has
+            tracker.detach()
+            tracker = None
+        raise
     finally:
         if display is not None:
             display.stop()
@@ -380,13 +436,17 @@ def finish_tracking(study, tracker, status: str, config: StudyConfig, end=None) 
     from tunelab.tracking.plots import pareto_front
 
     end = end or study_end_report(study, config)
-    figures, notes = study_figures(study)
-    if end["pareto_points"]:
+    # interrupted: exit within seconds; the study plots are drawn at the study's next end
+    figures, notes = study_figures(study) if status != "KILLED" else ({}, [])
+    if end["pareto_points"] and status != "KILLED":
         figures["pareto_front"] = pareto_front(
             end["pareto_points"], metric=config.objective.metric, direction=config.direction,
             gap_tolerance=config.objective.gap_tolerance, chosen=end["chosen"],
             title=f"study {config.study_name}: Pareto front of {config.objective.metric} "
                   "and the overfitting gap")
+    from tunelab.search.study import ended_trials
+
+    tracker.end_stray_runs(ended_trials(study))
     tracker.finish_study(status=status, figures=figures, summary=end["summary"], notes=notes)
     close_all()
 

@@ -183,9 +183,10 @@ def open_study(config: StudyConfig, *, create: bool, on_stale=None, worker_index
     from tunelab.search import open_study as open_optuna_study
 
     space = config.search_space
-    # Every worker process needs its own sampler stream: with the same seed, recycled or
-    # parallel workers would propose the same random start-up trials again.
-    sampler = make_sampler(config.sampler.kind, seed=config.seed + 7919 * worker_index,
+    # The sampler reseeds itself per trial from the study's seed and the trial's number
+    # (search.study.trial_seed): recycled, parallel and resumed workers, and a second
+    # `tunelab tune`, draw new points; a fresh study with the same seed repeats its trials.
+    sampler = make_sampler(config.sampler.kind, seed=config.seed,
                            n_startup_trials=config.sampler.n_startup_trials,
                            grid=space.grid() if config.sampler.kind == "grid" else None)
     p = config.pruner
@@ -221,4 +222,6 @@ def make_objective(config: StudyConfig, data, tracker, n_trials: int | None,
                      tensorboard=config.tensorboard, rule=objective_rule(config),
                      checkpoints=checkpoint_store(config),
                      feature_cache_dir=feature_cache_dir(config),
-                     cv_folds=config.dataset.cv_folds or 1, worker=worker)
+                     cv_folds=config.dataset.cv_folds or 1, worker=worker,
+                     heartbeat_interval=config.heartbeat_interval,
+                     no_repeats=config.sampler.kind == "grid")

@@ -1,0 +1,225 @@
+"""A study survives its processes (issue #14): real signals to real `tunelab tune`
+subprocesses on real stores, with a CPU hog per core beside them.
+
+The cases live in ``benchmarks/process_faults.py`` (which repeats each 20 times); here each
+runs once or, for Ctrl-C, three times at the points the suite can afford. Everything that
+needs no subprocess (the reaper's decisions, the retry, the per-trial sampler seeds) is
+tested directly below, in milliseconds.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+_spec = importlib.util.spec_from_file_location("process_faults",
+                                               REPO / "benchmarks" / "process_faults.py")
+pf = importlib.util.module_from_spec(_spec)
+sys.modules["process_faults"] = pf
+_spec.loader.exec_module(pf)
+
+
+@pytest.fixture
+def hog():
+    with pf.cpu_hog() as hogs:
+        yield hogs
+
+
+def _clean(row: dict) -> None:
+    """Every count of a row is 0."""
+    for key in ("trials lost", "runs left RUNNING", "duplicated runs",
+                "replayed parameter sets"):
+        assert row[key] == 0, f"{key}: {row[key]}\n{row.get('out', '')[-4000:]}"
+
+
+# -- subprocess cases ----------------------------------------------------------------------
+@pytest.mark.slow
+def test_sigkill_mid_trial_then_rerun_finishes(tmp_path, hog):
+    row = pf.sigkill_mid_trial(tmp_path)
+    assert row["first"] == -9 and row["second"] == 0, row["out"][-4000:]
+    _clean(row)
+    by_number = {t.number: t for t in row["trials"]}
+    dead = by_number[0]
+    assert dead.state.name == "FAIL" and "died" in dead.user_attrs["reason"]
+    retry = [t for t in row["trials"] if t.user_attrs.get("retry_of") == 0]
+    assert len(retry) == 1 and retry[0].params == dead.params
+    assert retry[0].state.name == "COMPLETE"
+    dead_run = next(r for r in row["runs"] if r.data.tags.get("tunelab.trial") == "0")
+    assert dead_run.info.status == "FAILED"
+    assert "its worker died" in dead_run.data.tags["tunelab.reason"]
+    parent = [r for r in row["runs"] if r.data.tags.get("tunelab.role") == "study"]
+    assert len(parent) == 1 and parent[0].info.status == "FINISHED"
+    assert "Traceback" not in row["out"]
+
+
+@pytest.mark.slow
+def test_sigterm_is_handled_like_ctrl_c(tmp_path, hog):
+    row = pf.sigterm_mid_trial(tmp_path)
+    assert row["first"] == 143 and row["second"] == 0, row["out"][-4000:]
+    assert row["after signal"][0] == "FAIL"
+    assert "terminated (SIGTERM)" in row["out"] and "Traceback" not in row["out"]
+    _clean(row)
+    killed = next(r for r in row["runs"] if r.data.tags.get("tunelab.trial") == "0")
+    assert killed.info.status == "KILLED"
+    trial0 = next(t for t in row["trials"] if t.number == 0)
+    assert "Terminated" in trial0.user_attrs["reason"]
+
+
+#: repetitions of each Ctrl-C point here (the benchmark runs each 20 times); the suite runs
+#: each once to stay within its time budget on 2 cores: TUNELAB_FAULT_REPEATS=3 for more
+REPEATS = int(os.environ.get("TUNELAB_FAULT_REPEATS", "1"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", pf.CTRL_C_POINTS)
+def test_ctrl_c_under_load_is_never_lost(tmp_path, hog, point):
+    for attempt in range(REPEATS):
+        row = pf.ctrl_c(tmp_path / str(attempt), point)
+        assert row["exit code"] == 130, row["out"][-4000:]
+        assert not row["traceback"], row["out"][-4000:]
+        assert row["seconds to recover"] <= 15, row["out"][-4000:]
+        assert row["runs left RUNNING"] == 0 and row["duplicated runs"] == 0, row["out"]
+
+
+@pytest.mark.slow
+def test_ctrl_c_reaches_a_study_started_with_sigint_ignored(tmp_path, hog):
+    """The lost Ctrl-C: started as a background job of a non-interactive shell (`cmd &`, as
+    scripts and CI runners do), a process inherits SIGINT ignored; Python then installs no
+    KeyboardInterrupt handler, nor do the workers it starts, and the study trained to the
+    end and exited 0. `tune` and `worker` now install their own handler."""
+    row = pf.ctrl_c(tmp_path, "first-epoch", sigint_ignored=True)
+    assert row["exit code"] == 130 and not row["traceback"], row["out"][-4000:]
+    assert row["runs left RUNNING"] == 0, row["out"][-4000:]
+
+
+@pytest.mark.slow
+def test_two_concurrent_first_starts_both_track_and_never_repeat(tmp_path):
+    row = pf.concurrent_starts(tmp_path)
+    assert row["codes"] == [0, 0], row["out"][-4000:]
+    assert row["untracked"] == 0 and "alembic" not in row["out"], row["out"][-4000:]
+    _clean(row)
+
+
+# A resume without a fault (a finished study, then a larger budget) is the benchmark's
+# "resume" case; here the reruns after SIGKILL and SIGTERM are the resumes, and they
+# assert no replayed parameter set.
+
+
+# -- the mechanisms, in process --------------------------------------------------------------
+def _study(tmp_path, sampler=None):
+    from tunelab.search.study import open_study
+
+    return open_study(storage=str(tmp_path / "j.journal"), study_name="s",
+                      direction="maximize", sampler=sampler)
+
+
+def test_reaper_fails_a_dead_owners_trial_and_retries_it_once(tmp_path):
+    import socket
+    import subprocess
+
+    from tunelab.search.liveness import HEARTBEAT, OWNER, reap_dead_trials
+
+    study = _study(tmp_path)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    study._storage.set_trial_system_attr(trial._trial_id, OWNER, {
+        "host": socket.gethostname(), "pid": gone.pid, "started": 1.0})
+    alive = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    study._storage.set_trial_system_attr(alive._trial_id, OWNER, {
+        "host": socket.gethostname(), "pid": os.getpid(), "started": None})
+    far = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    study._storage.set_trial_system_attr(far._trial_id, OWNER, {
+        "host": "elsewhere", "pid": 1, "started": 1.0})
+    study._storage.set_trial_system_attr(far._trial_id, HEARTBEAT, time.time() - 100)
+    told = []
+    failed = reap_dead_trials(study, 10, lambda t, reason: told.append((t.number, reason)))
+    assert sorted(t.number for t in failed) == [0, 2]
+    states = {t.number: t.state.name for t in study.trials}
+    assert states[0] == "FAIL" and states[1] == "RUNNING" and states[2] == "FAIL"
+    waiting = [t for t in study.trials if t.state.name == "WAITING"]
+    assert sorted(t.user_attrs["retry_of"] for t in waiting) == [0, 2]
+    assert "gone" in told[0][1] and "heartbeat" in told[1][1]
+    # a retry that dies again stays failed
+    retry = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    assert retry.user_attrs["retry_of"] in (0, 2) and retry.params["x"] in (
+        study.trials[0].params["x"], study.trials[2].params["x"])
+    study._storage.set_trial_system_attr(retry._trial_id, OWNER, {
+        "host": socket.gethostname(), "pid": gone.pid, "started": 1.0})
+    assert len(reap_dead_trials(study, 10)) == 1
+    assert len([t for t in study.trials if t.state.name == "WAITING"]) == 1  # the other retry
+
+
+def test_heartbeat_thread_beats_without_epochs(tmp_path):
+    from tunelab.search.liveness import HEARTBEAT, OWNER, OwnerHooks
+
+    study = _study(tmp_path)
+    trial = study.ask()
+    owner = OwnerHooks(0.2)
+    owner.claim(trial)
+    first = study._storage.get_trial(trial._trial_id).system_attrs[HEARTBEAT]
+    time.sleep(1.0)
+    attrs = study._storage.get_trial(trial._trial_id).system_attrs
+    owner.release(trial)
+    assert attrs[HEARTBEAT] > first and attrs[OWNER]["pid"] == os.getpid()
+
+
+def test_sampler_seeds_per_trial_resume_and_concurrency(tmp_path):
+    from tunelab.search.study import make_sampler
+
+    dist = {"x": optuna.distributions.FloatDistribution(0, 1)}
+
+    def draws(study, n):
+        out = []
+        for _ in range(n):
+            t = study.ask(dist)
+            out.append(t.params["x"])
+            study.tell(t, 0.0)
+        return out
+
+    for kind in ("random", "tpe"):
+        a = _study(tmp_path / f"a-{kind}", make_sampler(kind, seed=3))
+        b = _study(tmp_path / f"b-{kind}", make_sampler(kind, seed=3))
+        assert draws(a, 3) == draws(b, 3)  # a fresh study with the same seed repeats
+        # resumed (a new process, a new sampler object) and a second process on one study
+        resumed = _study(tmp_path / f"a-{kind}", make_sampler(kind, seed=3))
+        other = _study(tmp_path / f"a-{kind}", make_sampler(kind, seed=3))
+        points = [t.params["x"] for t in a.trials] + draws(resumed, 2) + draws(other, 2)
+        assert len(set(points)) == len(points), (kind, points)
+
+
+_FIRST_USE = """
+import sys, time
+from pathlib import Path
+go = Path(sys.argv[2])
+while not go.exists():
+    time.sleep(0.01)
+from tunelab.tracking import StudyTracker
+print("tracked", StudyTracker(sys.argv[1], "race", background=False).experiment_id)
+"""
+
+
+def test_two_processes_creating_one_new_store_both_track(tmp_path):
+    """MLflow migrates a new SQLite store on first use; two processes doing it at once raced
+    on alembic_version (3 of 3 times here without the lock)."""
+    import subprocess
+
+    for attempt in range(2):
+        root = tmp_path / str(attempt)
+        uri = f"sqlite:///{root}/mlruns/mlflow.db"
+        procs = [subprocess.Popen([sys.executable, "-c", _FIRST_USE, uri, str(root / "go")],
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                 for _ in range(2)]
+        time.sleep(5)  # both imported MLflow and wait at the gate
+        root.mkdir(exist_ok=True)
+        (root / "go").touch()
+        outs = [p.communicate(timeout=300)[0] for p in procs]
+        for proc, out in zip(procs, outs, strict=True):
+            assert proc.returncode == 0 and "tracked 1" in out, out[-3000:]

@@ -1,0 +1,72 @@
+"""Stop signals, handled one way: SIGTERM (what ``timeout``, systemd and Slurm send) becomes
+``Terminated``, a ``KeyboardInterrupt``, so every path that handles Ctrl-C (the trial marked
+failed, its MLflow run KILLED, the study's parent run KILLED, the clean message) handles it
+too. The command exits 130 after Ctrl-C and 143 after SIGTERM (128 + the signal's number).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived; handled exactly like Ctrl-C, exit code 143."""
+
+
+def exit_code(interrupt: BaseException) -> int:
+    return 128 + signal.SIGTERM if isinstance(interrupt, Terminated) else 128 + signal.SIGINT
+
+
+#: copies of a stop signal within this many seconds of the first are ignored
+COPY_WINDOW = 20.0
+_last_stop = [float("-inf")]
+
+
+def _on_stop(signum, frame) -> None:
+    # Copies of one stop (Ctrl-C reaches the whole process group, and `tune` forwards it to
+    # its workers at once) must not interrupt the cleanup the first one starts: a second
+    # KeyboardInterrupt raised while the trial records its end would leave it RUNNING. A
+    # signal after the window raises again: the first one may have been swallowed (raised
+    # inside a finalizer, where Python only prints "Exception ignored"), and `tune` repeats
+    # the signal to a worker that is still running.
+    import time
+
+    now = time.monotonic()
+    if now - _last_stop[0] < COPY_WINDOW:
+        return
+    _last_stop[0] = now
+    if signum == signal.SIGTERM:
+        raise Terminated(f"signal {signum} (SIGTERM)")
+    raise KeyboardInterrupt
+
+
+def handle_stop_signals() -> None:
+    """SIGINT raises ``KeyboardInterrupt`` and SIGTERM ``Terminated`` in the main thread;
+    copies within ``COPY_WINDOW`` seconds are ignored. Installed whatever the inherited
+    disposition: a process started with SIGINT ignored (a background job of a
+    non-interactive shell) still stops on Ctrl-C. Main thread only."""
+    signal.signal(signal.SIGINT, _on_stop)
+    signal.signal(signal.SIGTERM, _on_stop)
+
+
+def ignore_stop_signals() -> None:
+    """After the first stop signal: let the cleanup (the trial's state, the run's end) finish
+    instead of being interrupted by the signal's copies (the process group's, the parent's)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def _quiet_interrupt_hook(kind, value, tb) -> None:
+    """An interrupt that escapes ``main`` (one that lands while the command's modules are
+    still importing) exits with its code and no traceback."""
+    if issubclass(kind, KeyboardInterrupt):
+        sys.stderr.write("\ntunelab: interrupted\n")
+        sys.stderr.flush()
+        os._exit(exit_code(value))
+    sys.__excepthook__(kind, value, tb)
+
+
+def quiet_interrupts_at_startup() -> None:
+    sys.excepthook = _quiet_interrupt_hook
