@@ -20,6 +20,7 @@ from typing import Any, Literal, get_args, get_origin
 
 import yaml
 
+from tunelab.models.metric_names import LOGGED_METRIC_FORMS, may_be_logged
 from tunelab.search.conditional import build_space
 from tunelab.search.space import Choice, Fixed, FloatRange, IntRange, SearchSpace
 
@@ -200,20 +201,57 @@ class StudyConfig:
 
 
 # -- loading -------------------------------------------------------------------------------
-def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None,
-                ) -> StudyConfig:
-    """Read a YAML study file (or the embedded default), apply overrides, validate."""
-    raw: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: no such study file")
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML ({err})") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: expected a mapping of keys at the top level")
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader (no Python objects from tags) that refuses a key given twice in
+    one mapping: plain PyYAML keeps the last value without a word."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue  # '<<: *anchor' merges; its keys may be overridden
+                key = self.construct_object(key_node, deep=True)
+                line = key_node.start_mark.line + 1
+                try:
+                    first = seen.get(key)
+                except TypeError:  # an unhashable key: PyYAML reports it below
+                    continue
+                if first is not None:
+                    raise _DuplicateKey(f"line {line}: duplicate key {key!r} (first on line "
+                                        f"{first}); YAML would silently keep only the last "
+                                        "value, so remove one of them")
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+class _DuplicateKey(ConfigError):
+    pass
+
+
+def read_study_file(path: str | Path) -> dict[str, Any]:
+    """The mapping a YAML study file holds; an empty file and a duplicate key are errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such study file")
+    try:
+        raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # a SafeLoader
+    except _DuplicateKey as err:
+        raise ConfigError(f"{path}: {err}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err})") from None
+    if raw is None:
+        raise ConfigError(f"{path}: the study file is empty (or holds only comments); write "
+                          "the keys to change, e.g. 'model: alexnet', or run `tunelab tune` "
+                          "without a file for the embedded default study")
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys at the top level")
+    return raw
+
+
+def apply_overrides(raw: dict[str, Any], overrides: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Set dotted keys (``dataset.image_size``) in ``raw``, in place; None values are skipped
+    (a flag that was not given)."""
     for dotted, value in (overrides or {}).items():
         if value is None:
             continue
@@ -222,6 +260,21 @@ def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | N
         for key in parents:
             node = node.setdefault(key, {})
         node[leaf] = value
+    return raw
+
+
+def user_mapping(path: str | Path | None, overrides: Mapping[str, Any] | None = None,
+                 ) -> dict[str, Any]:
+    """The keys the user set: the study file's (none for the embedded default) with the
+    overrides on top. A resumed study takes every other key from its stored config."""
+    raw = read_study_file(path) if path is not None else {}
+    return apply_overrides(raw, overrides)
+
+
+def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None,
+                ) -> StudyConfig:
+    """Read a YAML study file (or the embedded default), apply overrides, validate."""
+    raw = user_mapping(path, overrides)
     try:
         return config_from_dict(raw)
     except ConfigError as err:
@@ -391,12 +444,16 @@ def validate(config: StudyConfig) -> None:
     _check_dataset(d)
     if config.n_trials is None and config.timeout is None and config.sampler.kind != "grid":
         raise ConfigError("n_trials and timeout are both null: set at least one budget")
-    for metric in (config.objective.metric, config.monitor):
+    for key, metric in (("objective.metric", config.objective.metric),
+                        ("early_stopping.monitor", config.monitor)):
         if not metric.startswith("val_"):
             raise ConfigError(
-                f"objective.metric / early_stopping.monitor: {metric!r} must be a validation "
-                "metric such as val_accuracy or val_loss"
+                f"{key}: {metric!r} must be a validation metric such as val_accuracy or "
+                f"val_loss (logged: {LOGGED_METRIC_FORMS})"
             )
+        if not may_be_logged(metric):
+            raise ConfigError(f"{key}: {metric!r} is not logged by any trial, so the study "
+                              f"could not read it; the metrics are {LOGGED_METRIC_FORMS}")
     if not config.study_name.replace("-", "").replace("_", "").replace(".", "").isalnum():
         raise ConfigError(f"study_name: {config.study_name!r} may only hold letters, digits, "
                           "'-', '_' and '.'")
