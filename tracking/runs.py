@@ -229,8 +229,10 @@ class StudyTracker:
         return found.info.run_id if found else None
 
     def start_study(self, *, config: Mapping[str, Any], space: Mapping[str, Any],
-                    data_info: Mapping[str, Any]) -> str:
-        """Create the parent run, or reopen it when the study is resumed."""
+                    data_info: Mapping[str, Any], tags: Mapping[str, str] | None = None,
+                    ) -> str:
+        """Create the parent run, or reopen it when the study is resumed; ``tags`` (e.g. the
+        changes a resume accepted) are set on it."""
         logged: dict[str, str] = {}
         if self.parent.run_id is None:
             run = self.client.create_run(self.experiment_id, run_name=self.study_name,
@@ -252,6 +254,8 @@ class StudyTracker:
         self.parent.log_params({k: v for k, v in params.items() if k not in logged})
         if changed:
             self.parent.set_tags({f"tunelab.resumed.{k}": v for k, v in changed.items()})
+        if tags:
+            self.parent.set_tags(dict(tags))
         self.parent.log_dict(config, "config.yaml")
         self.parent.log_dict(space, "search_space.json")
         self.parent.log_dict({"packages": package_versions(), **data_info}, "environment.json")

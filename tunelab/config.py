@@ -142,6 +142,7 @@ class KerasTunerConfig:
 
 @dataclass(frozen=True)
 class StudyConfig:
+    # absent from the file: <data>-<model> (default_study_name), e.g. breastmnist-lenet
     study_name: str = "digits-lenet"
     model: str = "lenet"
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
@@ -283,6 +284,35 @@ def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | N
         raise
 
 
+def default_study_name(raw: Mapping[str, Any]) -> str:
+    """``<data>-<model>`` from the keys given: the dataset's file or folder name lower-cased
+    (``digits`` for the bundled digits) and the model, or ``search`` when the study searches
+    the model family: ``digits-lenet``, ``breastmnist-alexnet``, ``xray-search``. So another
+    dataset or model is another study, never appended to an earlier one."""
+    raw = _model_list_to_space(raw) if isinstance(raw, Mapping) else {}
+    dataset = raw.get("dataset")
+    source = dataset.get("source", "digits") if isinstance(dataset, Mapping) else "digits"
+    space = raw.get("space")
+    family = isinstance(space, Mapping) and "model" in space
+    model = "search" if family else str(raw.get("model") or "lenet")
+    return f"{_name_part(_data_name(str(source)), 'data')}-{_name_part(model, 'model')}"
+
+
+def _data_name(source: str) -> str:
+    if source == "digits":
+        return "digits"
+    path = Path(source).expanduser()
+    if path.name in ("", ".", ".."):
+        path = path.resolve()
+    return path.stem if path.suffix.lower() in (".npz", ".csv") else path.name
+
+
+def _name_part(text: str, fallback: str) -> str:
+    import re
+
+    return re.sub(r"[^a-z0-9_.-]+", "-", text.lower()).strip("-.") or fallback
+
+
 def _model_list_to_space(raw: Mapping[str, Any]) -> Mapping[str, Any]:
     """``model: [a, b]`` -> ``space.model: [a, b]`` and ``model: a`` (the family search lives
     in the space; ``model`` keeps a default that must be one of the families)."""
@@ -304,7 +334,12 @@ def _model_list_to_space(raw: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 def config_from_dict(raw: Mapping[str, Any]) -> StudyConfig:
-    config = _build(StudyConfig, _model_list_to_space(raw), "")
+    """A validated config from a mapping; without ``study_name``, the name follows the data
+    and the model (``default_study_name``)."""
+    raw = _model_list_to_space(raw)
+    if isinstance(raw, Mapping) and "study_name" not in raw:
+        raw = {**raw, "study_name": default_study_name(raw)}
+    config = _build(StudyConfig, raw, "")
     config = _no_pruning_for_pareto(config)
     validate(config)
     return config
