@@ -144,6 +144,7 @@ class Objective:
             callbacks.append(tensorboard_callback(tb_dir))
         common = {"model_summary": model_summary(model), "artifacts_dir": tb_dir,
                   "class_names": self.data.class_names}
+        trial.set_user_attr("model_summary", common["model_summary"])  # for `tunelab sync`
         _log_augmented_samples(run, settings, self.data, seed)
         started = time.time()
         try:
@@ -189,6 +190,9 @@ class Objective:
         summary["process_peak_rss_mb"] = _max_rss_mb()
         y_true, y_pred = (result.y_true, result.y_pred) if cv else (  # out-of-fold with cv
             self.data.val.y, predict_proba(model, head, self.data.val.x).argmax(axis=1))
+        # the validation confusion counts: `tunelab sync` draws confusion_matrix.png from them
+        trial.set_user_attr("val_confusion", confusion_counts(y_true, y_pred,
+                                                              self.data.n_classes))
         rule = self.rule or ObjectiveRule(self.metric, self.direction)
         value = rule.value(summary)
         summary["objective"] = value
@@ -249,6 +253,15 @@ class Objective:
     def _report(self, number: int, state: str, value: float | None, detail: str) -> None:
         if self.progress:
             self.progress.trial_finished(number, state, value, detail)
+
+
+def confusion_counts(y_true, y_pred, n_classes: int) -> list[list[int]]:
+    """counts[true][predicted], as plain lists (a user attribute is JSON)."""
+    import numpy as np
+
+    pairs = np.asarray(y_true, dtype="int64") * n_classes + np.asarray(y_pred, dtype="int64")
+    counts = np.bincount(pairs, minlength=n_classes * n_classes)
+    return counts.reshape(n_classes, n_classes).tolist()
 
 
 def _log_augmented_samples(run: Any, settings: Any, data: Dataset, seed: int) -> None:

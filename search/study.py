@@ -298,5 +298,7 @@ def finished_trial_records(study: optuna.Study) -> list[dict[str, Any]]:
                         "history": t.user_attrs.get("history"),
                         "summary": t.user_attrs.get("summary"),
                         "reason": t.user_attrs.get("reason", ""),
-                        "seed": t.user_attrs.get("seed", 0)})
+                        "seed": t.user_attrs.get("seed", 0),
+                        "model_summary": t.user_attrs.get("model_summary"),
+                        "confusion": t.user_attrs.get("val_confusion")})
     return records

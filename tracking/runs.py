@@ -314,6 +314,15 @@ class StudyTracker:
             self.parent.log_text("\n".join(notes), "study/notes.txt")
         self.parent.end(status)
 
+    def parent_state(self) -> tuple[str | None, bool]:
+        """The parent run's status (None without one) and whether it holds the study summary
+        (``best_trial.json``) that ``finish_study`` logs and an outage may have prevented."""
+        if self.parent.run_id is None:
+            return None, False
+        run = self.client.get_run(self.parent.run_id)
+        names = {f.path for f in self.client.list_artifacts(self.parent.run_id)}
+        return run.info.status, "best_trial.json" in names
+
     def mark_failed(self, run_id: str, reason: str) -> None:
         """End another process's run (a worker that died) as FAILED, with the reason."""
         try:
