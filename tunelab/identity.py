@@ -135,7 +135,7 @@ class ResumeCheck:
 
 def check_accept_keys(keys: Iterable[str]) -> list[str]:
     """``--accept-change`` names: ``data``, a config key or section, or ``space.<name>``."""
-    keys = [str(k) for k in keys]
+    keys = [keys] if isinstance(keys, str) else [str(k) for k in keys]
     for key in keys:
         head, _, rest = key.partition(".")
         if key == "data" or head == "space":
@@ -278,12 +278,6 @@ class _DataShown:
                 f"{self.data.get('fingerprint')}; {s.get('train')} train / {s.get('val')} "
                 f"validation / {s.get('test')} test images)")
         return text + (f" [changed: {self.why}]" if self.why else "")
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, _DataShown) and self.data == other.data
-
-    def __hash__(self) -> int:
-        return hash(json.dumps(self.data, sort_keys=True, default=str))
 
 
 def _show(value: Any) -> str:

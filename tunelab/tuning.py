@@ -133,11 +133,12 @@ def tune(config: StudyConfig | str | Path | Mapping[str, Any] | None = None, *,
     accept = tuple(check_accept_keys(accept_changes))
     config, stored = resolve_study(config, overrides)
     data = load_data(config)
+    identity = study_identity(config, data)
+    # a resume that would mix another question into the study stops here, before Keras loads
+    check = check_resume(stored, config, identity, accept) if stored is not None else None
     from tunelab.validation import validate_against_data
 
     validate_against_data(config, data)
-    identity = study_identity(config, data)
-    check = check_resume(stored, config, identity, accept) if stored is not None else None
     from tunelab.tracking import StudyTracker, resolve_tracking_uri
 
     try:

@@ -131,10 +131,16 @@ def test_an_accepted_change_is_recorded_and_unset_keys_keep_the_stored_values(tm
     assert len(parent) == 1 and parent[0].info.status == "FINISHED"
     assert parent[0].data.tags["tunelab.accepted.space.learning_rate"].endswith(
         "-> {high: 0.02, log: true, low: 0.001}")
-    # the next resume compares with the accepted identity: nothing to refuse
-    tunelab.tune({"study_name": "tiny", "storage": raw["storage"],
-                  "tracking_uri": raw["tracking_uri"], "n_trials": 2, "space": space},
-                 in_process=True)
+    # the next resume compares with the accepted identity: nothing to refuse (checked as
+    # tune checks, without running the study's end again)
+    from tunelab.identity import study_identity
+    from tunelab.tuning import check_resume, resolve_study
+    from tunelab.wiring import load_data
+
+    config, stored = resolve_study({"study_name": "tiny", "storage": raw["storage"],
+                                    "space": space}, {})
+    check = check_resume(stored, config, study_identity(config, load_data(config)), ())
+    assert not check.refused and not check.accepted and not check.allowed
 
 
 def test_a_study_from_before_identities_resumes_with_a_notice_on_its_stored_config(tmp_path,
