@@ -68,7 +68,7 @@ def cached_features(extract: Callable[[np.ndarray], np.ndarray], x: np.ndarray, 
     path = Path(cache_dir) / name if cache_dir is not None else None
     if path is not None and path.is_file():
         try:
-            features = np.load(path, mmap_mode="r")
+            features = np.load(path, mmap_mode="r", allow_pickle=False)
         except (OSError, ValueError):  # a truncated file from a killed process: recompute
             features = None
         if features is not None and len(features) == len(x):

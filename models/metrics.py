@@ -12,26 +12,12 @@ Class names are made metric-safe (letters, digits, ``_``, ``-``, ``.``).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 import keras
 import numpy as np
 
-
-def metric_safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(name)).strip("_") or "class"
-
-
-def metric_names(class_names: Sequence[str], prefix: str = "val_") -> list[str]:
-    """Every name ``classification_metrics`` produces for these classes."""
-    names = ["balanced_accuracy", "f1_macro"]
-    for c in class_names:
-        names += [f"precision_{metric_safe(c)}", f"recall_{metric_safe(c)}",
-                  f"f1_{metric_safe(c)}"]
-    if len(class_names) == 2:
-        names.append("auc")
-    return [prefix + n for n in names]
+from .metric_names import metric_names, metric_safe  # noqa: F401  (the names live there)
 
 
 def classification_metrics(y_true: np.ndarray, proba: np.ndarray,

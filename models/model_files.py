@@ -56,7 +56,8 @@ def load_checkpoint(path: str | Path, compile: bool = True) -> tuple[keras.Model
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint")
     try:
-        model = keras.saving.load_model(path, compile=compile)
+        # safe_mode: a Lambda layer's pickled Python code is refused, never run
+        model = keras.saving.load_model(path, compile=compile, safe_mode=True)
     except Exception as err:  # Keras raises several kinds for a damaged archive
         raise CheckpointError(f"{path}: not a loadable Keras model ({type(err).__name__}: "
                               f"{err}); delete it to retrain the trial") from None

@@ -138,6 +138,34 @@ def dimension_to_yaml(dim: Dimension) -> Any:
     return out
 
 
+def distribution_of(dim: Dimension) -> optuna.distributions.BaseDistribution | None:
+    """The Optuna distribution a dimension suggests from (None for a fixed value)."""
+    d = optuna.distributions
+    if isinstance(dim, Choice):
+        return d.CategoricalDistribution(list(dim.choices))
+    if isinstance(dim, IntRange):
+        return d.IntDistribution(dim.low, dim.high, log=dim.log, step=dim.step)
+    if isinstance(dim, FloatRange):
+        return d.FloatDistribution(dim.low, dim.high, log=dim.log, step=dim.step)
+    return None
+
+
+def distribution_conflicts(stored: Mapping[str, Any], space: Any) -> list[str]:
+    """Parameters whose new dimension Optuna refuses in a study whose trials suggested them
+    from ``stored`` (name -> distribution): another kind, another log setting, or other
+    choices of a categorical. Such a change cannot be resumed, even when accepted."""
+    out = []
+    for name, dim in space.dimensions.items():
+        old, new = stored.get(name), distribution_of(dim)
+        if old is None or new is None:
+            continue
+        try:
+            optuna.distributions.check_distribution_compatibility(old, new)
+        except ValueError as err:
+            out.append(f"space.{name}: {err} (the study's trials suggested it from {old})")
+    return out
+
+
 def candidate_values(dim: Dimension) -> list[Any]:
     """Every value a dimension can take, or its two ends for a continuous range."""
     if isinstance(dim, FloatRange) and dim.step is None:

@@ -312,6 +312,48 @@ def study_overview(storage_url: str) -> list[dict[str, Any]]:
     return rows
 
 
+def find_stored_study(storage_url: str, study_name: str) -> dict[str, Any] | None:
+    """What a storage holds of a study, read without writing anything: None when the journal
+    file, the SQLite file, the database's tables or the study do not exist; else its user
+    attributes (``user_attrs``), trial count (``n_trials``) and the distributions its trials
+    suggested from (``distributions``). ``tune`` compares them with the new config before it
+    opens the study for writing."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if storage_url.startswith(RDB_PREFIXES):
+        if storage_url.startswith("sqlite:"):
+            from sqlalchemy.engine import make_url
+
+            database = make_url(storage_url).database
+            if not database or database == ":memory:" or not Path(database).is_file():
+                return None
+        else:
+            import sqlalchemy
+
+            engine = sqlalchemy.create_engine(storage_url)
+            try:
+                tables = _retrying(lambda: sqlalchemy.inspect(engine).get_table_names())
+            finally:
+                engine.dispose()
+            if "studies" not in tables:  # Optuna would create its tables: a write
+                return None
+        storage = open_storage(storage_url)
+    else:
+        path = Path(storage_url.removeprefix("journal:")).expanduser()
+        if not path.is_file():
+            return None
+        storage = JournalStorage(JournalFileBackend(str(path)))
+    try:
+        study_id = storage.get_study_id_from_name(study_name)
+    except KeyError:
+        return None
+    trials = storage.get_all_trials(study_id, deepcopy=False)
+    distributions: dict[str, Any] = {}
+    for trial in trials:
+        distributions.update(trial.distributions)
+    return {"user_attrs": dict(storage.get_study_user_attrs(study_id)),
+            "n_trials": len(trials), "distributions": distributions}
+
+
 def stored_user_attrs(storage_url: str, study_name: str) -> dict[str, Any]:
     """A stored study's user attributes (its tunelab config, tracking URI, parent run)."""
     return dict(open_study(storage=storage_url, study_name=study_name).user_attrs)
@@ -351,7 +393,9 @@ def finished_trial_records(study: optuna.Study) -> list[dict[str, Any]]:
                         "history": t.user_attrs.get("history"),
                         "summary": t.user_attrs.get("summary"),
                         "reason": t.user_attrs.get("reason", ""),
-                        "seed": t.user_attrs.get("seed", 0)})
+                        "seed": t.user_attrs.get("seed", 0),
+                        "model_summary": t.user_attrs.get("model_summary"),
+                        "confusion": t.user_attrs.get("val_confusion")})
     return records
 
 

@@ -261,6 +261,7 @@ class TrialLifecycle:
 
             extra_callbacks.append(tensorboard_callback(tb_dir))
         common = {"model_summary": model_summary(model), "artifacts_dir": tb_dir}
+        trial.set_user_attr("model_summary", common["model_summary"])  # for `tunelab sync`
         started = time.time()
 
         def end(state: str, **details: Any) -> None:
@@ -322,6 +323,9 @@ class TrialLifecycle:
         counts = np.bincount(np.asarray(y_true).astype(int), minlength=self.data.n_classes)
         summary["majority_share"] = float(counts.max() / max(1, counts.sum()))
         summary["n_classes"] = float(self.data.n_classes)
+        # the validation confusion counts: `tunelab sync` draws confusion_matrix.png from them
+        trial.set_user_attr("val_confusion", confusion_counts(y_true, y_pred,
+                                                              self.data.n_classes))
         value = self.rule.value(summary)
         summary["objective"] = value
         gap_limit = self.rule.constraint(summary)
@@ -383,6 +387,15 @@ def format_error(err: BaseException) -> str:
     import traceback
 
     return "".join(traceback.format_exception(type(err), err, err.__traceback__))[-20000:]
+
+
+def confusion_counts(y_true, y_pred, n_classes: int) -> list[list[int]]:
+    """counts[true][predicted], as plain lists (a user attribute is JSON)."""
+    import numpy as np
+
+    pairs = np.asarray(y_true, dtype="int64") * n_classes + np.asarray(y_pred, dtype="int64")
+    counts = np.bincount(pairs, minlength=n_classes * n_classes)
+    return counts.reshape(n_classes, n_classes).tolist()
 
 
 def _max_rss_mb() -> float:

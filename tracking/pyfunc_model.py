@@ -186,7 +186,8 @@ class ImageClassifier(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
         import keras
 
-        self.model = keras.saving.load_model(context.artifacts["model"], compile=False)
+        self.model = keras.saving.load_model(context.artifacts["model"], compile=False,
+                                             safe_mode=True)
         with open(context.artifacts["meta"]) as f:
             self.meta = json.load(f)
 

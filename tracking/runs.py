@@ -239,8 +239,10 @@ class StudyTracker:
         return found.info.run_id if found else None
 
     def start_study(self, *, config: Mapping[str, Any], space: Mapping[str, Any],
-                    data_info: Mapping[str, Any]) -> str:
-        """Create the parent run, or reopen it when the study is resumed."""
+                    data_info: Mapping[str, Any], tags: Mapping[str, str] | None = None,
+                    ) -> str:
+        """Create the parent run, or reopen it when the study is resumed; ``tags`` (e.g. the
+        changes a resume accepted) are set on it."""
         logged: dict[str, str] = {}
         if self.parent.run_id is None:
             run = self.client.create_run(self.experiment_id, run_name=self.study_name,
@@ -262,6 +264,8 @@ class StudyTracker:
         self.parent.log_params({k: v for k, v in params.items() if k not in logged})
         if changed:
             self.parent.set_tags({f"tunelab.resumed.{k}": v for k, v in changed.items()})
+        if tags:
+            self.parent.set_tags(dict(tags))
         self.parent.log_dict(config, "config.yaml")
         self.parent.log_dict(space, "search_space.json")
         self.parent.log_dict({"packages": package_versions(), **data_info}, "environment.json")
@@ -374,6 +378,15 @@ class StudyTracker:
         except Exception as err:
             print(f"tunelab: could not end the study's stray runs ({err})", file=sys.stderr)
         return count
+
+    def parent_state(self) -> tuple[str | None, bool]:
+        """The parent run's status (None without one) and whether it holds the study summary
+        (``best_trial.json``) that ``finish_study`` logs and an outage may have prevented."""
+        if self.parent.run_id is None:
+            return None, False
+        run = self.client.get_run(self.parent.run_id)
+        names = {f.path for f in self.client.list_artifacts(self.parent.run_id)}
+        return run.info.status, "best_trial.json" in names
 
     def mark_failed(self, run_id: str, reason: str) -> None:
         """End another process's run (a worker that died) as FAILED, with the reason."""

@@ -21,7 +21,10 @@ TUNE_FLAGS = {  # flag -> (config key, type, help)
     "--n-trials": ("n_trials", int, "trials in the whole study"),
     "--timeout": ("timeout", float, "seconds for the whole study"),
     "--max-epochs": ("max_epochs", int, "epochs per trial at most"),
-    "--study-name": ("study_name", str, "the study to create or resume"),
+    "--study-name": ("study_name", str, "the study to create or resume (default: "
+                     "<dataset>-<model> from the dataset's file or folder name and the model, "
+                     "e.g. breastmnist-lenet, or <dataset>-search for a family search; "
+                     "digits-lenet for the embedded default)"),
     "--storage": ("storage", str, "Optuna storage: a journal file path or a database URL"),
     "--tracking-uri": ("tracking_uri", str, "MLflow tracking URI (sqlite:///... or http://...)"),
     "--seed": ("seed", int, "base random seed; trial N uses seed + N"),
@@ -53,7 +56,14 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--in-process", action="store_true",
                       help="run trials in this process instead of recycled worker processes")
     tune.add_argument("--print-config", action="store_true",
-                      help="print the resolved config and exit without training")
+                      help="print the resolved config (for an existing study: its stored "
+                      "config with the keys given here on top) and exit without training")
+    tune.add_argument("--accept-change", action="append", default=[], metavar="KEY",
+                      help="resuming a study whose data, model, space, objective, image "
+                      "size, colour mode, cv_folds, engine or another key (seed, sampler, "
+                      "...) would change is refused, naming each difference; accept an "
+                      "intended change of KEY (data, model, space, objective.metric, ...; "
+                      "repeatable), recorded in the study and on its parent run")
 
     worker = sub.add_parser("worker", help="join an existing study and run its trials",
                             description="Join a study that `tunelab tune` created and run "
@@ -122,15 +132,19 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _tune(args: argparse.Namespace) -> int:
-    from tunelab.config import load_config
-
     overrides = {key: getattr(args, flag[2:].replace("-", "_"))
                  for flag, (key, _, _) in TUNE_FLAGS.items()}
-    config = load_config(args.config, overrides)
+    overrides = {key: value for key, value in overrides.items() if value is not None}
     if args.print_config:
+        from tunelab.tuning import resolve_study
+
+        config, _ = resolve_study(args.config, overrides)
         print(config.to_yaml(), end="")
         return 0
     from tunelab.tuning import tune
 
-    tune(config, in_process=args.in_process)
+    # the file and the flags, not a resolved config: a resumed study takes the keys they do
+    # not set from its stored config
+    tune(args.config, in_process=args.in_process, accept_changes=args.accept_change,
+         **overrides)
     return 0

@@ -21,6 +21,7 @@ from typing import Any, Literal, get_args, get_origin
 
 import yaml
 
+from tunelab.models.metric_names import LOGGED_METRIC_FORMS, may_be_logged
 from tunelab.search.conditional import build_space
 from tunelab.search.space import Choice, Fixed, FloatRange, IntRange, SearchSpace
 
@@ -192,6 +193,7 @@ class KerasTunerConfig:
 
 @dataclass(frozen=True)
 class StudyConfig:
+    # absent from the file: <data>-<model> (default_study_name), e.g. breastmnist-lenet
     study_name: str = "digits-lenet"
     model: str = "lenet"
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
@@ -253,20 +255,57 @@ class StudyConfig:
 
 
 # -- loading -------------------------------------------------------------------------------
-def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None,
-                ) -> StudyConfig:
-    """Read a YAML study file (or the embedded default), apply overrides, validate."""
-    raw: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: no such study file")
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML ({err})") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: expected a mapping of keys at the top level")
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader (no Python objects from tags) that refuses a key given twice in
+    one mapping: plain PyYAML keeps the last value without a word."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue  # '<<: *anchor' merges; its keys may be overridden
+                key = self.construct_object(key_node, deep=True)
+                line = key_node.start_mark.line + 1
+                try:
+                    first = seen.get(key)
+                except TypeError:  # an unhashable key: PyYAML reports it below
+                    continue
+                if first is not None:
+                    raise _DuplicateKey(f"line {line}: duplicate key {key!r} (first on line "
+                                        f"{first}); YAML would silently keep only the last "
+                                        "value, so remove one of them")
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+class _DuplicateKey(ConfigError):
+    pass
+
+
+def read_study_file(path: str | Path) -> dict[str, Any]:
+    """The mapping a YAML study file holds; an empty file and a duplicate key are errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such study file")
+    try:
+        raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # a SafeLoader
+    except _DuplicateKey as err:
+        raise ConfigError(f"{path}: {err}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err})") from None
+    if raw is None:
+        raise ConfigError(f"{path}: the study file is empty (or holds only comments); write "
+                          "the keys to change, e.g. 'model: alexnet', or run `tunelab tune` "
+                          "without a file for the embedded default study")
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys at the top level")
+    return raw
+
+
+def apply_overrides(raw: dict[str, Any], overrides: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Set dotted keys (``dataset.image_size``) in ``raw``, in place; None values are skipped
+    (a flag that was not given)."""
     for dotted, value in (overrides or {}).items():
         if value is None:
             continue
@@ -275,12 +314,56 @@ def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | N
         for key in parents:
             node = node.setdefault(key, {})
         node[leaf] = value
+    return raw
+
+
+def user_mapping(path: str | Path | None, overrides: Mapping[str, Any] | None = None,
+                 ) -> dict[str, Any]:
+    """The keys the user set: the study file's (none for the embedded default) with the
+    overrides on top. A resumed study takes every other key from its stored config."""
+    raw = read_study_file(path) if path is not None else {}
+    return apply_overrides(raw, overrides)
+
+
+def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None,
+                ) -> StudyConfig:
+    """Read a YAML study file (or the embedded default), apply overrides, validate."""
+    raw = user_mapping(path, overrides)
     try:
         return config_from_dict(raw)
     except ConfigError as err:
         if path is not None:
             raise ConfigError(f"{path}: {err}") from None
         raise
+
+
+def default_study_name(raw: Mapping[str, Any]) -> str:
+    """``<data>-<model>`` from the keys given: the dataset's file or folder name lower-cased
+    (``digits`` for the bundled digits) and the model, or ``search`` when the study searches
+    the model family: ``digits-lenet``, ``breastmnist-alexnet``, ``xray-search``. So another
+    dataset or model is another study, never appended to an earlier one."""
+    raw = _model_list_to_space(raw) if isinstance(raw, Mapping) else {}
+    dataset = raw.get("dataset")
+    source = dataset.get("source", "digits") if isinstance(dataset, Mapping) else "digits"
+    space = raw.get("space")
+    family = isinstance(space, Mapping) and "model" in space
+    model = "search" if family else str(raw.get("model") or "lenet")
+    return f"{_name_part(_data_name(str(source)), 'data')}-{_name_part(model, 'model')}"
+
+
+def _data_name(source: str) -> str:
+    if source == "digits":
+        return "digits"
+    path = Path(source).expanduser()
+    if path.name in ("", ".", ".."):
+        path = path.resolve()
+    return path.stem if path.suffix.lower() in (".npz", ".csv") else path.name
+
+
+def _name_part(text: str, fallback: str) -> str:
+    import re
+
+    return re.sub(r"[^a-z0-9_.-]+", "-", text.lower()).strip("-.") or fallback
 
 
 def _model_list_to_space(raw: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -304,7 +387,12 @@ def _model_list_to_space(raw: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 def config_from_dict(raw: Mapping[str, Any]) -> StudyConfig:
-    config = _build(StudyConfig, _model_list_to_space(raw), "")
+    """A validated config from a mapping; without ``study_name``, the name follows the data
+    and the model (``default_study_name``)."""
+    raw = _model_list_to_space(raw)
+    if isinstance(raw, Mapping) and "study_name" not in raw:
+        raw = {**raw, "study_name": default_study_name(raw)}
+    config = _build(StudyConfig, raw, "")
     config = _no_pruning_for_pareto(config)
     validate(config)
     return config
@@ -451,12 +539,16 @@ def validate(config: StudyConfig) -> None:
     _check_dataset(d)
     if config.n_trials is None and config.timeout is None and config.sampler.kind != "grid":
         raise ConfigError("n_trials and timeout are both null: set at least one budget")
-    for metric in (config.objective.metric, config.monitor):
+    for key, metric in (("objective.metric", config.objective.metric),
+                        ("early_stopping.monitor", config.monitor)):
         if not metric.startswith("val_"):
             raise ConfigError(
-                f"objective.metric / early_stopping.monitor: {metric!r} must be a validation "
-                "metric such as val_accuracy or val_loss"
+                f"{key}: {metric!r} must be a validation metric such as val_accuracy or "
+                f"val_loss (logged: {LOGGED_METRIC_FORMS})"
             )
+        if not may_be_logged(metric):
+            raise ConfigError(f"{key}: {metric!r} is not logged by any trial, so the study "
+                              f"could not read it; the metrics are {LOGGED_METRIC_FORMS}")
     if not config.study_name.replace("-", "").replace("_", "").replace(".", "").isalnum():
         raise ConfigError(f"study_name: {config.study_name!r} may only hold letters, digits, "
                           "'-', '_' and '.'")

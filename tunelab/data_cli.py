@@ -34,7 +34,11 @@ def add_parsers(sub: Any) -> None:
     inspect.add_argument("--group-pattern", help="regex on file paths, e.g. a patient id, that "
                          "keeps each group in one split (default: no groups)")
     inspect.add_argument("--skip-bad-images", action="store_true",
-                         help="skip unreadable images with a count instead of stopping")
+                         help="skip unreadable images and images above the pixel limit, "
+                         "with a count (default: such a file is an error naming it)")
+    inspect.add_argument("--max-image-pixels", type=int,
+                         help="refuse larger images (default 89478485, Pillow's limit; as "
+                         "dataset.max_image_pixels)")
     inspect.add_argument("--samples", type=int, default=8, help="images per class in the grid")
     inspect.add_argument("--out", help="PNG path (default: <name>_samples.png)")
     inspect.add_argument("--seed", type=int, default=0, help="seed of the splits")
@@ -51,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
             validation_fraction=args.validation_fraction, test_fraction=args.test_fraction,
             seed=args.seed, label_pattern=args.label_pattern, labels_csv=args.labels_csv,
             group_pattern=args.group_pattern, skip_bad_images=args.skip_bad_images,
-            samples_per_class=args.samples, grid_path=args.out)
+            max_image_pixels=args.max_image_pixels, samples_per_class=args.samples,
+            grid_path=args.out)
     except DataError as err:
         raise ConfigError(str(err)) from None
     print(format_report(report))

@@ -20,15 +20,22 @@ def inspect_dataset(source: str, *, image_size: int | None = 64, color_mode: str
                     validation_fraction: float = 0.2, test_fraction: float = 0.0,
                     seed: int = 0, label_pattern: str | None = None,
                     labels_csv: str | None = None, group_pattern: str | None = None,
-                    skip_bad_images: bool = False, samples_per_class: int = 8,
+                    skip_bad_images: bool = False, max_image_pixels: int | None = None,
+                    samples_per_class: int = 8,
                     grid_path: str | Path | None = None) -> dict[str, Any]:
     """Load ``source`` as a study would and describe it; writes the sample grid PNG."""
     from tunelab.models.data import load_dataset
+    from tunelab.models.data.images import DEFAULT_MAX_PIXELS
 
+    if max_image_pixels is not None and max_image_pixels < 1:
+        from tunelab.models.data import DataError
+
+        raise DataError(f"--max-image-pixels: {max_image_pixels} must be > 0")
     data = load_dataset(source, image_size=image_size, color_mode=color_mode,
                         validation_fraction=validation_fraction, test_fraction=test_fraction,
                         seed=seed, label_pattern=label_pattern, labels_csv=labels_csv,
-                        group_pattern=group_pattern, skip_bad_images=skip_bad_images)
+                        group_pattern=group_pattern, skip_bad_images=skip_bad_images,
+                        max_image_pixels=max_image_pixels or DEFAULT_MAX_PIXELS)
     counts = data.class_counts()
     warnings: list[str] = []
     train = counts["train"]

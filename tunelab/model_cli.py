@@ -77,6 +77,12 @@ def add_parsers(sub) -> None:
     pred.add_argument("paths", nargs="+", help="image files or folders")
     pred.add_argument("--tracking-uri", help="MLflow store (default: sqlite:///mlruns/mlflow.db)")
     pred.add_argument("--csv", action="store_true", help="print CSV instead of a table")
+    pred.add_argument("--skip-bad-images", action="store_true",
+                      help="leave out unreadable files and files above the pixel limit, "
+                      "naming each on stderr (default: such a file is an error)")
+    pred.add_argument("--max-image-pixels", type=int,
+                      help="refuse larger images (default 89478485, Pillow's limit; raise it "
+                      "for large radiographs)")
 
     cont = sub.add_parser(
         "continue", help="resume training a trial from its checkpoint",
@@ -108,7 +114,9 @@ def run(args: argparse.Namespace) -> int:
         report(args.studies, args.storage, args.output, args.tracking_uri)
         return 0
     if args.command == "predict":
-        frame = registering.predict(args.model_uri, args.paths, args.tracking_uri)
+        frame = registering.predict(args.model_uri, args.paths, args.tracking_uri,
+                                    skip_bad_images=args.skip_bad_images,
+                                    max_image_pixels=args.max_image_pixels)
         if args.csv:
             print(frame.to_csv(index=False, float_format="%.6g"), end="")
         else:

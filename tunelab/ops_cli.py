@@ -132,18 +132,38 @@ def _sync(args: argparse.Namespace) -> int:
     if not uri:
         raise ConfigError(f"study {args.study_name!r} records no tracking URI; pass "
                           "--tracking-uri")
-    tracker = StudyTracker(uri, args.study_name,  # in this process: it reports failures
-                           parent_run_id=study.user_attrs.get("mlflow_parent_run_id"),
-                           background=False)
-    if tracker.parent.run_id is None:
-        config = config_from_dict(raw)
-        parent = tracker.start_study(config=raw, space=config.search_space.to_yaml(),
-                                     data_info={})
-        study.set_user_attr("mlflow_parent_run_id", parent)
-        tracker.parent.end("FINISHED")
-    logged = sync_trials(tracker, finished_trial_records(study), config=raw, data_info={})
+    config = config_from_dict(raw)
+    data_info = study.user_attrs.get("data_info") or {}  # recorded by `tunelab tune`
+    try:
+        tracker = StudyTracker(uri, args.study_name,  # in this process: it reports failures
+                               parent_run_id=study.user_attrs.get("mlflow_parent_run_id"),
+                               background=False)
+        if tracker.parent.run_id is None:  # tracking was down when the study started
+            parent = tracker.start_study(config=raw, space=config.search_space.to_yaml(),
+                                         data_info=data_info)
+            study.set_user_attr("mlflow_parent_run_id", parent)
+        logged = sync_trials(tracker, finished_trial_records(study), config=raw,
+                             data_info=data_info)
+        status, summarized = tracker.parent_state()
+    except RuntimeError:
+        raise
+    except Exception as err:  # MlflowException, connection errors: name the store
+        raise RuntimeError(f"tracking at {uri} is still unavailable ({type(err).__name__}: "
+                           f"{err})") from None
     print(f"tunelab: logged {len(logged)} trial(s) to {tracker.tracking_uri}"
           + (f": {', '.join(map(str, logged))}" if logged else "; every trial was already there"))
+    if logged or status == "RUNNING" or not summarized:
+        # the parent run ends as a live study's does: study plots, best trial, FINISHED (an
+        # interrupted study's KILLED or FAILED stays)
+        from tunelab.tuning import finish_tracking
+
+        finish_tracking(study, tracker, "FINISHED" if status in (None, "RUNNING") else status,
+                        config)
+        if tracker.parent.broken:
+            raise RuntimeError(f"finishing the study's parent run at {uri} failed; see the "
+                               "error above")
+        print(f"tunelab: finished the study's parent run {tracker.parent.run_id} with its "
+              "study plots and best_trial.json")
     return 0
 
 

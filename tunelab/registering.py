@@ -595,19 +595,36 @@ def image_files(paths: list[str]) -> list[Path]:
     return files
 
 
-def predict(model_uri: str, paths: list[str], tracking_uri: str | None = None):
-    """Predict image files with a registered model: a DataFrame with ``file`` first."""
-    from tunelab.models.data.images import ImageError, read_image
-    from tunelab.tracking import model_registry
+def predict(model_uri: str, paths: list[str], tracking_uri: str | None = None, *,
+            skip_bad_images: bool = False, max_image_pixels: int | None = None):
+    """Predict image files with a registered model: a DataFrame with ``file`` first.
 
+    Every file is read before the model is loaded: an unreadable one, or one above
+    ``max_image_pixels`` (default Pillow's limit), is an error naming it, or with
+    ``skip_bad_images`` left out with a line on stderr."""
+    from tunelab.models.data.images import DEFAULT_MAX_PIXELS, ImageError, read_image
+
+    if max_image_pixels is not None and max_image_pixels < 1:
+        raise ConfigError(f"--max-image-pixels: {max_image_pixels} must be > 0")
+    limit = max_image_pixels or DEFAULT_MAX_PIXELS
     files = image_files(paths)
-    images = []
+    images, kept = [], []
     for path in files:
         try:
-            image, _ = read_image(path)
+            image, _ = read_image(path, max_pixels=limit)
         except (ImageError, OSError) as err:
-            raise ConfigError(f"{path}: not a readable image ({err})") from None
+            if not skip_bad_images:
+                raise ConfigError(f"{path}: not a readable image ({err}); --skip-bad-images "
+                                  "predicts the others") from None
+            print(f"tunelab: skipped {path}: {err}", file=sys.stderr)
+            continue
         images.append(to_uint8(image))
+        kept.append(path)
+    if not images:
+        raise ConfigError(f"none of the {len(files)} file(s) is a readable image")
+    files = kept
+    from tunelab.tracking import model_registry
+
     uri = tracking_uri or DEFAULT_TRACKING_URI
     try:
         model = model_registry.load_pyfunc(uri, model_uri)

@@ -8,6 +8,7 @@ and a fresh process is the only cure that holds over long studies.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 import subprocess
@@ -27,7 +28,6 @@ from tunelab.wiring import (
     load_data,
     make_objective,
     open_study,
-    resolve_config,
     search_deadline,
     study_selection,
     trial_budget,
@@ -35,17 +35,113 @@ from tunelab.wiring import (
 )
 
 
+@dataclasses.dataclass(frozen=True)
+class StoredStudy:
+    """A study found in the storage before ``tune`` writes anything: its user attributes
+    (config, identity) and how many trials it holds."""
+
+    name: str
+    storage: str
+    user_attrs: dict[str, Any]
+    n_trials: int
+    distributions: dict[str, Any]  # parameter -> the Optuna distribution trials used
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.user_attrs["config"]
+
+
+def resolve_study(config: StudyConfig | str | Path | Mapping[str, Any] | None,
+                  overrides: Mapping[str, Any]) -> tuple[StudyConfig, StoredStudy | None]:
+    """The config a ``tune`` call runs: for a study that exists already, its stored config
+    with only the keys the user set on top (never today's defaults for the others), and the
+    stored study; else the config as given, and None. Reads the storage, writes nothing."""
+    from tunelab.config import DEFAULT_STORAGE, apply_overrides, default_study_name, user_mapping
+    from tunelab.identity import merge_stored
+    from tunelab.search.study import find_stored_study
+
+    path = None
+    if isinstance(config, StudyConfig):  # every key of a config object counts as set
+        user = apply_overrides(config.to_dict(), overrides)
+    elif isinstance(config, Mapping):
+        user = apply_overrides({}, copy.deepcopy({**config, **overrides}))
+    else:
+        path = config
+        user = user_mapping(config, overrides)
+
+    def build(raw: Mapping[str, Any]) -> StudyConfig:
+        try:
+            return config_from_dict(raw)
+        except ConfigError as err:
+            raise ConfigError(f"{path}: {err}" if path is not None else str(err)) from None
+
+    name = user.get("study_name") or default_study_name(user)
+    storage = user.get("storage") or DEFAULT_STORAGE
+    stored = None
+    if isinstance(name, str) and isinstance(storage, str):
+        try:
+            found = find_stored_study(storage, name)
+        except (ValueError, OSError) as err:
+            raise ConfigError(f"storage: {storage}: cannot read it ({err})") from None
+        if found is not None and isinstance(found["user_attrs"].get("config"), Mapping):
+            stored = StoredStudy(name, storage, found["user_attrs"], found["n_trials"],
+                                 found["distributions"])
+    if stored is None:
+        return build(user), None
+    merged = merge_stored(stored.config, user, study_name=name, storage=user.get("storage"))
+    return build(merged), stored
+
+
+def check_resume(stored: StoredStudy, config: StudyConfig, identity: Mapping[str, Any],
+                 accept: tuple[str, ...]):
+    """Refuse (ConfigError) a resume that would mix another question into the study; else
+    return the ``identity.ResumeCheck`` with what changed and was allowed or accepted."""
+    from tunelab.identity import IDENTITY_ATTR, compare, refusal
+    from tunelab.search.space import distribution_conflicts
+
+    check = compare(stored.config, stored.user_attrs.get(IDENTITY_ATTR), config, identity,
+                    accept)
+    if check.refused:
+        raise refusal(stored.name, config.storage_url, stored.n_trials, check)
+    conflicts = distribution_conflicts(stored.distributions, config.search_space)
+    if conflicts:  # accepted, but Optuna would fail every trial that suggests them
+        raise ConfigError(f"study {stored.name!r} in {config.storage_url}: Optuna cannot "
+                          "change these parameters within one study, even as an accepted "
+                          "change:\n  " + "\n  ".join(conflicts)
+                          + "\nStart a new study (another study_name) for the new space.")
+    return check
+
+
 def tune(config: StudyConfig | str | Path | Mapping[str, Any] | None = None, *,
-         in_process: bool = False, **overrides: Any):
+         in_process: bool = False, accept_changes: tuple[str, ...] | list[str] = (),
+         **overrides: Any):
     """Run (or resume) a study and return the ``optuna.Study``.
 
     ``config`` is a ``StudyConfig``, a YAML path, a mapping of keys, or None for the embedded
     default; ``overrides`` use dotted keys (``tune(max_epochs=3, **{"dataset.image_size": 8})``).
     ``in_process=True`` runs the trials in this process (handy in notebooks and debuggers;
     memory then grows with every model TensorFlow builds).
+
+    A study of that name that exists already is resumed: keys not given take its stored
+    values, and a change of what the study measures (data, model, space, objective, ...) is
+    refused unless named in ``accept_changes`` (``tunelab.identity``).
     """
-    config = resolve_config(config, overrides)
+    from tunelab.identity import (
+        ACCEPTED_ATTR,
+        IDENTITY_ATTR,
+        accepted_records,
+        accepted_tags,
+        check_accept_keys,
+        notice,
+        study_identity,
+    )
+
+    accept = tuple(check_accept_keys(accept_changes))
+    config, stored = resolve_study(config, overrides)
     data = load_data(config)
+    identity = study_identity(config, data)
+    # a resume that would mix another question into the study stops here, before Keras loads
+    check = check_resume(stored, config, identity, accept) if stored is not None else None
     from tunelab.validation import validate_against_data
 
     validate_against_data(config, data)
@@ -55,7 +151,15 @@ def tune(config: StudyConfig | str | Path | Mapping[str, Any] | None = None, *,
         tracking_uri = resolve_tracking_uri(config.resolved_tracking_uri)
     except ValueError as err:
         raise ConfigError(str(err)) from None
+    # every check has passed: from here on the stores are written
     study = open_study(config, create=True)
+    for line in notice(config.study_name, stored.n_trials, check) if check else ():
+        print(line, file=sys.stderr, flush=True)
+    if study.user_attrs.get(IDENTITY_ATTR) != identity:
+        study.set_user_attr(IDENTITY_ATTR, identity)
+    if check is not None and check.accepted:
+        study.set_user_attr(ACCEPTED_ATTR, [*study.user_attrs.get(ACCEPTED_ATTR, []),
+                                            *accepted_records(check, stored.n_trials)])
     if config.warm_start:  # known-good configurations first; never enqueued twice
         from tunelab.search.warm_start import enqueue_warm_start
 
@@ -64,13 +168,17 @@ def tune(config: StudyConfig | str | Path | Mapping[str, Any] | None = None, *,
     study.set_user_attr("tracking_uri", tracking_uri)
     data_info = {"fingerprint": data.fingerprint(), "class_names": list(data.class_names),
                  "class_counts": data.class_counts(), "input_shape": list(data.input_shape)}
+    if study.user_attrs.get("data_info") != {**data_info, "class_index": data.class_index}:
+        # what `tunelab sync` needs to log a trial as the live run would have
+        study.set_user_attr("data_info", {**data_info, "class_index": data.class_index})
     try:
         if not config.tracking:  # `tracking: false`: no MLflow at all
             raise _TrackingOff
         tracker = StudyTracker(tracking_uri, config.study_name)
         parent_run_id = tracker.start_study(config=config.to_dict(),
                                             space=config.search_space.to_yaml(),
-                                            data_info=data_info)
+                                            data_info=data_info,
+                                            tags=accepted_tags(check) if check else None)
         study.set_user_attr("mlflow_parent_run_id", parent_run_id)
     except _TrackingOff:
         tracker = None

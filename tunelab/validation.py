@@ -12,14 +12,10 @@ from tunelab.models.training_keys import TRAINING_KEYS
 from tunelab.search.conditional import FamilySpace, family_views
 from tunelab.search.space import candidate_values
 
-PER_CLASS_PREFIXES = ("val_precision_", "val_recall_", "val_f1_", "val_auc",
-                      "val_balanced_accuracy")
-
 
 def _check_data_knobs(config: StudyConfig, data: Dataset) -> None:
-    """Augmentation values and class weights in the space; metrics that need the classes."""
+    """Augmentation values and class weights in the space."""
     from tunelab.models.data.augment import AUGMENT_KEYS, check_augment_value
-    from tunelab.models.metrics import metric_names
 
     space = config.search_space
     for name in AUGMENT_KEYS:
@@ -33,13 +29,21 @@ def _check_data_knobs(config: StudyConfig, data: Dataset) -> None:
             if value not in ("balanced", "none"):
                 raise ConfigError(f"space.class_weight: {value!r} is not allowed (balanced or "
                                   "none)")
-    known = set(metric_names(data.class_names))
+
+
+def check_logged_metrics(config: StudyConfig, data: Dataset) -> None:
+    """The objective metric and the early-stopping monitor are metrics a trial on this data
+    logs (the per-class ones depend on the class names); else a trial would train for
+    nothing and fail when it reads them."""
+    from tunelab.models.metric_names import logged_metrics
+
+    logged = logged_metrics(data.class_names)
     for key, metric in (("objective.metric", config.objective.metric),
                         ("early_stopping.monitor", config.monitor)):
-        if metric.startswith(PER_CLASS_PREFIXES) and metric not in known:
+        if metric not in logged:
             raise ConfigError(f"{key}: {metric!r} is not logged for {data.name} "
-                              f"({data.n_classes} classes); choose one of val_loss, "
-                              f"val_accuracy, {', '.join(sorted(known))}")
+                              f"({data.n_classes} classes: {', '.join(data.class_names)}); "
+                              f"choose one of {', '.join(logged)}")
 
 
 def _check_model(model_name: str, view: dict, data: Dataset) -> None:
@@ -67,6 +71,7 @@ def _check_model(model_name: str, view: dict, data: Dataset) -> None:
 
 
 def validate_against_data(config: StudyConfig, data: Dataset) -> None:
+    check_logged_metrics(config, data)
     space = config.search_space
     for name in (space.families() if isinstance(space, FamilySpace) else [config.model]):
         try:

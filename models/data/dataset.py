@@ -278,9 +278,10 @@ def _open_cached(folder: Path) -> Dataset:
     splits = {}
     for s in meta["splits"]:
         groups_file = folder / f"{s}_groups.npy"
-        splits[s] = Split(np.load(folder / f"{s}_x.npy", mmap_mode="r"),
-                          np.load(folder / f"{s}_y.npy"),
-                          np.load(groups_file) if groups_file.is_file() else None)
+        splits[s] = Split(np.load(folder / f"{s}_x.npy", mmap_mode="r", allow_pickle=False),
+                          np.load(folder / f"{s}_y.npy", allow_pickle=False),
+                          np.load(groups_file, allow_pickle=False) if groups_file.is_file()
+                          else None)
     info = {**meta["info"], "cache": str(folder)}
     return Dataset(name=meta["name"], class_names=tuple(meta["class_names"]),
                    train=splits["train"], val=splits["val"], test=splits.get("test"),

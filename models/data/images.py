@@ -3,11 +3,13 @@
 Pillow reads PNG (8 and 16 bit), JPEG, TIFF, BMP and GIF; pydicom (optional, the ``dicom``
 extra) reads DICOM. Every file is fully decoded here, so a truncated JPEG fails when the
 dataset is loaded, not in the middle of an epoch. The pixel count is checked from the header
-before decoding, so a decompression bomb is refused without being expanded.
+before decoding, so a decompression bomb is refused without being expanded, whatever its size
+(Pillow's own limit, which would raise inside ``Image.open``, gives way to ``max_pixels``).
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,14 +52,16 @@ def read_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS,
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as im:
-            width, height = im.size
+        with _pillow_limit_off(Image), Image.open(path) as im:
+            width, height = im.size  # from the header: nothing is decoded yet
             _check_pixels(width, height, max_pixels)
             im.load()  # full decode: a truncated file raises here
             fmt = im.format or path.suffix.lstrip(".").upper()
             array, bits = _pil_to_array(im)
     except ImageError:
         raise
+    except Image.DecompressionBombError as err:  # only if another thread restored the limit
+        raise ImageError(f"above Pillow's pixel limit ({err})") from None
     except UnidentifiedImageError:
         raise ImageError("not a readable image (unknown or damaged format)") from None
     except (OSError, ValueError, SyntaxError) as err:
@@ -68,10 +72,25 @@ def read_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS,
     return _scale(array, bits), info
 
 
+@contextlib.contextmanager
+def _pillow_limit_off(image_module):
+    """Pillow refuses images above twice ``Image.MAX_IMAGE_PIXELS`` inside ``Image.open``
+    (``DecompressionBombError``, before the caller sees the size) and warns above it; the
+    limit that counts is ``max_pixels`` (``dataset.max_image_pixels``), checked from the
+    header right after opening, so Pillow's own check is off while a file is opened."""
+    previous = image_module.MAX_IMAGE_PIXELS
+    image_module.MAX_IMAGE_PIXELS = None
+    try:
+        yield
+    finally:
+        image_module.MAX_IMAGE_PIXELS = previous
+
+
 def _check_pixels(width: int, height: int, max_pixels: int) -> None:
     if width * height > max_pixels:
         raise ImageError(f"{width}x{height} = {width * height} pixels is above the limit of "
-                         f"{max_pixels} (dataset.max_image_pixels; a decompression bomb?)")
+                         f"{max_pixels} (a decompression bomb? for large images raise "
+                         "dataset.max_image_pixels, or --max-image-pixels)")
 
 
 def _pil_to_array(im) -> tuple[np.ndarray, int]:

@@ -107,7 +107,7 @@ def _npz(path: Path) -> Source:
     if not path.is_file():
         raise DataError(f"dataset.source: {path}: not a file")
     try:
-        arrays = np.load(path)
+        arrays = np.load(path, allow_pickle=False)  # an object array would unpickle code
         keys = set(arrays.files)
     except Exception as err:  # numpy raises several kinds for a damaged archive
         raise DataError(f"{path}: not a readable .npz archive ({err})") from None
@@ -120,7 +120,12 @@ def _npz(path: Path) -> Source:
             continue
         if f"{prefix}_labels" not in keys:
             raise DataError(f"{path}: has '{prefix}_images' but no '{prefix}_labels'")
-        x, y = arrays[f"{prefix}_images"], arrays[f"{prefix}_labels"]
+        try:
+            x, y = arrays[f"{prefix}_images"], arrays[f"{prefix}_labels"]
+        except ValueError as err:  # "Object arrays cannot be loaded when allow_pickle=False"
+            raise DataError(f"{path}: '{prefix}_images' or '{prefix}_labels' holds Python "
+                            f"objects, not numbers; refused, since loading them could run "
+                            f"code ({err})") from None
         if y.ndim == 2 and y.shape[1] != 1:
             raise DataError(f"{path}: '{prefix}_labels' has shape {y.shape}; expected (N,) or "
                             "(N, 1) integer class ids (multi-label data is not supported)")
@@ -128,6 +133,8 @@ def _npz(path: Path) -> Source:
         if len(x) != len(y):
             raise DataError(f"{path}: '{prefix}_images' has {len(x)} images but "
                             f"'{prefix}_labels' has {len(y)} labels")
+        if x.dtype.kind not in "uifb":
+            raise DataError(f"{path}: '{prefix}_images' has dtype {x.dtype}; expected numbers")
         if x.ndim not in (3, 4) or (x.ndim == 4 and x.shape[-1] not in (1, 3)):
             raise DataError(f"{path}: '{prefix}_images' has shape {x.shape}; expected (N, H, W) "
                             "or (N, H, W, 1 or 3)")
@@ -138,16 +145,48 @@ def _npz(path: Path) -> Source:
     return Source("npz", str(path), tuple(str(i) for i in range(n_classes)), parts)
 
 
-def _cifar10(root: Path) -> Source:
-    def unpickle(path: Path) -> dict:
-        try:
-            with open(path, "rb") as f:
-                return pickle.load(f, encoding="bytes")
-        except Exception as err:
-            raise DataError(f"{path}: not a CIFAR-10 python batch ({err})") from None
+#: what a CIFAR-10 python batch may reference: numpy's array and dtype reconstructors (under
+#: numpy 1's ``numpy.core`` and numpy 2's ``numpy._core``) and ``_codecs.encode``, which
+#: protocol-2 pickles written by Python 3 use for bytes. Nothing else can be called.
+_CIFAR_GLOBALS = frozenset({
+    *((core, name) for core in ("numpy.core.multiarray", "numpy._core.multiarray")
+      for name in ("_reconstruct", "scalar")),
+    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+    ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+})
 
+
+class _CifarUnpickler(pickle.Unpickler):
+    """``pickle.load`` runs whatever a file names (``os.system`` included); a CIFAR-10 batch
+    holds only dicts, lists, bytes, numbers and numpy arrays, so only those load."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in _CIFAR_GLOBALS:
+            raise pickle.UnpicklingError(f"it references {module}.{name}, which a CIFAR-10 "
+                                         "batch never holds (refused: loading it could run "
+                                         "code)")
+        return super().find_class(module, name)
+
+
+def _unpickle_cifar(path: Path) -> dict:
+    try:
+        with open(path, "rb") as f:
+            batch = _CifarUnpickler(f, encoding="bytes").load()
+    except Exception as err:
+        raise DataError(f"{path}: not a CIFAR-10 python batch ({err})") from None
+    if not isinstance(batch, dict):
+        raise DataError(f"{path}: not a CIFAR-10 python batch (holds a "
+                        f"{type(batch).__name__}, not a dict)")
+    return batch
+
+
+def _cifar10(root: Path) -> Source:
+    unpickle = _unpickle_cifar
     meta = unpickle(root / "batches.meta")
-    names = tuple(n.decode() for n in meta.get(b"label_names", []))
+    names = meta.get(b"label_names", [])
+    if not isinstance(names, list) or not all(isinstance(n, (bytes, str)) for n in names):
+        raise DataError(f"{root / 'batches.meta'}: 'label_names' must be a list of names")
+    names = tuple(n.decode() if isinstance(n, bytes) else n for n in names)
     batches = sorted(root.glob("data_batch_*"))
     if not batches:
         raise DataError(f"{root}: a CIFAR-10 folder needs data_batch_1 ... data_batch_5")
@@ -158,8 +197,12 @@ def _cifar10(root: Path) -> Source:
             batch = unpickle(f)
             if b"data" not in batch or b"labels" not in batch:
                 raise DataError(f"{f}: a CIFAR-10 batch needs the keys 'data' and 'labels'")
-            xs.append(np.asarray(batch[b"data"], dtype="uint8").reshape(-1, 3, 32, 32))
-            ys.append(np.asarray(batch[b"labels"], dtype="int64"))
+            try:
+                xs.append(np.asarray(batch[b"data"], dtype="uint8").reshape(-1, 3, 32, 32))
+                ys.append(np.asarray(batch[b"labels"], dtype="int64").reshape(-1))
+            except (TypeError, ValueError) as err:
+                raise DataError(f"{f}: 'data' must be N x 3072 bytes and 'labels' N class ids "
+                                f"({err})") from None
         return Part(y=np.concatenate(ys), x=np.concatenate(xs).transpose(0, 2, 3, 1))
 
     parts = {"train": part(batches)}
