@@ -175,8 +175,8 @@ def retrain(config: StudyConfig, data, record):
                         **model_params)
     settings = training_settings(config)
     names = {f.name for f in fields(settings)}
-    settings = replace(settings, **{k: v for k, v in train_params.items()
-                                    if k in names and k != "loss"})
+    settings = replace(settings, seed=seed, **{k: v for k, v in train_params.items()
+                                               if k in names and k != "loss"})
     fit_data, pooled = data, (config.dataset.cv_folds or 1) > 1
     if pooled:
         from tunelab.models.data.folds import pool_of
