@@ -121,6 +121,7 @@ def test_ablate_trains_the_variants_asked_with_the_seeds_and_the_table_is_the_ru
     assert stored.user_attrs["ablation:trial-0:batch_norm"]["statement"] == table["statement"]
 
 
+@pytest.mark.slow
 def test_given_values_explicit_seeds_and_epochs_train_exactly_those(tuned):
     raw, _, tmp = tuned
     result = ablate(["dropout=0.3", "dense_units=12-6"], raw["study_name"], raw["storage"],
