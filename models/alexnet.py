@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from .dense_widths import widths
 from .heads import Head
 from .layers import conv_block, dense_stack, min_spatial_size
 from .registry import register_model
@@ -27,10 +28,11 @@ def alexnet(
     name: str = "alexnet",
     n_base: int = 16,
     batch_norm: bool = False,
+    dense_batch_norm: bool = False,
     spatial_dropout: float = 0.0,
     conv_dropout: float = 0.0,
     dropout: float = 0.0,
-    dense_units: int = 64,
+    dense_units: int | tuple[int, ...] = 64,
     activation: str = "relu",
     kernel_size: int = 3,
     padding: str = "same",
@@ -54,10 +56,10 @@ def alexnet(
     x = layers.Flatten(name="flatten")(x)
     x = dense_stack(
         x,
-        [dense_units, dense_units],
+        widths(dense_units, 2),
         activation=activation,
         dropout=dropout,
-        batch_norm=batch_norm,
+        batch_norm=dense_batch_norm,
         l1=l1,
         l2=l2,
     )

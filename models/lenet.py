@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from .dense_widths import widths
 from .heads import Head
 from .layers import conv_block, dense_stack, min_spatial_size
 from .registry import register_model
@@ -32,10 +33,11 @@ def lenet(
     n_base: int = 16,
     n_blocks: int = 2,
     batch_norm: bool = False,
+    dense_batch_norm: bool = False,
     spatial_dropout: float = 0.0,
     conv_dropout: float = 0.0,
     dropout: float = 0.0,
-    dense_units: int = 64,
+    dense_units: int | tuple[int, ...] = 64,
     activation: str = "relu",
     kernel_size: int = 3,
     padding: str = "same",
@@ -60,10 +62,10 @@ def lenet(
     x = layers.Flatten(name="flatten")(x)
     x = dense_stack(
         x,
-        [dense_units],
+        widths(dense_units, 1),
         activation=activation,
         dropout=dropout,
-        batch_norm=batch_norm,
+        batch_norm=dense_batch_norm,
         l1=l1,
         l2=l2,
     )

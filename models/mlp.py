@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from .dense_widths import widths
 from .heads import Head
 from .layers import dense_stack
 from .registry import register_model
@@ -13,7 +14,8 @@ from .registry import register_model
 @register_model(
     "mlp",
     min_input_size=1,
-    description="flatten - n_layers x dense(dense_units) - head (baseline without convolutions)",
+    description="flatten - n_layers x dense(dense_units) (or one layer per dense_units entry) - "
+                "head (baseline without convolutions)",
 )
 def mlp(
     input_shape: tuple[int, int, int],
@@ -21,11 +23,11 @@ def mlp(
     *,
     loss: str,
     name: str = "mlp",
-    dense_units: int = 128,
+    dense_units: int | tuple[int, ...] = 128,
     n_layers: int = 2,
     dropout: float = 0.0,
     activation: str = "relu",
-    batch_norm: bool = False,
+    dense_batch_norm: bool = False,
     l1: float = 0.0,
     l2: float = 0.0,
 ) -> keras.Model:
@@ -33,10 +35,10 @@ def mlp(
     x = layers.Flatten(name="flatten")(inputs)
     x = dense_stack(
         x,
-        [dense_units] * n_layers,
+        widths(dense_units, n_layers),
         activation=activation,
         dropout=dropout,
-        batch_norm=batch_norm,
+        batch_norm=dense_batch_norm,
         l1=l1,
         l2=l2,
     )

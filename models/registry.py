@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from . import dense_widths
 from .heads import check_loss
 
 #: Activations every family accepts (names understood by ``keras.layers.Activation``).
@@ -102,7 +103,7 @@ def _choice(allowed: Sequence[str]) -> Callable[[str, Any], str]:
 #: registered, so every value is checked.
 VALIDATORS: dict[str, Callable[[str, Any], Any]] = {
     "n_base": _positive_int,
-    "dense_units": _positive_int,
+    "dense_units": dense_widths.decode,  # an int, or one width per layer ([128, 64], "128-64")
     "n_layers": _positive_int,
     "n_stages": _positive_int,
     "n_blocks": _positive_int,
@@ -113,7 +114,9 @@ VALIDATORS: dict[str, Callable[[str, Any], Any]] = {
     "dropout": _rate,
     "l1": _non_negative,
     "l2": _non_negative,
-    "batch_norm": _flag,
+    "batch_norm": _flag,  # in the conv blocks: after the conv, before the activation
+    "dense_batch_norm": _flag,  # in the hidden dense layers
+    "convs_per_block": _positive_int,
     "activation": _choice(ACTIVATIONS),
     "padding": _choice(PADDINGS),
 }

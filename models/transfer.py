@@ -39,6 +39,7 @@ from keras import layers
 from . import feature_cache
 from .data.dataset import Split
 from .data.folds import Fold
+from .dense_widths import widths
 from .heads import Head
 from .layers import dense_stack
 from .registry import add_validators, preset, register_model
@@ -241,7 +242,7 @@ def _transfer(
     name: str,
     backbone: str = "VGG16",
     weights: str | None = "imagenet",
-    dense_units: int = 128,
+    dense_units: int | tuple[int, ...] = 128,
     dropout: float = 0.5,
     activation: str = "relu",
     l1: float = 0.0,
@@ -258,7 +259,7 @@ def _transfer(
     base.trainable = False
     x = base(x, training=False)  # batch norm stays in inference mode, even when fine-tuned
     x = layers.Flatten(name="flatten")(x)
-    x = dense_stack(x, [dense_units], activation=activation, dropout=dropout, l1=l1, l2=l2)
+    x = dense_stack(x, widths(dense_units, 1), activation=activation, dropout=dropout, l1=l1, l2=l2)
     outputs = Head(loss, n_classes).output_layer()(x)
     model = keras.Model(inputs, outputs, name=name)
     model._tunelab_transfer = TransferPlan(  # read by train_model

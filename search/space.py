@@ -6,6 +6,11 @@ The dataclasses map one-to-one onto ``trial.suggest_*`` and onto YAML:
     n_base: {low: 8, high: 32, step: 8}                      # IntRange
     batch_size: [32, 64, 128]                                # Choice
     batch_norm: true                                         # Fixed
+    dense_units: [[128, 64], [256, 64]]                      # Choice of per-layer lists
+
+Optuna's categorical choices are scalars, so a list value (per-layer widths) is encoded as
+the string ``"128-64"`` here, once, when the YAML is parsed; the ``dense_units`` validator in
+``tunelab.models.dense_widths`` decodes it.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import optuna
+
+from tunelab.models.dense_widths import encode, is_width_list
 
 Scalar = bool | int | float | str | None
 
@@ -112,8 +119,11 @@ def parse_dimension(name: str, raw: Any) -> Dimension:
         if not raw:
             raise ValueError(f"{where}: an empty list of choices")
         for value in raw:
-            if not isinstance(value, (bool, int, float, str)) and value is not None:
-                raise ValueError(f"{where}: choices must be scalars, got {value!r}")
+            if (not isinstance(value, (bool, int, float, str)) and value is not None
+                    and not (is_width_list(value) and value)):
+                raise ValueError(f"{where}: choices must be scalars or lists of integers "
+                                 f"(per-layer widths such as [128, 64]), got {value!r}")
+        raw = [encode(value) for value in raw]
         if len(raw) == 1:
             return Fixed(raw[0])
         return Choice(tuple(raw))

@@ -18,19 +18,22 @@ from typing import Any
 
 import optuna
 
+from tunelab.models.dense_widths import encode
+
 from .conditional import FAMILY_KEY, FamilySpace, owner_of
 from .space import Choice, Fixed, FloatRange, IntRange, SearchSpace
 
 
 def flatten_entry(entry: Mapping[str, Any]) -> dict[str, Any]:
-    """``{model: a, a: {n_base: 8}}`` -> ``{model: a, a.n_base: 8}``."""
+    """``{model: a, a: {n_base: 8}}`` -> ``{model: a, a.n_base: 8}``; per-layer widths
+    ``[128, 64]`` -> ``"128-64"``, as the space encodes them."""
     flat: dict[str, Any] = {}
     for name, value in entry.items():
         if isinstance(value, Mapping):
             for sub, sub_value in value.items():
-                flat[f"{name}.{sub}"] = sub_value
+                flat[f"{name}.{sub}"] = encode(sub_value)
         else:
-            flat[name] = value
+            flat[name] = encode(value)
     return flat
 
 

@@ -7,7 +7,10 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+# ../shared/data beside the repository; TUNELAB_SHARED_DATA points elsewhere (a worktree
+# nested one level deeper than the clone the data sits beside)
+SHARED_DATA = Path(os.environ.get("TUNELAB_SHARED_DATA")
+                   or Path(__file__).resolve().parents[1].parent / "shared" / "data")
 # servers, worker processes and whole studies: minutes each
 LONG_FIRST = ("tests/ops/", "tests/benchmarks/", "tests/e2e/")
 

@@ -1,5 +1,5 @@
 """Subcommands after a study: ``best``, ``register``, ``evaluate``, ``predict``,
-``continue``.
+``continue``, ``ablate``.
 
 Kept out of ``cli.py`` so that file stays a short list of commands; like it, this module only
 parses and calls the library functions in ``tunelab.registering``.
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-COMMANDS = ("best", "register", "evaluate", "report", "predict", "continue")
+COMMANDS = ("best", "register", "evaluate", "report", "predict", "continue", "ablate")
 
 
 def _study_flags(parser: argparse.ArgumentParser) -> None:
@@ -92,6 +92,34 @@ def add_parsers(sub) -> None:
     cont.add_argument("--trial", type=int, required=True, help="trial number")
     cont.add_argument("--epochs", type=int, required=True, help="epochs to add")
 
+    abl = sub.add_parser(
+        "ablate", help="retrain the champion with one knob changed at a time, same seeds",
+        description="Retrain the study's champion (the trial `tunelab best` selects, or "
+        "--trial N) once per variant of each KNOB, one knob changed at a time, every variant "
+        "with the same seeds; log each training as an ablation run nested under the study's "
+        "parent run; draw per knob the variants' train (solid) and validation (dashed) curves "
+        "(mean and band over seeds) with a table: best and final validation metric, gap, the "
+        "epoch each variant first reaches the base variant's final training accuracy, and the "
+        "effect against the base with its spread across seeds.",
+        epilog="knobs: batch_norm, dense_batch_norm (on/off), dropout (0, 0.2, 0.4), "
+        "learning_rate (x10, /10), n_base (halved, doubled), augmentation (on/off), any "
+        "searched parameter (the values of its dimension), or NAME=V1,V2 for any parameter "
+        "(e.g. optimizer=adam,sgd or dense_units=128-64,256-64).")
+    _study_flags(abl)
+    abl.add_argument("knobs", nargs="+", metavar="KNOB", help="knob to vary (see below)")
+    abl.add_argument("--trial", type=int, help="trial to ablate (default: the champion)")
+    abl.add_argument("--n-seeds", type=int, default=3,
+                     help="seeds per variant: the trial's own seed and the next ones "
+                     "(default: 3)")
+    abl.add_argument("--seeds", help="explicit seeds, comma-separated (overrides --n-seeds)")
+    abl.add_argument("--epochs", type=int,
+                     help="epochs per training (default: the study's max_epochs)")
+    abl.add_argument("--early-stopping", action="store_true",
+                     help="keep the study's early stopping (default: off, so every variant "
+                     "trains the same epochs and the curves compare epoch by epoch)")
+    abl.add_argument("--output-dir", help="figures, tables and report.md (default: "
+                     "ablations/<study>/trial-<N>/ beside the journal)")
+
 
 def run(args: argparse.Namespace) -> int:
     from tunelab import registering
@@ -126,5 +154,19 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.command == "continue":
         registering.continue_training(args.trial, args.epochs, args.study_name, args.storage)
+        return 0
+    if args.command == "ablate":
+        from tunelab.ablating import ablate
+        from tunelab.config import ConfigError
+
+        try:
+            seeds = ([int(s) for s in args.seeds.split(",") if s.strip()] if args.seeds
+                     else None)
+        except ValueError:
+            raise ConfigError(f"--seeds: {args.seeds!r} is not a comma-separated list of "
+                              "integers") from None
+        ablate(args.knobs, args.study_name, args.storage, trial=args.trial,
+               n_seeds=args.n_seeds, seeds=seeds, epochs=args.epochs,
+               early_stopping=args.early_stopping, output_dir=args.output_dir)
         return 0
     raise ValueError(f"not a lifecycle command: {args.command}")

@@ -110,3 +110,14 @@ def test_selection_quality_quick(tmp_path):
             assert r["auc_ci"][0] <= r["auc"] + 1e-9 and r["drop"] == pytest.approx(
                 r["estimate"] - r["auc"])
     assert "hold-out AUC" in out and "total run time" in out
+
+
+def test_lab_sized_quick():
+    out = run_quick("lab_sized.py", timeout=900)
+    for case in ("alexnet-128", "vgg16-48-uncached", "vgg16-48-cached"):
+        assert re.search(rf"^{case}\s+[0-9,]+\s+[0-9.]+\s+[0-9.]+\s+[0-9.]+\s+[0-9]+$", out,
+                         re.M), out[-2000:]
+    assert number_after("later trials, uncached / cached trial time:", out) > 0
+    # the cached trials ran the extractor once per split (round 0), then read the disk cache
+    assert number_after("extractor runs in the cached trials:", out) == 2
+    assert number_after("cache reads:", out) == 2

@@ -88,6 +88,94 @@ def test_alexnet_layers_and_parameter_count():
     assert model.count_params() == expected
 
 
+def test_skin_lab_alexnet_layers_and_parameter_count():
+    """The skin lab's AlexNet: base 64, dense 128 then 64, batch norm, dropout 0.4, on
+    128x128 grey images with one sigmoid unit. Batch norm sits in the conv blocks only."""
+    model = build_model("alexnet", (128, 128, 1), 2, loss="binary_crossentropy", n_base=64,
+                        dense_units=[128, 64], batch_norm=True, dropout=0.4)
+    conv_bn_act = ["Conv2D", "BatchNormalization", "Activation"]
+    assert _types(model) == [
+        *conv_bn_act, "MaxPooling2D",
+        *conv_bn_act, "MaxPooling2D",
+        *conv_bn_act,
+        *conv_bn_act,
+        *conv_bn_act, "MaxPooling2D",
+        "Flatten", "Dense", "Activation", "Dropout", "Dense", "Activation", "Dropout", "Dense",
+    ]  # fmt: skip
+    k, widths = 3, [64, 128, 256, 256, 128]
+    convs = sum(k * k * c_in * c_out for c_in, c_out in zip([1, *widths], widths, strict=False))
+    bn = sum(4 * c for c in widths)  # gamma, beta, moving mean and variance; convs: no bias
+    flat = (128 // 8) ** 2 * 128  # pools after blocks 1, 2 and 5
+    dense = (flat * 128 + 128) + (128 * 64 + 64) + (64 * 1 + 1)
+    assert convs + bn + dense == 5_460_033
+    assert model.count_params() == 5_460_033
+    assert [layer.rate for layer in model.layers if type(layer).__name__ == "Dropout"] == [0.4] * 2
+
+
+def test_cifar10_lab_base_model_is_vggnet_with_defaults():
+    """The CIFAR-10 lab's base model: conv 32-32, 64-64, 128-128 (each block pooled), then
+    dense 256 and 64, ten softmax units on 32x32 RGB."""
+    model = build_model("vggnet", (32, 32, 3), 10)
+    block = ["Conv2D", "Activation", "Conv2D", "Activation", "MaxPooling2D"]
+    assert _types(model) == [*block * 3, "Flatten", "Dense", "Activation", "Dense",
+                             "Activation", "Dense"]
+    k, widths = 3, [32, 32, 64, 64, 128, 128]
+    convs = sum(k * k * c_in * c_out + c_out
+                for c_in, c_out in zip([3, *widths], widths, strict=False))
+    dense = (4 * 4 * 128 * 256 + 256) + (256 * 64 + 64) + (64 * 10 + 10)
+    assert convs + dense == 828_650
+    assert model.count_params() == 828_650
+    assert model.get_layer("Last_ConvLayer").filters == 128
+
+
+@pytest.mark.parametrize("n_blocks", [2, 3, 4])
+def test_vggnet_blocks_double_the_width_and_are_searchable(n_blocks):
+    model = build_model("vggnet", (32, 32, 1), 2, n_base=8, n_blocks=n_blocks)
+    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert [c.filters for c in convs] == [8 * 2**i for i in range(n_blocks) for _ in (0, 1)]
+    assert _types(model).count("MaxPooling2D") == n_blocks
+    assert get_model_spec("vggnet").min_size({"n_blocks": n_blocks}) == 2**n_blocks
+    three = build_model("vggnet", (16, 16, 1), 2, n_base=4, n_blocks=2, convs_per_block=3)
+    assert _types(three).count("Conv2D") == 6
+
+
+@pytest.mark.parametrize("name", ["lenet", "alexnet", "vgg11", "vggnet"])
+def test_batch_norm_in_conv_blocks_only_and_dense_batch_norm_in_dense_layers(name):
+    def follows(model, kind):
+        layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+        return {type(layers[i + 1]).__name__ for i, layer in enumerate(layers[:-1])
+                if isinstance(layer, kind)}
+
+    conv = build_model(name, (32, 32, 1), 2, n_base=4, batch_norm=True)
+    assert follows(conv, keras.layers.Conv2D) == {"BatchNormalization"}
+    assert follows(conv, keras.layers.Dense) <= {"Activation"}
+    dense = build_model(name, (32, 32, 1), 2, n_base=4, dense_batch_norm=True)
+    assert follows(dense, keras.layers.Conv2D) == {"Activation"}
+    assert follows(dense, keras.layers.Dense) == {"BatchNormalization"}
+    assert not any(layer.use_bias for layer in dense.layers
+                   if isinstance(layer, keras.layers.Dense) and layer.name != "head")
+
+
+@pytest.mark.parametrize("value", [[128, 64], (128, 64), "128-64"])
+def test_dense_units_per_layer(value):
+    model = build_model("alexnet", (16, 16, 1), 2, n_base=4, dense_units=value)
+    hidden = [layer.units for layer in model.layers
+              if isinstance(layer, keras.layers.Dense) and layer.name != "head"]
+    assert hidden == [128, 64]
+    mlp = build_model("mlp", (8, 8, 1), 2, dense_units=[512, 128, 32])
+    assert [layer.units for layer in mlp.layers if isinstance(layer, keras.layers.Dense)] == [
+        512, 128, 32, 1]
+    lenet = build_model("lenet", (8, 8, 1), 2, n_base=4, dense_units=value)
+    assert [layer.units for layer in lenet.layers if isinstance(layer, keras.layers.Dense)] == [
+        128, 64, 1]
+
+
+@pytest.mark.parametrize("value", [0, [64, 0], [], "64-", True, 1.5, "wide"])
+def test_bad_dense_units_name_what_is_allowed(value):
+    with pytest.raises(ValueError, match=r"dense_units=.*one integer >= 1 per layer"):
+        build_model("alexnet", (16, 16, 1), 2, dense_units=value)
+
+
 def test_vgg16_has_13_convs_and_names_the_last_for_grad_cam():
     model = build_model("vgg16", (32, 32, 1), 2, n_base=4)
     convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]

@@ -1,0 +1,147 @@
+"""`tunelab ablate` on a real tiny study: it trains exactly the variants asked, with the stated
+seeds, logs each as an ablation run under the study's parent run, and its table's numbers are
+the runs' metrics."""
+
+from __future__ import annotations
+
+import io
+import json
+import statistics
+
+import pytest
+from conftest import tiny_study
+from mlflow import MlflowClient
+
+import tunelab
+from tunelab.ablating import ablate
+from tunelab.cli import main
+
+
+@pytest.fixture(scope="module")
+def tuned(tmp_path_factory):
+    """One trial of LeNet on 8x8 digits, 3 epochs, dense widths searched as a choice of lists."""
+    tmp = tmp_path_factory.mktemp("ablate")
+    raw = tiny_study(tmp, n_trials=1, max_epochs=3, **{
+        "dataset.cache_dir": str(tmp / "cache"), "space.dense_units": [[16, 8], [8]],
+        "space.n_base": 4, "space.learning_rate": 0.01})
+    study = tunelab.tune(raw, in_process=True)
+    return raw, study, tmp
+
+
+def _ablation_runs(raw, ablation_id=None):
+    client = MlflowClient(raw["tracking_uri"])
+    experiment = client.get_experiment_by_name(raw["study_name"])
+    query = "tags.`tunelab.role` = 'ablation'"
+    if ablation_id:
+        query += f" and tags.`tunelab.ablation.id` = '{ablation_id}'"
+    return client, experiment, client.search_runs([experiment.experiment_id], query)
+
+
+def test_ablate_trains_the_variants_asked_with_the_seeds_and_the_table_is_the_runs(tuned,
+                                                                                   capsys):
+    raw, study, tmp = tuned
+    trial = study.trials[0]
+    assert trial.params["dense_units"] in ("16-8", "8")  # a list choice, readable
+    seed = trial.user_attrs["seed"]
+    out_dir = tmp / "ablation-out"
+    code = main(["ablate", "--study-name", raw["study_name"], "--storage", raw["storage"],
+                 "--n-seeds", "2", "--output-dir", str(out_dir), "batch_norm"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "1 knob(s), 2 distinct variant(s) x 2 seed(s)" in printed
+    table = json.loads((out_dir / "batch_norm.json").read_text())
+    assert table["statement"] in printed and table["statement"].startswith(
+        "batch_norm: batch_norm=True: ")
+    assert {p.name for p in out_dir.iterdir()} == {"batch_norm.png", "batch_norm.json",
+                                                  "batch_norm.txt", "report.md"}
+
+    client, experiment, runs = _ablation_runs(raw, table["ablation_id"])
+    trained = sorted((r.data.tags["tunelab.ablation.variant"],
+                      int(r.data.tags["tunelab.ablation.seed"])) for r in runs)
+    assert trained == [("base", seed), ("base", seed + 1),
+                       ("batch_norm=True", seed), ("batch_norm=True", seed + 1)]
+    parent = client.search_runs([experiment.experiment_id], "tags.`tunelab.role` = 'study'")[0]
+    for r in runs:
+        assert r.info.status == "FINISHED"
+        assert r.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert r.data.params["seed"] == r.data.tags["tunelab.ablation.seed"]
+        is_base = r.data.tags["tunelab.ablation.variant"] == "base"
+        assert r.data.params["batch_norm"] == str(not is_base)  # the only change
+        assert r.data.params["dense_units"] == trial.params["dense_units"]
+        assert len(client.get_metric_history(r.info.run_id, "val_accuracy")) == 3  # no early stop
+
+    base_first = next(r for r in runs if r.data.tags["tunelab.ablation.variant"] == "base"
+                      and int(r.data.tags["tunelab.ablation.seed"]) == seed)
+    retrained = [m.value for m in sorted(client.get_metric_history(base_first.info.run_id,
+                                                                   "val_loss"),
+                                         key=lambda m: m.step)]
+    # the base's first seed is the trial's own: the retraining reproduces the trial
+    assert retrained == pytest.approx(trial.user_attrs["history"]["val_loss"], abs=1e-5)
+
+    rows = {row["variant"]: row for row in table["rows"]}
+    assert list(rows) == ["base", "batch_norm=True"] and rows["base"]["base"]
+    def curve(run, key="accuracy"):
+        return [m.value for m in sorted(client.get_metric_history(run.info.run_id, key),
+                                        key=lambda m: m.step)]
+
+    finals = {r.data.tags["tunelab.ablation.seed"]: curve(r)[-1]
+              for r in runs if r.data.tags["tunelab.ablation.variant"] == "base"}
+    assert table["base_final_train_accuracy"] == pytest.approx(statistics.mean(finals.values()))
+    for label, row in rows.items():
+        mine = [r for r in runs if r.data.tags["tunelab.ablation.variant"] == label]
+        assert sorted(row["seeds"]) == sorted(int(r.data.tags["tunelab.ablation.seed"])
+                                              for r in mine)
+        for key in ("best_val_accuracy", "final_val_accuracy", "gap_accuracy"):
+            assert row[key] == pytest.approx(statistics.mean(r.data.metrics[key] for r in mine))
+        assert row["best_val_accuracy_sd"] == pytest.approx(
+            statistics.stdev(r.data.metrics["best_val_accuracy"] for r in mine))
+        reached = [r.data.metrics["ablation/batch_norm/epoch_reaching_base_accuracy"]
+                   for r in mine
+                   if "ablation/batch_norm/epoch_reaching_base_accuracy" in r.data.metrics]
+        assert row["seeds_reaching_base_accuracy"] == len(reached)
+        assert row["epoch_reaching_base_accuracy"] == (
+            pytest.approx(statistics.mean(reached)) if reached else None)
+        for r in mine:  # from the run's logged curve and the same seed's base run
+            s = r.data.tags["tunelab.ablation.seed"]
+            first = next((i for i, v in enumerate(curve(r), 1) if v >= finals[s] - 1e-12), None)
+            assert row["per_seed"][s]["epoch_reaching_base_accuracy"] == first
+        if label == "base":
+            assert row["seeds_reaching_base_accuracy"] == 2  # its own final, at the latest
+    effects = [rows["batch_norm=True"]["per_seed"][str(s)]["best_val_accuracy"]
+               - rows["base"]["per_seed"][str(s)]["best_val_accuracy"] for s in (seed, seed + 1)]
+    assert rows["batch_norm=True"]["effect"] == pytest.approx(statistics.mean(effects))
+    assert rows["batch_norm=True"]["effect_sd"] == pytest.approx(statistics.stdev(effects))
+
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "ablation/trial-0")}
+    assert {"ablation/trial-0/batch_norm.png", "ablation/trial-0/batch_norm.json",
+            "ablation/trial-0/report.md"} <= artifacts
+    from tunelab.search import open_study
+
+    stored = open_study(storage=raw["storage"], study_name=raw["study_name"])
+    assert stored.user_attrs["ablation:trial-0:batch_norm"]["statement"] == table["statement"]
+
+
+@pytest.mark.slow
+def test_given_values_explicit_seeds_and_epochs_train_exactly_those(tuned):
+    raw, _, tmp = tuned
+    result = ablate(["dropout=0.3", "dense_units=12-6"], raw["study_name"], raw["storage"],
+                    trial=0, seeds=[7], epochs=1, output_dir=tmp / "given", out=io.StringIO())
+    assert sorted((t.label, t.seed) for t in result.trained) == [
+        ("base", 7), ("dense_units=12-6", 7), ("dropout=0.3", 7)]  # the base trains once
+    _, _, runs = _ablation_runs(raw, result.ablation_id)
+    assert sorted(r.data.tags["tunelab.ablation.knobs"] for r in runs) == [
+        "dense_units=12-6", "dropout=0.3", "dropout=0.3;dense_units=12-6"]
+    assert [t.knob for t in result.tables] == ["dropout=0.3", "dense_units=12-6"]
+    assert all(row.seeds == (7,) for t in result.tables for row in t.rows)
+
+
+def test_a_bad_knob_stops_before_anything_trains(tuned, capsys):
+    raw, _, _ = tuned
+    _, _, before = _ablation_runs(raw)
+    args = ["ablate", "--study-name", raw["study_name"], "--storage", raw["storage"]]
+    assert main([*args, "kernel_size"]) == 2
+    assert "give them, e.g. kernel_size=A,B" in capsys.readouterr().err
+    assert main([*args, "dropout=1.5"]) == 2
+    assert "dropout=1.5" in capsys.readouterr().err
+    assert main([*args, "--trial", "9", "batch_norm"]) == 2
+    assert len(_ablation_runs(raw)[2]) == len(before)
