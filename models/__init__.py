@@ -21,8 +21,10 @@ __all__ = sorted(_WHERE)
 def __getattr__(name: str):
     if name not in _WHERE:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    for family in _FAMILIES:  # registers every family; a no-op once imported
-        import_module(f".{family}", __name__)
+    if "tunelab.models.lenet" not in __import__("sys").modules:
+        for family in _FAMILIES:  # registers every family
+            import_module(f".{family}", __name__)
+        import_module(".timeline", __name__).mark("keras_imported")
     value = getattr(import_module(f".{_WHERE[name]}", __name__), name)
     globals()[name] = value
     return value

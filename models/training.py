@@ -16,6 +16,7 @@ from .data.dataset import Dataset
 from .data.tf_dataset import make_dataset
 from .heads import Head
 from .metrics import ValidationMetrics, balanced_class_weights
+from .timeline import keras_callbacks, mark
 
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
 
@@ -146,12 +147,15 @@ def train(model: keras.Model, head: Head, data: Dataset, s: TrainingSettings, *,
           on_epoch: Callable[[int, dict[str, float]], None] | None = None,
           initial_epoch: int = 0) -> TrainResult:
     """Fit on the train split, validate on the val split; never raises on divergence."""
+    mark("train_start")
     if not getattr(model, "compiled", False):
         compile_model(model, head, s)
+    mark("compiled")
     # per-class metrics first: early stopping and pruning may monitor them
     cbs: list[keras.callbacks.Callback] = [
         keras.callbacks.TerminateOnNaN(),
         ValidationMetrics(data.val.x, data.val.y, head.probabilities, data.class_names)]
+    cbs[:0] = keras_callbacks()  # first: its epoch_end precedes the others' work
     cbs += schedule_callbacks(s)
     if on_epoch is not None:
         cbs.append(EpochHook(on_epoch))
@@ -166,6 +170,7 @@ def train(model: keras.Model, head: Head, data: Dataset, s: TrainingSettings, *,
         epochs=initial_epoch + s.max_epochs, initial_epoch=initial_epoch,
         callbacks=cbs, verbose=0, shuffle=False,  # the pipeline shuffles
     ).history
+    mark("fit_end")
     history = {k: [float(v) for v in vs] for k, vs in history.items()}
     losses = history.get("loss", [])
     if any(not math.isfinite(v) for v in losses) or any(

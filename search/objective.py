@@ -14,6 +14,7 @@ from typing import Any
 
 import optuna
 
+from tunelab.models import timeline
 from tunelab.models.data import Dataset
 from tunelab.models.training import TrainingSettings
 
@@ -92,6 +93,7 @@ class Objective:
         return next((h for h in self.lifecycle.hooks if isinstance(h, OwnerHooks)), None)
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
+        timeline.mark("trial_start", trial=trial.number)
         owner = self.owner
         if owner is not None:  # first: a process killed from here on leaves its owner behind
             owner.claim(trial)
@@ -100,6 +102,7 @@ class Objective:
                 trial.set_user_attr("skipped", "the trial budget was already filled")
                 raise BudgetReached("the trial budget was already filled by other workers")
             params = self.space.suggest(trial)
+            timeline.mark("suggested")
             if self.no_repeats and "retry_of" not in trial.user_attrs:
                 earlier = duplicate_of(trial.study, trial.number, trial.params)
                 if earlier is not None:
@@ -155,7 +158,9 @@ def run_trials(study: optuna.Study, objective: Objective, *, n_trials: int | Non
         if max_trials_here is not None and done_here >= max_trials_here:
             return "recycle"
         try:
+            timeline.mark("trial_ask")
             study.optimize(objective, n_trials=1, catch=(TrialFailed,))
+            timeline.mark("trial_end")  # after Optuna stored the trial's state
         except KeyboardInterrupt as interrupt:
             fail_own_running(study, f"{type(interrupt).__name__}: interrupted")
             raise

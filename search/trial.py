@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import optuna
 
+from tunelab.models import timeline
 from tunelab.models.training_keys import TRAINING_KEYS
 
 from .conditional import split_params
@@ -233,6 +234,7 @@ class TrialLifecycle:
         if model is None:
             reset_session(plan.seed)
             model = plan.build(self.data.input_shape)
+            timeline.mark("model_built")
         head = plan.head
         n_params = int(model.count_params())
         # every hyperparameter, fixed ones included (trial.params holds only the suggested):

@@ -139,6 +139,9 @@ def tune(config: StudyConfig | str | Path | Mapping[str, Any] | None = None, *,
     accept = tuple(check_accept_keys(accept_changes))
     config, stored = resolve_study(config, overrides)
     data = load_data(config)
+    from tunelab.models.timeline import mark  # Keras is loaded by now
+
+    mark("data_loaded")
     identity = study_identity(config, data)
     # a resume that would mix another question into the study stops here, before Keras loads
     check = check_resume(stored, config, identity, accept) if stored is not None else None
@@ -242,7 +245,9 @@ def tune(config: StudyConfig | str | Path | Mapping[str, Any] | None = None, *,
         end = study_end_report(study, config)  # the study's trials as the workers left them
         if tracker is not None:
             finish_tracking(study, tracker, status, config, end)
+        mark("study_end")
     print_summary(study, config, tracking_uri, end)
+    mark("tune_return")
     return study
 
 
@@ -458,6 +463,9 @@ def run_worker(*, study_name: str, storage: str, tracking_uri: str | None = None
         worker_index = os.getpid()
     study = open_study(config, create=False, on_stale=on_stale, worker_index=worker_index)
     data = data if data is not None else load_data(config)
+    from tunelab.models.timeline import mark  # Keras is loaded by now
+
+    mark("data_loaded")
     uri = tracking_uri or study.user_attrs.get("tracking_uri") or config.resolved_tracking_uri
     from tunelab.tracking import StudyTracker
 
@@ -505,6 +513,7 @@ def run_worker(*, study_name: str, storage: str, tracking_uri: str | None = None
             display.stop()
         if tracker is not None:
             tracker.flush()  # the last trial's figures and run end, drawn in the background
+        mark("worker_exit")
 
 
 class _TrackingOff(Exception):
