@@ -112,14 +112,18 @@ def test_tracking_server_killed_mid_study_then_sync(tmp_path, tools):
     tune = subprocess.Popen([sys.executable, "-m", "tunelab", "tune", "study.yaml"],
                             cwd=tmp_path, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
-    storage = optuna.storages.JournalStorage(
-        optuna.storages.journal.JournalFileBackend(raw["storage"]))
+    def trials():
+        try:
+            storage = optuna.storages.JournalStorage(
+                optuna.storages.journal.JournalFileBackend(raw["storage"]))
+            return optuna.load_study(study_name="tiny", storage=storage).trials
+        except (FileNotFoundError, KeyError):  # the study is not made yet
+            return []
+
     deadline = time.time() + 400
     while time.time() < deadline:
-        trials = optuna.load_study(study_name="tiny", storage=storage).trials \
-            if os.path.exists(raw["storage"]) else []
         if any(t.number == 1 and t.state.name == "RUNNING" and len(t.intermediate_values) >= 2
-               for t in trials):
+               for t in trials()):
             break
         time.sleep(0.3)
     else:
@@ -137,7 +141,8 @@ def test_tracking_server_killed_mid_study_then_sync(tmp_path, tools):
     out, _ = tune.communicate(timeout=600)
     assert tune.returncode == 0, out[-3000:]
     assert "tracking error" in out
-    study = optuna.load_study(study_name="tiny", storage=storage)
+    study = optuna.load_study(study_name="tiny", storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(raw["storage"])))
     assert sum(t.state.name == "COMPLETE" for t in study.trials) == 3
     second = server()
     try:
