@@ -203,8 +203,12 @@ def crash(server: subprocess.Popen) -> None:
     signal to the wrapper's group alone would leave MLflow serving)."""
     import psutil
 
-    wrapper = psutil.Process(server.pid)
-    for proc in [*wrapper.children(recursive=True), wrapper]:
+    try:
+        wrapper = psutil.Process(server.pid)
+        victims = [*wrapper.children(recursive=True), wrapper]
+    except psutil.NoSuchProcess:
+        victims = []
+    for proc in victims:
         try:
             proc.kill()
         except psutil.NoSuchProcess:
@@ -311,21 +315,23 @@ def case_tracking_killed_then_sync(ctx: Context) -> dict:
     raw = tiny_study(folder, n_trials=3, max_epochs=6, tracking_uri=url,
                      **{"early_stopping.enabled": False})
     (folder / "study.yaml").write_text(yaml.safe_dump(raw))
-    first = server()
-    tune = subprocess.Popen([sys.executable, "-m", "tunelab", "tune", "study.yaml"], cwd=folder,
-                            env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
     journal = folder / "mlruns" / "optuna.journal"
-    deadline = time.time() + 600
-    live = 0
-    while time.time() < deadline:
-        trials = optuna_trials(journal).get("tiny", [])
-        if any(t.number == 1 and t.state.name == "RUNNING" and len(t.intermediate_values) >= 2
-               for t in trials):
-            live = len(mlflow_runs(url))  # parent, trial 0 and trial 1, logged live
-            break
-        time.sleep(0.3)
-    crash(first)
+    first = server()
+    try:
+        tune = subprocess.Popen([sys.executable, "-m", "tunelab", "tune", "study.yaml"],
+                                cwd=folder, env=ENV, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+        deadline = time.time() + 600
+        live = 0
+        while time.time() < deadline:
+            trials = optuna_trials(journal).get("tiny", [])
+            if any(t.number == 1 and t.state.name == "RUNNING"
+                   and len(t.intermediate_values) >= 2 for t in trials):
+                live = len(mlflow_runs(url))  # parent, trial 0 and trial 1, logged live
+                break
+            time.sleep(0.3)
+    finally:
+        crash(first)  # the fault; also when something above failed
     out, _ = tune.communicate(timeout=900)
     errors = out.count("tracking error")
     second = server()
