@@ -156,6 +156,12 @@ def tune(config: StudyConfig | str | Path | Mapping[str, Any] | None = None, *,
         raise ConfigError(str(err)) from None
     # every check has passed: from here on the stores are written
     study = open_study(config, create=True)
+    if stored is None and study.user_attrs.get(IDENTITY_ATTR) not in (None, identity):
+        # another `tune` created the study since it was looked up: compare with its record
+        stored = StoredStudy(config.study_name, config.storage_url,
+                             {"config": config.to_dict(), **study.user_attrs},
+                             len(study.trials), {})
+        check = check_resume(stored, config, identity, accept)
     for line in notice(config.study_name, stored.n_trials, check) if check else ():
         print(line, file=sys.stderr, flush=True)
     if study.user_attrs.get(IDENTITY_ATTR) != identity:

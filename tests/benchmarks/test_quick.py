@@ -121,3 +121,18 @@ def test_lab_sized_quick():
     # the cached trials ran the extractor once per split (round 0), then read the disk cache
     assert number_after("extractor runs in the cached trials:", out) == 2
     assert number_after("cache reads:", out) == 2
+
+
+def test_faults_quick():
+    out = run_quick("faults.py")
+    rows = json.loads(out.strip().splitlines()[-1])
+    assert {r["case"] for r in rows} >= {"empty study file", "duplicate YAML key",
+                                         "objective.metric: val_acc"}
+    for r in rows:  # every quick case is a refusal at the door
+        assert (r["exit"], r["trials mixed"], r["runs RUNNING"], r["written on refusal"]) == \
+            (2, 0, 0, False), r
+        assert "TRACEBACK" not in r["note"] and "PAYLOAD RAN" not in r["note"], r
+    table = [line for line in out.splitlines() if line.startswith("| ")]
+    assert len(table) == len(rows) + 1  # the header, then one row per case
+    assert all(line.startswith(f"| {r['case']} | 2 | 0 | 0 | no |")
+               for line, r in zip(table[1:], rows, strict=True))

@@ -173,3 +173,20 @@ def test_accept_change_names_a_study_key(tmp_path, capsys, monkeypatch):
     assert main(["tune", "--accept-change", "sampler.knd", "--n-trials", "1"]) == 2
     assert "--accept-change: 'sampler.knd' is not a study key" in capsys.readouterr().err
     assert not (tmp_path / "mlruns").exists()
+
+
+def test_a_study_created_by_another_start_meanwhile_is_compared_not_overwritten(made, tools,
+                                                                               monkeypatch):
+    """Two starts of one name: the second looked before the first created the study."""
+    import tunelab.search.study
+
+    tmp, _ = made
+    monkeypatch.setattr(tunelab.search.study, "find_stored_study", lambda *a, **k: None)
+    with pytest.raises(ConfigError, match="model: stored lenet vs new alexnet"):
+        tunelab.tune(base(tmp, model="alexnet"), in_process=True)
+    monkeypatch.undo()
+    from tunelab.search import open_study
+
+    study = open_study(storage=base(tmp)["storage"], study_name="tiny")
+    assert study.user_attrs["tunelab.identity"]["model"] == ["lenet"]
+    assert len(study.trials) == 1

@@ -24,6 +24,24 @@ LIVE_TRIAL_FILES = {"learning_curves.png", "confusion_matrix.png", "model_summar
 STUDY_FILES = {"best_trial.json", "study/optimization_history.png", "study/slice.png"}
 
 
+def crash(server: subprocess.Popen) -> None:
+    """SIGKILL a `tunelab server` and the MLflow server it runs in a session of its own (a
+    signal to the wrapper's group alone would leave MLflow serving)."""
+    import psutil
+
+    try:
+        wrapper = psutil.Process(server.pid)
+        victims = [*wrapper.children(recursive=True), wrapper]
+    except psutil.NoSuchProcess:
+        victims = []
+    for proc in victims:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    server.wait()
+
+
 def runs_of(uri: str, name: str):
     client = MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name(name)
@@ -108,36 +126,41 @@ def test_tracking_server_killed_mid_study_then_sync(tmp_path, tools):
     (tmp_path / "study.yaml").write_text(yaml.safe_dump(raw))
     env = {**os.environ, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",  # a dead server: at once
            "MLFLOW_HTTP_REQUEST_TIMEOUT": "60"}  # a live one on a loaded machine: seconds
-    first = server()
-    tune = subprocess.Popen([sys.executable, "-m", "tunelab", "tune", "study.yaml"],
-                            cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    storage = optuna.storages.JournalStorage(
-        optuna.storages.journal.JournalFileBackend(raw["storage"]))
-    deadline = time.time() + 400
-    while time.time() < deadline:
-        trials = optuna.load_study(study_name="tiny", storage=storage).trials \
-            if os.path.exists(raw["storage"]) else []
-        if any(t.number == 1 and t.state.name == "RUNNING" and len(t.intermediate_values) >= 2
-               for t in trials):
-            break
-        time.sleep(0.3)
-    else:
-        tune.kill()
-        pytest.fail("trial 1 never trained")
-    _, parents, live = runs_of(url, "tiny")  # tracking worked until now
-    assert len(parents) == 1 and {r.data.tags["tunelab.trial"] for r in live} == {"0", "1"}
-    # SIGKILL the wrapper and the MLflow server it runs in a session of its own
-    import psutil
 
-    wrapper = psutil.Process(first.pid)
-    for proc in [*wrapper.children(recursive=True), wrapper]:
-        proc.kill()
-    first.wait()
+    def trials():
+        try:
+            storage = optuna.storages.JournalStorage(
+                optuna.storages.journal.JournalFileBackend(raw["storage"]))
+            return optuna.load_study(study_name="tiny", storage=storage).trials
+        except (FileNotFoundError, KeyError):  # the study is not made yet
+            return []
+
+    first = server()
+    try:
+        tune = subprocess.Popen([sys.executable, "-m", "tunelab", "tune", "study.yaml"],
+                                cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+        deadline = time.time() + 400
+        while time.time() < deadline:
+            if any(t.number == 1 and t.state.name == "RUNNING"
+                   and len(t.intermediate_values) >= 2 for t in trials()):
+                break
+            time.sleep(0.3)
+        else:
+            tune.kill()
+            pytest.fail("trial 1 never trained")
+        _, parents, live = runs_of(url, "tiny")  # tracking worked until now
+        assert len(parents) == 1 and {r.data.tags["tunelab.trial"] for r in live} == {"0", "1"}
+    except BaseException:
+        tune.kill()
+        raise
+    finally:
+        crash(first)  # also when the test failed: no server outlives it
     out, _ = tune.communicate(timeout=600)
     assert tune.returncode == 0, out[-3000:]
     assert "tracking error" in out
-    study = optuna.load_study(study_name="tiny", storage=storage)
+    study = optuna.load_study(study_name="tiny", storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(raw["storage"])))
     assert sum(t.state.name == "COMPLETE" for t in study.trials) == 3
     second = server()
     try:
