@@ -200,9 +200,10 @@ class Selection:
                     f"{c.kind} run(s) (search score {_num(chosen.value)})")
         if chosen is None:
             return (f"no trial qualifies: every complete {front}trial has a gap above "
-                    f"{self.rule.gap_tolerance:g}, rising validation loss or a violated "
-                    "constraint (raise objective.gap_tolerance, train with more "
-                    "regularization, or pass --force to take the best objective anyway)")
+                    f"{self.rule.gap_tolerance:g}, rising validation loss, a violated "
+                    "constraint or chance-level accuracy (see `tunelab best` for each "
+                    "trial's reason; raise objective.gap_tolerance, train longer or with "
+                    "more regularization, or pass --force to take the best objective anyway)")
         top = self.verdicts[0].record
         text = (f"selected {front}trial {chosen.number}: {self.rule.metric} "
                 f"{_num(chosen.metric)}, gap {_num(chosen.gap)} <= tolerance "

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import inspect
+import signal
+import threading
 import time
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -43,7 +46,45 @@ def open_storage(url: str, *, heartbeat_interval: int | None = None,
                                             **kwargs))
     path = Path(url.removeprefix("journal:")).expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)
-    return JournalStorage(JournalFileBackend(str(path)))
+    return JournalStorage(UninterruptedJournal(str(path)))
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextmanager
+def stop_signals_held():
+    """Hold SIGINT and SIGTERM until the block ends, then deliver them to the handlers that
+    were installed. In the main thread only (the only thread Python interrupts); elsewhere a
+    no-op."""
+    if threading.current_thread() is not threading.main_thread() \
+            or any(signal.getsignal(s) is None for s in STOP_SIGNALS):  # a C-level handler
+        yield
+        return
+    arrived: list[int] = []
+    previous = {s: signal.signal(s, lambda signum, frame: arrived.append(signum))
+                for s in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        for s in dict.fromkeys(arrived):
+            signal.raise_signal(s)
+
+
+class UninterruptedJournal(JournalFileBackend):
+    """Optuna's journal file, each append finished before a stop signal is handled.
+
+    Optuna's file lock is not safe against a ``KeyboardInterrupt``: one raised inside its
+    ``release`` (Ctrl-C, or SIGTERM turned into an interrupt) left the lock file behind, so
+    every other worker of the study waited out the lock's 30 s grace period, and replaced the
+    interrupt with a ``FileNotFoundError`` traceback, so the trial's run ended FAILED instead
+    of KILLED. Appends are short (one fsync); the signal is delivered right after."""
+
+    def append_logs(self, logs: list[dict[str, Any]]) -> None:
+        with stop_signals_held():
+            super().append_logs(logs)
 
 
 class _RetryOnce:
@@ -85,11 +126,16 @@ OWNER = "tunelab:owner"  # a trial's owner, a system attribute: {"host", "pid", 
 
 
 def process_started(pid: int) -> float | None:
-    """A process's start time (tells a live owner from a reused pid); None: no process."""
+    """A process's start time (tells a live owner from a reused pid); None: no process, or
+    a zombie (killed, not yet reaped: in a container whose init does not reap orphans, a
+    killed worker's children stay zombies and would pass for live owners forever)."""
     import psutil
 
     try:
-        return round(psutil.Process(pid).create_time(), 2)
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return None
+        return round(process.create_time(), 2)
     except psutil.Error:
         return None
 
@@ -341,7 +387,7 @@ def find_stored_study(storage_url: str, study_name: str) -> dict[str, Any] | Non
         path = Path(storage_url.removeprefix("journal:")).expanduser()
         if not path.is_file():
             return None
-        storage = JournalStorage(JournalFileBackend(str(path)))
+        storage = JournalStorage(UninterruptedJournal(str(path)))
     try:
         study_id = storage.get_study_id_from_name(study_name)
     except KeyError:

@@ -35,7 +35,9 @@ TUNE_LINES = [
     # the summary
     r"study '\S+': \d+ complete, \d+ pruned, \d+ failed", r"best trial: #\d+ +\S+ = [\d.]+.*",
     r"  \S+: \S+", r"top \d+ trials", r"trial +\S+ +gap +best ep +epochs +params",
-    r"[- ]+", r"\d+ +[\d.]+ +-?[\d.]+ +\d+ +\d+ +.*", r"browse the runs: tunelab server.*",
+    r"[- ]+", r"\d+ +[\d.]+ +-?[\d.]+ +\d+ +\d+ +.*",
+    r"selected (Pareto-front )?trial \d+.*", r"no trial qualifies: .+",
+    r"browse the runs: tunelab server.*",
 ]
 BEST_LINES = [r"\d+ complete trial\(s\), ranked by .+", r"rank +trial +objective .+verdict",
               r"[- ]+", r"\d+ +\d+ +[\d.]+ .+", r"selected trial \d+: .+"]

@@ -223,3 +223,50 @@ def test_two_processes_creating_one_new_store_both_track(tmp_path):
         outs = [p.communicate(timeout=300)[0] for p in procs]
         for proc, out in zip(procs, outs, strict=True):
             assert proc.returncode == 0 and "tracked 1" in out, out[-3000:]
+
+
+def test_a_stop_signal_during_a_journal_append_waits_for_the_append(tmp_path, monkeypatch):
+    """Optuna's journal lock broke when an interrupt landed inside its release: the lock file
+    stayed (other workers waited 30 s) and a FileNotFoundError replaced the interrupt. Here a
+    real SIGINT lands exactly there, in the unlink of the released lock; it now arrives,
+    through the installed handler, after the append."""
+    import signal
+
+    from tunelab.search.study import UninterruptedJournal
+
+    journal = UninterruptedJournal(str(tmp_path / "j.journal"))
+    real_unlink = os.unlink
+
+    def unlink_then_ctrl_c(path, *args, **kwargs):
+        real_unlink(path, *args, **kwargs)
+        if ".lock" in str(path):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)  # the handler runs here when nothing holds it
+
+    monkeypatch.setattr(os, "unlink", unlink_then_ctrl_c)
+    with pytest.raises(KeyboardInterrupt) as raised:
+        journal.append_logs([{"op_code": 0}])
+    assert type(raised.value) is KeyboardInterrupt and raised.value.__context__ is None
+    monkeypatch.undo()
+    assert not list(tmp_path.glob("*.lock*")), "the journal's lock was left behind"
+    assert list(journal.read_logs(0)) == [{"op_code": 0}]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_zombie_owner_is_dead(tmp_path):
+    """A killed worker's process that nobody reaped (a container's init that does not reap
+    orphans) is a zombie: it still has a start time, yet will never finish its trial."""
+    import subprocess
+
+    from tunelab.search.study import process_started
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    deadline = time.time() + 30
+    import psutil
+
+    while psutil.Process(child.pid).status() != psutil.STATUS_ZOMBIE:  # exited, not reaped
+        assert time.time() < deadline
+        time.sleep(0.05)
+    assert process_started(child.pid) is None
+    assert process_started(os.getpid()) is not None
+    child.wait()

@@ -36,9 +36,12 @@ def binary_digits(path):
 def registered(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("clinical")
     source = binary_digits(tmp / "three_or_eight.npz")
-    raw = tiny_study(tmp, study_name="binary", n_trials=1, max_epochs=2, **{
+    # small batches and a fixed, brisk learning rate: two steps an epoch at batch 128 left
+    # the one trial at chance level now and then, and chance-level trials are not selected
+    raw = tiny_study(tmp, study_name="binary", n_trials=1, max_epochs=3, **{
         "dataset.source": source, "dataset.test_fraction": 0.3,
         "objective.gap_tolerance": 1.0, "space.loss": "hinge", "space.n_base": 4,
+        "space.batch_size": 16, "space.learning_rate": 0.005,
         "registry.threshold": {"sensitivity": 0.9}, "registry.bootstrap_resamples": 500})
     tunelab.tune(raw, in_process=True)
     import io
