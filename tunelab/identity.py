@@ -36,6 +36,9 @@ IDENTITY_VERSION = 1
 #: config keys (and their sub-keys) a resumed study may change; each gets a notice
 ALLOWED_ON_RESUME = ("n_trials", "timeout", "max_epochs", "workers", "trials_per_process",
                      "tracking", "tracking_uri", "storage", "checkpoints", "tensorboard")
+#: budgets of one invocation, never taken from the stored config: a resume without
+#: ``--timeout`` runs without one, whatever the run that created the study was given
+PER_INVOCATION = ("timeout",)
 #: dataset keys that decide which images and splits a study sees: the data fingerprint
 #: judges them (a moved file with the same content is the same data)
 DATA_KEYS = ("dataset.source", "dataset.validation_fraction", "dataset.test_fraction",
@@ -84,6 +87,8 @@ def merge_stored(stored: Mapping[str, Any], user: Mapping[str, Any], *, study_na
     """The stored config with only the keys the user set (``user``) on top. ``space``,
     ``warm_start`` and ``model`` are values, replaced whole; sections merge key by key."""
     merged = copy.deepcopy(dict(stored))
+    for key in PER_INVOCATION:  # `tune --timeout 60` once must not cap every later resume
+        merged.pop(key, None)
     for key, value in user.items():
         if (key in SECTIONS and isinstance(value, Mapping)
                 and isinstance(merged.get(key), Mapping)):

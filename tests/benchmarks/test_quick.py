@@ -29,6 +29,7 @@ def number_after(label: str, text: str) -> float:
     return float(match.group(1))
 
 
+@pytest.mark.slow
 def test_search_efficiency_quick(tmp_path):
     out = run_quick("search_efficiency.py", "--out", str(tmp_path))
     results = json.loads((tmp_path / "results.json").read_text())
@@ -57,6 +58,7 @@ def test_search_efficiency_quick(tmp_path):
     assert len(ranks) == 2 and all(1.0 <= float(r) <= 2.0 for pair in ranks for r in pair)
 
 
+@pytest.mark.slow
 def test_tracking_overhead_quick():
     out = run_quick("tracking_overhead.py")
     assert number_after("wall-time ratio on / off: median", out) > 0
@@ -65,6 +67,7 @@ def test_tracking_overhead_quick():
     assert re.search(r"= (\d+)/\1 = 1\.000", out), out[-1500:]
 
 
+@pytest.mark.slow
 def test_input_pipeline_quick():
     out = run_quick("input_pipeline.py")
     for label in ("tunelab in RAM / in-memory tensors:", "tunelab streamed / in-memory tensors:",
@@ -82,6 +85,7 @@ def test_workers_quick():
     assert all(r["trials"] == 6 and r["per_minute"] > 0 for r in rows)
 
 
+@pytest.mark.slow
 def test_memory_per_trial_quick():
     out = run_quick("memory_per_trial.py")
     for label in ("one process", "recycled workers"):
@@ -91,6 +95,7 @@ def test_memory_per_trial_quick():
     assert [int(r[0]) for r in rows] == [1, 2, 3, 4]  # resident MB per trial, both ways
 
 
+@pytest.mark.slow
 def test_transfer_feature_cache_quick():
     out = run_quick("transfer_feature_cache.py")
     assert number_after("trials after the first:", out) > 0
@@ -136,3 +141,25 @@ def test_faults_quick():
     assert len(table) == len(rows) + 1  # the header, then one row per case
     assert all(line.startswith(f"| {r['case']} | 2 | 0 | 0 | no |")
                for line, r in zip(table[1:], rows, strict=True))
+
+
+def test_orchestration_quick(tmp_path):
+    out = run_quick("orchestration.py", "--out", str(tmp_path), timeout=900)
+    results = json.loads((tmp_path / "results.json").read_text())
+    cases = results["datasets"]["digits"]
+    assert set(cases) == {"tunelab", "hand-glued", "keras-tuner"}
+    for name, r in cases.items():
+        assert (r["trials"], r["epochs"]) == (3, 6), name  # 3 trials x 2 epochs, no pruning
+        assert sum(r["phases"].values()) == pytest.approx(r["wall"])  # the phases add up
+        for phase in ("start-up (command to first trial)", "build", "compile",
+                      "first epochs at steady speed", "steady epochs", "study end (to exit)"):
+            assert r["phases"][phase] > 0, (name, phase)
+        assert 0 < r["median_steady_epoch"] < r["time_to_first_epoch"] < r["wall"]
+        assert 1 < r["wall_over_compute"] < float("inf")
+        assert r["gap_counts"]["between trials"] + r["gap_counts"]["worker recycles"] == 2
+    tunelab = cases["tunelab"]  # workers recycled every 2 trials: 2 processes, 1 recycle
+    assert tunelab["processes"] == 2 and tunelab["gap_counts"]["worker recycles"] == 1
+    assert tunelab["phases"]["worker recycles"] > 0
+    assert "data_loaded -> trial_ask" in tunelab["gap_breakdown"]["worker recycles"]
+    assert 0 < number_after("tunelab wall / hand-glued loop wall =", out) < float("inf")
+    assert "| **wall / steady epoch compute** |" in (tmp_path / "summary.md").read_text()

@@ -9,11 +9,11 @@ from tunelab.config import StudyConfig, config_from_dict
 
 def test_tracking_defaults_on_and_false_is_accepted(tmp_path):
     assert StudyConfig().tracking is True
-    assert config_from_dict(tiny_study(tmp_path, tracking=False)).tracking is False
+    assert config_from_dict(tiny_study(tmp_path, fresh_store=True, tracking=False)).tracking is False
 
 
 def test_tracking_off_writes_no_mlflow_store(tmp_path):
-    raw = tiny_study(tmp_path, tracking=False, n_trials=2, max_epochs=1)
+    raw = tiny_study(tmp_path, fresh_store=True, tracking=False, n_trials=2, max_epochs=1)
     study = tunelab.tune(raw, in_process=True)
     done = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
     assert len(done) == 2

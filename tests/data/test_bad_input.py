@@ -85,7 +85,7 @@ def test_decompression_bomb_refused_with_its_size(tmp_path, gen):
 
 def test_bad_data_writes_nothing_to_the_stores(tmp_path, lab_folder):
     corrupt_jpeg(lab_folder / "validation" / "benign" / "broken.jpg")
-    raw = tiny_study(tmp_path / "study", **{"dataset.source": str(lab_folder),
+    raw = tiny_study(tmp_path / "study", fresh_store=True, **{"dataset.source": str(lab_folder),
                                             "dataset.cache_dir": str(tmp_path / "cache")})
     with pytest.raises(ConfigError, match=r"broken.jpg"):
         tunelab.tune(raw, in_process=True)
@@ -94,9 +94,9 @@ def test_bad_data_writes_nothing_to_the_stores(tmp_path, lab_folder):
 
 def test_config_rejects_bad_patterns(tmp_path):
     with pytest.raises(ConfigError, match=r"dataset.label_pattern: .* needs a named group"):
-        tunelab.tune(tiny_study(tmp_path, **{"dataset.label_pattern": r"^C\d"}))
+        tunelab.tune(tiny_study(tmp_path, fresh_store=True, **{"dataset.label_pattern": r"^C\d"}))
     with pytest.raises(ConfigError, match=r"dataset.group_pattern: '\(' is not a valid"):
-        tunelab.tune(tiny_study(tmp_path, **{"dataset.group_pattern": "("}))
+        tunelab.tune(tiny_study(tmp_path, fresh_store=True, **{"dataset.group_pattern": "("}))
     with pytest.raises(ConfigError, match=r"dataset.cv_folds: 0 must be >= 2"):
-        tunelab.tune(tiny_study(tmp_path, **{"dataset.cv_folds": 0}))
+        tunelab.tune(tiny_study(tmp_path, fresh_store=True, **{"dataset.cv_folds": 0}))
     assert not (tmp_path / "mlruns").exists()

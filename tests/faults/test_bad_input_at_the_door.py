@@ -31,7 +31,7 @@ def assert_refused(result, *words):
 
 # -- the study file -----------------------------------------------------------------------
 def test_an_unknown_objective_metric_exits_2_listing_the_metrics(tmp_path, tools):
-    raw = tiny_study(tmp_path, **{"objective.metric": "val_acc"})
+    raw = tiny_study(tmp_path, fresh_store=True, **{"objective.metric": "val_acc"})
     result = tools.run_cli("tune", write_study(tmp_path, yaml.safe_dump(raw)), cwd=tmp_path)
     assert_refused(result, "objective.metric: 'val_acc' is not logged", "val_accuracy",
                    "val_balanced_accuracy", "val_recall_<class>")
@@ -39,7 +39,7 @@ def test_an_unknown_objective_metric_exits_2_listing_the_metrics(tmp_path, tools
 
 
 def test_a_monitor_the_data_does_not_log_is_refused_with_the_data_s_metrics(tmp_path):
-    raw = tiny_study(tmp_path, **{"early_stopping.monitor": "val_recall_pneumonia"})
+    raw = tiny_study(tmp_path, fresh_store=True, **{"early_stopping.monitor": "val_recall_pneumonia"})
     with pytest.raises(ConfigError, match=r"early_stopping.monitor: 'val_recall_pneumonia' is "
                                           r"not logged for digits \(10 classes: 0, 1, .*\); "
                                           r"choose one of val_loss, val_accuracy, .*val_recall_9"):
@@ -96,7 +96,7 @@ def bomb_folder(tmp_path, tools):
 
 def test_tune_and_data_inspect_refuse_the_image_by_name_or_skip_it(tmp_path, bomb_folder,
                                                                    tools):
-    raw = tiny_study(tmp_path / "study", **{"dataset.source": str(bomb_folder),
+    raw = tiny_study(tmp_path / "study", fresh_store=True, **{"dataset.source": str(bomb_folder),
                                             "dataset.cache_dir": str(tmp_path / "cache")})
     with pytest.raises(ConfigError, match=r"lesion/huge.png: 20000x14000 = 280000000 pixels is "
                                           r"above the limit"):
@@ -134,7 +134,7 @@ def test_a_crafted_cifar10_folder_is_refused_by_name_and_runs_no_code(tmp_path, 
     assert_refused(result, f"{root / 'batches.meta'}: not a CIFAR-10 python batch",
                    "posix.system")
     assert not marker.exists(), "the payload ran"
-    raw = tiny_study(tmp_path / "study", **{"dataset.source": str(root)})
+    raw = tiny_study(tmp_path / "study", fresh_store=True, **{"dataset.source": str(root)})
     with pytest.raises(ConfigError, match="batches.meta: not a CIFAR-10 python batch"):
         tunelab.tune(raw, in_process=True)
     assert not marker.exists() and not (tmp_path / "study").exists()

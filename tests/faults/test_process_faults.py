@@ -77,8 +77,10 @@ def test_sigterm_is_handled_like_ctrl_c(tmp_path, hog):
 REPEATS = int(os.environ.get("TUNELAB_FAULT_REPEATS", "1"))
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("point", pf.CTRL_C_POINTS)
+# first-epoch (the point that lost Ctrl-C) runs in the default suite, the rest with -m slow
+@pytest.mark.parametrize("point", [pytest.param(p, marks=() if p == "first-epoch"
+                                                else pytest.mark.slow)
+                                   for p in pf.CTRL_C_POINTS])
 def test_ctrl_c_under_load_is_never_lost(tmp_path, hog, point):
     for attempt in range(REPEATS):
         row = pf.ctrl_c(tmp_path / str(attempt), point)
@@ -206,6 +208,7 @@ print("tracked", StudyTracker(sys.argv[1], "race", background=False).experiment_
 """
 
 
+@pytest.mark.slow
 def test_two_processes_creating_one_new_store_both_track(tmp_path):
     """MLflow migrates a new SQLite store on first use; two processes doing it at once raced
     on alembic_version (3 of 3 times here without the lock)."""

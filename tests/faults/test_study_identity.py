@@ -16,7 +16,7 @@ from tunelab.config import ConfigError, load_config
 
 def base(tmp, **overrides) -> dict:
     """The tiny study of this module: 1 trial of 1 epoch on 8x8 digits, stores in ``tmp``."""
-    return tiny_study(tmp, n_trials=1, max_epochs=1,
+    return tiny_study(tmp, fresh_store=True, n_trials=1, max_epochs=1,
                       **{"dataset.cache_dir": str(tmp / "cache"), **overrides})
 
 
@@ -190,3 +190,15 @@ def test_a_study_created_by_another_start_meanwhile_is_compared_not_overwritten(
     study = open_study(storage=base(tmp)["storage"], study_name="tiny")
     assert study.user_attrs["tunelab.identity"]["model"] == ["lenet"]
     assert len(study.trials) == 1
+
+
+def test_a_resume_does_not_inherit_the_timeout_of_the_run_that_created_the_study():
+    """`tune --timeout 0.001` created the study (no trial ran); the plain `tune` after it
+    took the stored 0.001 s too and never trained: a timeout is one invocation's budget."""
+    from tunelab.identity import merge_stored
+
+    stored = {"study_name": "s", "n_trials": 3, "timeout": 0.001, "max_epochs": 30}
+    merged = merge_stored(stored, {"max_epochs": 2}, study_name="s", storage="j")
+    assert "timeout" not in merged and merged["n_trials"] == 3 and merged["max_epochs"] == 2
+    again = merge_stored(stored, {"timeout": 60}, study_name="s", storage="j")
+    assert again["timeout"] == 60

@@ -86,7 +86,11 @@ def test_killed_worker_trial_fails_and_is_retried(tmp_path, postgres_url, tunela
     study = optuna.load_study(study_name="pg-kill", storage=postgres_url)
     states = {t.number: t for t in study.trials}
     assert states[victim.number].state == optuna.trial.TrialState.FAIL
-    retries = [t for t in study.trials if t.system_attrs.get("failed_trial") == victim.number]
+    # on one host the reaper sees the owner's pid gone before Optuna's heartbeat grace ends
+    # (tunelab's retry: user attr retry_of); on another host Optuna's heartbeat fails it
+    # (its retry: system attr failed_trial). Either way exactly one retry.
+    retries = [t for t in study.trials if victim.number in (
+        t.system_attrs.get("failed_trial"), t.user_attrs.get("retry_of"))]
     assert len(retries) == 1 and retries[0].params == victim.params
     finished = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(finished) == 3
@@ -94,7 +98,8 @@ def test_killed_worker_trial_fails_and_is_retried(tmp_path, postgres_url, tunela
     assert not [r for r in runs if r.info.status == "RUNNING"]
     killed = [r for r in runs if r.info.run_id == victim.user_attrs["mlflow_run_id"]][0]
     assert killed.info.status == "FAILED"
-    assert "heartbeat" in killed.data.tags["tunelab.reason"]
+    reason = killed.data.tags["tunelab.reason"]
+    assert "heartbeat" in reason or "is gone" in reason, reason
 
 
 def test_study_survives_tracking_down_then_sync_logs_every_trial(tmp_path):

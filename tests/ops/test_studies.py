@@ -19,7 +19,7 @@ def cli(*args, cwd):
 
 
 def test_list_export_and_delete_with_runs(in_tmp):
-    raw = tiny_study(in_tmp, study_name="managed", n_trials=2, max_epochs=1)
+    raw = tiny_study(in_tmp, fresh_store=True, study_name="managed", n_trials=2, max_epochs=1)
     tunelab.tune(raw, in_process=True)
     storage = raw["storage"]
     listing = cli("studies", "--storage", storage, cwd=in_tmp)

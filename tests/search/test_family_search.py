@@ -73,6 +73,7 @@ def test_family_space_is_checked_per_family(tmp_path, space, words):
         validate_against_data(config, load_data(config))
 
 
+@pytest.mark.slow
 def test_one_study_compares_families_with_a_warm_start(tmp_path):
     raw = tiny_study(tmp_path, space=FAMILY_SPACE, n_trials=3,
                      warm_start=[{"model": "resnet8", "learning_rate": 5e-3, "n_base": 8}])

@@ -7,6 +7,8 @@ import sys
 import textwrap
 import time
 
+import pytest
+
 from tunelab.tracking import StudyTracker
 from tunelab.tracking.writer import BackgroundWriter
 
@@ -86,6 +88,7 @@ def test_a_process_that_exits_without_flushing_still_lands_its_runs(tmp_path):
     assert "learning_curves.png" in artifacts(tracker, run_id)
 
 
+@pytest.mark.slow
 def test_the_writer_finishes_what_it_received_when_its_trainer_is_killed(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     gate = tmp_path / "go"

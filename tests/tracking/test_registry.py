@@ -79,6 +79,7 @@ def test_round_trip_with_raw_images_of_another_size(registered):
     assert accuracy == pytest.approx(first.val_accuracy)
 
 
+@pytest.mark.slow
 def test_second_registration_moves_the_alias_and_a_worse_model_does_not(registered, capsys):
     tmp, raw, first = registered
     client = MlflowClient(raw["tracking_uri"])
@@ -130,6 +131,7 @@ def test_prepare_images_refuses_what_it_cannot_read():
     assert isinstance(ImageClassifier(), ImageClassifier)
 
 
+@pytest.mark.slow
 def test_retrain_without_checkpoints_rebuilds_fixed_hyperparameters(tmp_path):
     # dense_units is fixed at a non-default width: Optuna's trial.params omit fixed values,
     # so a retrain that read only them would rebuild the default model
