@@ -123,6 +123,18 @@ def schedule_callbacks(s: TrainingSettings) -> list[keras.callbacks.Callback]:
     return [keras.callbacks.LearningRateScheduler(rate, verbose=0)]
 
 
+class BatchCheck(keras.callbacks.Callback):
+    """Calls ``check()`` after every training batch (it raises to stop training: the shell's
+    stop check, so a Ctrl-C swallowed where Python cannot raise still stops the fit)."""
+
+    def __init__(self, check: Callable[[], None]):
+        super().__init__()
+        self._check = check
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._check()
+
+
 class EpochHook(keras.callbacks.Callback):
     """Adds the learning rate to the epoch logs, then hands them to a plain function."""
 

@@ -8,7 +8,7 @@ sampler's suggestions. ``run_trials`` is a worker's loop over trials.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +22,13 @@ from .liveness import OwnerHooks, fail_own_running, reap_dead_trials, running_el
 from .progress import Emit, ProgressHooks
 from .selection import ObjectiveRule
 from .space import SearchSpace
-from .study import counted_trials, duplicate_of, fail_stale_trials, over_budget
+from .study import (
+    counted_trials,
+    deliver_held_signals,
+    duplicate_of,
+    fail_stale_trials,
+    over_budget,
+)
 from .trial import (
     BudgetReached,
     TrackingHooks,
@@ -59,6 +65,8 @@ class Objective:
     hooks: list[TrialHooks] = field(default_factory=list)  # more observers
     heartbeat_interval: float | None = 10.0  # owner + heartbeat thread per trial; None: off
     no_repeats: bool = False  # grid: never train a grid point twice (retries aside)
+    #: raises to stop (the shell's stop-signal check): before every trial, after every batch
+    stop_check: Callable[[], None] | None = None
     _lifecycle: TrialLifecycle | None = field(default=None, init=False, repr=False)
 
     @property
@@ -70,7 +78,8 @@ class Objective:
                 data=self.data, model=self.model_name, training=self.training,
                 metric=self.metric, direction=self.direction, seed=self.seed, rule=self.rule,
                 checkpoints=self.checkpoints, feature_cache_dir=self.feature_cache_dir,
-                cv_folds=self.cv_folds, tensorboard=self.tensorboard)
+                cv_folds=self.cv_folds, tensorboard=self.tensorboard,
+                stop_check=self.stop_check)
             hooks = list(self.hooks)
             if self.heartbeat_interval:
                 hooks.append(OwnerHooks(self.heartbeat_interval))
@@ -95,9 +104,14 @@ class Objective:
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
         timeline.mark("trial_start", trial=trial.number)
         owner = self.owner
-        if owner is not None:  # first: a process killed from here on leaves its owner behind
-            owner.claim(trial)
         try:
+            if owner is not None:  # first: a process killed from here on leaves its owner
+                owner.claim(trial)
+        finally:  # a stop that arrived while the trial was created: inside the objective,
+            deliver_held_signals()  # so Optuna records the trial as failed
+        try:
+            if self.stop_check is not None:
+                self.stop_check()
             if over_budget(trial.study, trial.number, self.n_trials):
                 trial.set_user_attr("skipped", "the trial budget was already filled")
                 raise BudgetReached("the trial budget was already filled by other workers")

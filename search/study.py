@@ -50,13 +50,19 @@ def open_storage(url: str, *, heartbeat_interval: int | None = None,
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+#: Optuna's journal op code for a new trial (the journal file's format, stable across
+#: versions: JournalOperation.CREATE_TRIAL)
+CREATE_TRIAL_OP = 4
+#: stop signals held over from a block that asked to carry them (see ``stop_signals_held``)
+_carried: list[int] = []
 
 
 @contextmanager
-def stop_signals_held():
+def stop_signals_held(*, carry: bool = False):
     """Hold SIGINT and SIGTERM until the block ends, then deliver them to the handlers that
-    were installed. In the main thread only (the only thread Python interrupts); elsewhere a
-    no-op."""
+    were installed. ``carry``: keep them for the end of the next held block (or
+    ``deliver_held_signals``) instead. In the main thread only (the only thread Python
+    interrupts); elsewhere a no-op."""
     if threading.current_thread() is not threading.main_thread() \
             or any(signal.getsignal(s) is None for s in STOP_SIGNALS):  # a C-level handler
         yield
@@ -69,8 +75,17 @@ def stop_signals_held():
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
-        for s in dict.fromkeys(arrived):
-            signal.raise_signal(s)
+        _carried.extend(arrived)
+        if not carry:
+            deliver_held_signals()
+
+
+def deliver_held_signals() -> None:
+    """Deliver the stop signals carried over from a held block, once each."""
+    pending = list(dict.fromkeys(_carried))
+    _carried.clear()
+    for s in pending:
+        signal.raise_signal(s)
 
 
 class UninterruptedJournal(JournalFileBackend):
@@ -83,7 +98,11 @@ class UninterruptedJournal(JournalFileBackend):
     of KILLED. Appends are short (one fsync); the signal is delivered right after."""
 
     def append_logs(self, logs: list[dict[str, Any]]) -> None:
-        with stop_signals_held():
+        # a stop during the creation of a trial waits for this process's next append (the
+        # trial's owner, written when its objective starts): an interrupt between the two
+        # left a trial RUNNING that no process owned or could fail
+        creates = any(log.get("op_code") == CREATE_TRIAL_OP for log in logs)
+        with stop_signals_held(carry=creates):
             super().append_logs(logs)
 
 

@@ -205,6 +205,7 @@ class TrialLifecycle:
     feature_cache_dir: str | None = None  # frozen-backbone features shared by trials (disk)
     cv_folds: int = 1  # > 1: every trial is k-fold cross-validation (crossval.py)
     tensorboard: bool = False
+    stop_check: Callable[[], None] | None = None  # raises to stop; called after every batch
 
     def __post_init__(self):
         self.rule = self.rule or ObjectiveRule(self.metric, self.direction)
@@ -258,6 +259,10 @@ class TrialLifecycle:
         tb_dir = tempfile.mkdtemp(prefix=f"tunelab-tb-{trial.number}-") if self.tensorboard \
             else None
         extra_callbacks = list(callbacks)
+        if self.stop_check is not None:
+            from tunelab.models.training import BatchCheck
+
+            extra_callbacks.append(BatchCheck(self.stop_check))
         if tb_dir:
             from tunelab.models.training import tensorboard_callback
 

@@ -241,15 +241,21 @@ def refusal(study_name: str, storage: str, n_trials: int, check: ResumeCheck) ->
         "and on its parent run.")
 
 
+def resume_line(study_name: str, n_trials: int, check: ResumeCheck) -> str | None:
+    """The one line (for stdout) of a resume that changes only what may change: budgets,
+    where things run or are stored."""
+    if not check.allowed:
+        return None
+    return (f"tunelab: resuming study {study_name!r} ({n_trials} trial(s)) with changes "
+            "allowed on resume: " + "; ".join(c.short() for c in check.allowed))
+
+
 def notice(study_name: str, n_trials: int, check: ResumeCheck) -> list[str]:
-    """The lines ``tune`` prints when a resume goes ahead."""
+    """The lines (for stderr) that ``tune`` warns with when a resume goes ahead: notes,
+    accepted identity changes, unused ``--accept-change`` flags."""
     lines = []
     for note in check.notes:
         lines.append(f"tunelab: study {study_name!r}: {note}")
-    if check.allowed:
-        lines.append(f"tunelab: resuming study {study_name!r} ({n_trials} trial(s)) with "
-                     "changes allowed on resume: "
-                     + "; ".join(c.short() for c in check.allowed))
     if check.accepted:
         lines.append(f"tunelab: study {study_name!r}: accepted change(s) "
                      + "; ".join(c.short() for c in check.accepted)

@@ -22,6 +22,8 @@ def exit_code(interrupt: BaseException) -> int:
 #: copies of a stop signal within this many seconds of the first are ignored
 COPY_WINDOW = 20.0
 _last_stop = [float("-inf")]
+#: the interrupt the first stop signal raised: (class, message), or None
+_stopped: list[tuple[type[KeyboardInterrupt], str] | None] = [None]
 
 
 def _on_stop(signum, frame) -> None:
@@ -37,9 +39,20 @@ def _on_stop(signum, frame) -> None:
     if now - _last_stop[0] < COPY_WINDOW:
         return
     _last_stop[0] = now
-    if signum == signal.SIGTERM:
-        raise Terminated(f"signal {signum} (SIGTERM)")
-    raise KeyboardInterrupt
+    _stopped[0] = ((Terminated, f"signal {signum} (SIGTERM)") if signum == signal.SIGTERM
+                   else (KeyboardInterrupt, ""))
+    kind, message = _stopped[0]
+    raise kind(message)
+
+
+def raise_if_stopped() -> None:
+    """Raise the stop's interrupt again if a stop signal arrived. The handler's own raise can
+    land inside a finalizer (a weakref callback, a ``__del__``), where Python prints
+    "Exception ignored" and goes on: the lost Ctrl-C, seen under load. Training checks this
+    after every batch and before every trial, so a swallowed stop still stops it."""
+    if _stopped[0] is not None:
+        kind, message = _stopped[0]
+        raise kind(message)
 
 
 def handle_stop_signals() -> None:
@@ -47,6 +60,7 @@ def handle_stop_signals() -> None:
     copies within ``COPY_WINDOW`` seconds are ignored. Installed whatever the inherited
     disposition: a process started with SIGINT ignored (a background job of a
     non-interactive shell) still stops on Ctrl-C. Main thread only."""
+    _stopped[0], _last_stop[0] = None, float("-inf")
     signal.signal(signal.SIGINT, _on_stop)
     signal.signal(signal.SIGTERM, _on_stop)
 

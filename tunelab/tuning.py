@@ -133,6 +133,7 @@ def tune(config: StudyConfig | str | Path | Mapping[str, Any] | None = None, *,
         accepted_tags,
         check_accept_keys,
         notice,
+        resume_line,
         study_identity,
     )
 
@@ -162,6 +163,8 @@ def tune(config: StudyConfig | str | Path | Mapping[str, Any] | None = None, *,
                              {"config": config.to_dict(), **study.user_attrs},
                              len(study.trials), {})
         check = check_resume(stored, config, identity, accept)
+    if check is not None and resume_line(config.study_name, stored.n_trials, check):
+        print(resume_line(config.study_name, stored.n_trials, check), flush=True)
     for line in notice(config.study_name, stored.n_trials, check) if check else ():
         print(line, file=sys.stderr, flush=True)
     if study.user_attrs.get(IDENTITY_ATTR) != identity:
@@ -268,9 +271,10 @@ def study_header(config: StudyConfig, data, already: int, n_trials: int | None,
         budget += f", timeout {config.timeout:g} s"
     return "\n".join([
         f"tunelab: study {config.study_name!r}: {model}; {budget}",
-        f"  data {data.name} {tuple(data.input_shape)} (image size "
-        f"{data.info.get('image_size_rule', '?')}): {len(data.train)} train / "
-        f"{len(data.val)} validation images, {data.n_classes} classes",
+        f"  data {data.name}: {len(data.train)} train / {len(data.val)} validation images, "
+        f"{data.n_classes} classes",
+        f"  image size {data.info.get('image_size_rule', '?')}, "
+        f"{data.input_shape[-1]} channel(s)",
         f"  storage {config.storage_url}",
         f"  tracking {tracking_uri}"])
 
@@ -622,7 +626,13 @@ def print_summary(study, config: StudyConfig, tracking_uri: str, end=None) -> No
                         line[:width - 1] + "…" for line in lines))
     selection = end.get("selection")
     if selection is not None and best is not None:
-        print(f"\n{selection.explanation()}")
+        text = selection.explanation()
+        if width is not None:  # a terminal: wrapped to it, continuation lines indented
+            import textwrap
+
+            text = textwrap.fill(text, width=width - 1, subsequent_indent="    ",
+                                 break_on_hyphens=False)
+        print(f"\n{text}")
     print(f"\nbrowse the runs: {server_hint(tracking_uri)}", flush=True)
 
 

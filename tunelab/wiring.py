@@ -214,6 +214,7 @@ def make_objective(config: StudyConfig, data, tracker, n_trials: int | None,
     ``progress`` receives its trials' events (``search/progress.py``), ``worker`` names this
     process in them."""
     from tunelab.search import Objective
+    from tunelab.signals import raise_if_stopped
 
     return Objective(model_name=config.model, space=config.search_space, data=data,
                      training=training_settings(config), metric=config.objective.metric,
@@ -224,4 +225,5 @@ def make_objective(config: StudyConfig, data, tracker, n_trials: int | None,
                      feature_cache_dir=feature_cache_dir(config),
                      cv_folds=config.dataset.cv_folds or 1, worker=worker,
                      heartbeat_interval=config.heartbeat_interval,
-                     no_repeats=config.sampler.kind == "grid")
+                     no_repeats=config.sampler.kind == "grid",
+                     stop_check=raise_if_stopped)

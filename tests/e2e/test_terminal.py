@@ -24,7 +24,8 @@ pytestmark = pytest.mark.slow
 
 BAR = "[━╸ ]+"
 TUNE_LINES = [
-    r"tunelab: study '\S+': .+ trials done.*", r"  data .+ classes", r"  storage .+",
+    r"tunelab: study '\S+': .+ trials done.*", r"tunelab: resuming study '\S+' .+",
+    r"  data .+ classes", r"  image size .+ channel\(s\)", r"  storage .+",
     r"  tracking .+",
     # plain progress: one line per epoch and per finished trial
     r"trial +\d+ \[\d+/\d+\] epoch +\d+/\d+ acc [\d.-]+/[\d.-]+ loss [\d.-]+/[\d.-]+ \| .+ left",
@@ -37,12 +38,14 @@ TUNE_LINES = [
     r"  \S+: \S+", r"top \d+ trials", r"trial +\S+ +gap +best ep +epochs +params",
     r"[- ]+", r"\d+ +[\d.]+ +-?[\d.]+ +\d+ +\d+ +.*",
     r"selected (Pareto-front )?trial \d+.*", r"no trial qualifies: .+",
+    r"    \S.*",  # the selection's sentence, wrapped to the terminal
     r"browse the runs: tunelab server.*",
 ]
 BEST_LINES = [r"\d+ complete trial\(s\), ranked by .+", r"rank +trial +objective .+verdict",
               r"[- ]+", r"\d+ +\d+ +[\d.]+ .+", r"selected trial \d+: .+"]
 REGISTER_LINES = [r"registered \S+ version \d+ from trial \d+ \(.+\)", r"compared: .+",
-                  r"alias 'champion' -> version \d+", r"held-out test_accuracy: [\d.]+"]
+                  r"alias 'champion' -> version \d+", r"held-out test_accuracy: [\d.]+",
+                  r"calibration: .+ fitted on \S+ \(\d+ images\); decision: .+"]
 PREDICT_LINES = [r"file +label( +prob_\S+)+", r"[- ]+", r"\S+\.png +\S+( +[\d.]+)+"]
 INSPECT_LINES = [r"dataset \S+ \(\S+\): \S+", r"\d+ classes \(index order\): .+",
                  r"class +train +val", r"[- ]+", r"(\S+|total) +\d+ +\d+",

@@ -21,7 +21,7 @@ def test_ctrl_c_then_resume(tmp_path):
     raw = tiny_study(tmp_path, study_name="interrupted", n_trials=3, max_epochs=40,
                      **{"early_stopping.enabled": False})
     (tmp_path / "study.yaml").write_text(yaml.safe_dump(raw))
-    (tmp_path / "mlruns").mkdir()
+    (tmp_path / "mlruns").mkdir(exist_ok=True)
     storage = optuna.storages.JournalStorage(
         optuna.storages.journal.JournalFileBackend(raw["storage"]))
     proc = PtyRun(["tune", "study.yaml"], tmp_path, columns=80)
