@@ -1,5 +1,8 @@
 """Every benchmark's --quick mode runs end to end and prints the numbers it promises.
 
+The smoke runs that take minutes are marked slow: the default run (CI's) leaves them out,
+`python -m pytest -m ""` runs them all.
+
 The full runs are not part of the suite (BENCHMARKS.md has their commands and results)."""
 
 from __future__ import annotations
@@ -103,6 +106,7 @@ def test_transfer_feature_cache_quick():
     assert number_after("extractor runs:", out) == 2
 
 
+@pytest.mark.slow
 def test_selection_quality_quick(tmp_path):
     out = run_quick("selection_quality.py", "--out", str(tmp_path), timeout=600)
     rows = json.loads((tmp_path / "results.json").read_text())["rows"]
@@ -117,6 +121,7 @@ def test_selection_quality_quick(tmp_path):
     assert "hold-out AUC" in out and "total run time" in out
 
 
+@pytest.mark.slow
 def test_lab_sized_quick():
     out = run_quick("lab_sized.py", timeout=900)
     for case in ("alexnet-128", "vgg16-48-uncached", "vgg16-48-cached"):
@@ -143,6 +148,7 @@ def test_faults_quick():
                for line, r in zip(table[1:], rows, strict=True))
 
 
+@pytest.mark.slow
 def test_orchestration_quick(tmp_path):
     out = run_quick("orchestration.py", "--out", str(tmp_path), timeout=900)
     results = json.loads((tmp_path / "results.json").read_text())

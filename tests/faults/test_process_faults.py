@@ -239,6 +239,8 @@ def test_a_stop_signal_during_a_journal_append_waits_for_the_append(tmp_path, mo
 
     journal = UninterruptedJournal(str(tmp_path / "j.journal"))
     real_unlink = os.unlink
+    # Python's own handler (another in-process test may have left tunelab's installed)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def unlink_then_ctrl_c(path, *args, **kwargs):
         real_unlink(path, *args, **kwargs)
@@ -253,7 +255,8 @@ def test_a_stop_signal_during_a_journal_append_waits_for_the_append(tmp_path, mo
     monkeypatch.undo()
     assert not list(tmp_path.glob("*.lock*")), "the journal's lock was left behind"
     assert list(journal.read_logs(0)) == [{"op_code": 0}]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    signal.signal(signal.SIGINT, previous)
 
 
 def test_a_zombie_owner_is_dead(tmp_path):
@@ -321,10 +324,14 @@ def test_a_stop_while_a_trial_is_created_waits_for_its_owner(tmp_path):
     from tunelab.search.study import CREATE_TRIAL_OP, UninterruptedJournal, stop_signals_held
 
     journal = UninterruptedJournal(str(tmp_path / "j.journal"))
-    with stop_signals_held(carry=True):  # what append_logs does for a CREATE_TRIAL
-        os.kill(os.getpid(), signal.SIGINT)
-        time.sleep(0.05)
-    journal.append_logs([{"op_code": CREATE_TRIAL_OP}])  # still no interrupt
-    with pytest.raises(KeyboardInterrupt):
-        journal.append_logs([{"op_code": 9}])  # the owner: now it arrives
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with stop_signals_held(carry=True):  # what append_logs does for a CREATE_TRIAL
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+        journal.append_logs([{"op_code": CREATE_TRIAL_OP}])  # still no interrupt
+        with pytest.raises(KeyboardInterrupt):
+            journal.append_logs([{"op_code": 9}])  # the owner: now it arrives
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert [log["op_code"] for log in journal.read_logs(0)] == [CREATE_TRIAL_OP, 9]
