@@ -84,7 +84,7 @@ def test_parent_and_nested_runs_with_params_metrics_and_plots(study_dir):
         assert params["data_fingerprint"] == parent.data.params["data_fingerprint"]
         for key in ("loss", "val_loss", "accuracy", "val_accuracy", "learning_rate"):
             history = client.get_metric_history(run.info.run_id, key)
-            assert [m.step for m in history] == [0, 1], key
+            assert [m.step for m in history] == [1, 2], key  # epochs counted from 1
         metrics = run.data.metrics
         for key in ("best_val_accuracy", "final_val_accuracy", "gap_accuracy", "best_epoch",
                     "n_params"):
