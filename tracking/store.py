@@ -74,6 +74,8 @@ def experiment_id_of(uri: str, name: str) -> str | None:
     """The id of experiment ``name``, or None (none there, or the store unreachable)."""
     from mlflow import MlflowClient
 
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
+        return None  # no store yet (`tracking: false`): do not create one for a link
     try:
         experiment = MlflowClient(tracking_uri=uri).get_experiment_by_name(name)
     except Exception:  # a link is a convenience; the summary must print anyway
