@@ -357,7 +357,7 @@ class StudyTracker:
             run.log_metrics({k: float(v) for k, v in entry.items()
                              if isinstance(v, (int, float)) and k not in ("index", "seed")})
             for key, values in history.items():
-                for step, value in enumerate(values):
+                for step, value in enumerate(values, start=1):  # epochs from 1, as trials
                     self.client.log_metric(run_id, key, float(value), step=step)
             run.end("FINISHED")
             return run_id
@@ -439,8 +439,12 @@ class StudyTracker:
                 [self.experiment_id], max_results=5000,
                 filter_string=f"tags.`{ROLE_TAG}` = 'trial' and attributes.status = 'RUNNING'")
             for run in stray:
-                status = ended.get(int(run.data.tags.get(TRIAL_TAG, -1)))
+                number = int(run.data.tags.get(TRIAL_TAG, -1))
+                status = ended.get(number)
                 if status is not None:
+                    # named as _finish names them: the runs table tells it did not complete
+                    self.client.set_tag(run.info.run_id, ui.RUN_NAME_TAG,
+                                        trial_run_name(number, status))
                     self.client.set_terminated(run.info.run_id, status=status)
                     count += 1
         except Exception as err:
@@ -461,6 +465,10 @@ class StudyTracker:
         try:
             self.client.set_tag(run_id, "tunelab.state", "FAILED")
             self.client.set_tag(run_id, "tunelab.reason", reason)
+            number = self.client.get_run(run_id).data.tags.get(TRIAL_TAG)
+            if number is not None:  # named as _finish names a failed trial's run
+                self.client.set_tag(run_id, ui.RUN_NAME_TAG,
+                                    trial_run_name(int(number), "FAILED"))
             self.client.set_terminated(run_id, status="FAILED")
         except Exception as err:
             print(f"tunelab: could not mark run {run_id} failed ({err})", file=sys.stderr)
