@@ -306,7 +306,7 @@ def case_tracking_killed_then_sync(ctx: Context) -> dict:
         from tunelab.tracking.server import wait_until_up
 
         proc = subprocess.Popen([sys.executable, "-m", "tunelab", "server", "--port", str(port),
-                                 "--backend-store-uri", backend], env=ENV,
+                                 "--no-dashboard", "--backend-store-uri", backend], env=ENV,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 start_new_session=True)
         wait_until_up(url, timeout=180, process=proc)

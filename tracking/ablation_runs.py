@@ -78,7 +78,7 @@ class AblationTracker:
                        params=items[i:i + 100])
         now = int(time.time() * 1000)
         metrics = [Metric(key, float(v), now, step) for key, vs in history.items()
-                   for step, v in enumerate(vs)]  # steps as a trial run's: the 0-based epoch
+                   for step, v in enumerate(vs, start=1)]  # steps as a trial run's: epochs from 1
         metrics += [Metric(k, float(v), now, 0) for k, v in summary.items()
                     if isinstance(v, (int, float))]
         for i in range(0, len(metrics), MAX_METRICS_PER_CALL):

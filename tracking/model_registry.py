@@ -20,9 +20,9 @@ import numpy as np
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from . import plots, pyfunc_model
-from .runs import ROLE_TAG, STUDY_TAG, TRIAL_TAG
-from .store import package_versions, resolve_tracking_uri
+from . import plots, pyfunc_model, ui
+from .runs import ROLE_TAG, STUDY_TAG, TRIAL_TAG, create_experiment, mark_model_training
+from .store import package_versions, registrations_experiment_name, resolve_tracking_uri
 
 CHAMPION = "champion"
 # What the pyfunc model needs at inference, pinned to the versions it was trained with.
@@ -45,6 +45,25 @@ def pip_requirements() -> list[str]:
     return reqs
 
 
+TRIAL_RUN_TAG = "tunelab.trial_run_id"
+STUDY_RUN_TAG = "tunelab.study_run_id"
+STUDY_EXPERIMENT_TAG = "tunelab.study_experiment_id"
+
+
+def registrations_experiment(client: MlflowClient, tracking_uri: str, study_name: str,
+                             study_experiment_id: str) -> str:
+    name = registrations_experiment_name(study_name)
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        return create_experiment(client, tracking_uri, name,
+                                 {STUDY_TAG: study_name, ROLE_TAG: "registrations",
+                                  STUDY_EXPERIMENT_TAG: study_experiment_id})
+    if experiment.lifecycle_stage == "deleted":
+        client.restore_experiment(experiment.experiment_id)
+    mark_model_training(client, experiment)
+    return experiment.experiment_id
+
+
 @dataclass(frozen=True)
 class LoggedModel:
     run_id: str
@@ -54,22 +73,34 @@ class LoggedModel:
 def log_model(*, tracking_uri: str, experiment_name: str, keras_path: str | Path,
               meta: Mapping[str, Any], input_example: np.ndarray, tags: Mapping[str, Any],
               metrics: Mapping[str, float], report: Mapping[str, Any]) -> LoggedModel:
-    """A registration run in the study's experiment with the pyfunc model and the report.
+    """A registration run with the pyfunc model and the report, in the study's
+    registrations experiment (``registrations_experiment_name``), linked to the study's
+    experiment and runs by tags (``tags`` may carry ``TRIAL_RUN_TAG``, ``STUDY_RUN_TAG``).
 
     ``report`` maps artifact names to figures (``.png``), text (``.txt``) or dicts
     (``.json``)."""
-    resolved = resolve_tracking_uri(tracking_uri)
-    client = MlflowClient(resolved)
-    mlflow.set_tracking_uri(resolved)
+    uri = resolve_tracking_uri(tracking_uri)
+    client = MlflowClient(uri)
+    mlflow.set_tracking_uri(uri)
     experiment = client.get_experiment_by_name(experiment_name)
     if experiment is None:
         raise ValueError(f"no MLflow experiment named {experiment_name!r} at {tracking_uri}")
+    target = registrations_experiment(client, uri, experiment_name, experiment.experiment_id)
+    note = (f"### Registration of trial {meta.get('trial')} of study {experiment_name}\n\n"
+            f"The model of trial {meta.get('trial')} ({meta.get('model')}), logged for the "
+            "Model Registry. The trials are in the experiment "
+            f"`{experiment_name}`" + "".join(
+                f"; {what} run `{tags[key]}`" for key, what in
+                ((TRIAL_RUN_TAG, "trial"), (STUDY_RUN_TAG, "study")) if tags.get(key))
+            + ".\n\n" + ui.params_text(meta.get("params") or {}))
     with tempfile.TemporaryDirectory(prefix="tunelab-register-") as tmp:
         meta_path = Path(tmp) / "meta.json"
         meta_path.write_text(json.dumps(dict(meta), indent=1))
-        with mlflow.start_run(experiment_id=experiment.experiment_id,
+        with mlflow.start_run(experiment_id=target,
                               run_name=f"register-trial-{meta.get('trial')}",
-                              tags={ROLE_TAG: "registration", **_str(tags)}) as run:
+                              tags={ROLE_TAG: "registration", ui.NOTE_TAG: note,
+                                    STUDY_EXPERIMENT_TAG: experiment.experiment_id,
+                                    **_str(tags)}) as run:
             mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
             for name, item in report.items():
                 if name.endswith(".png"):
@@ -107,6 +138,12 @@ def register(*, tracking_uri: str, name: str, logged: LoggedModel,
             "raw 8-bit images (see tunelab.tracking.pyfunc_model)")
     version = client.create_model_version(name, logged.model_uri, run_id=logged.run_id,
                                           tags=_str(tags))
+    trial_run = tags.get(TRIAL_RUN_TAG)
+    if trial_run:  # the trial's run says what it became
+        try:
+            client.set_tag(trial_run, "tunelab.registered_as", f"{name} v{version.version}")
+        except MlflowException as err:
+            print(f"tunelab: could not tag trial run {trial_run} ({err})")
     return str(version.version)
 
 
@@ -220,7 +257,7 @@ def _str(tags: Mapping[str, Any]) -> dict[str, str]:
             for k, v in tags.items() if v is not None}
 
 
-__all__ = ["CHAMPION", "STUDY_TAG", "TRIAL_TAG", "LoggedModel", "accuracy", "champion_version",
-           "load_pyfunc", "log_evaluation", "log_model", "pip_requirements", "register",
-           "describe_version", "resolve_version", "set_champion",
-           "tag_version"]
+__all__ = ["CHAMPION", "STUDY_RUN_TAG", "STUDY_TAG", "TRIAL_RUN_TAG", "TRIAL_TAG", "LoggedModel",
+           "accuracy", "champion_version", "describe_version", "load_pyfunc", "log_evaluation",
+           "log_model", "pip_requirements", "register", "registrations_experiment_name",
+           "resolve_version", "set_champion", "tag_version"]

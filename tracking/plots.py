@@ -6,6 +6,7 @@ tracking writer can draw a trial's figures while the main thread trains the next
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping, Sequence
 
 import matplotlib
@@ -16,12 +17,22 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+TRIAL_DPI = 80  # per-trial figures: PNG encoding is most of what tracking costs a trial
+ACCURACY_LIMITS = (0.0, 1.02)  # every trial's accuracy panel on the same scale
+
 
 def learning_curves(history: Mapping[str, Sequence[float]], title: str = "",
-                    best_epoch: int | None = None) -> Figure:
-    """Loss and accuracy, train against validation, side by side as the labs plot them."""
+                    best_epoch: int | None = None, params: str = "") -> Figure:
+    """Loss and accuracy, train against validation, side by side as the labs plot them.
+
+    ``params`` (the trial's key hyperparameters) goes under the title, wrapped; accuracy is
+    drawn on the same 0-1 scale in every trial, so two trials' PNGs compare by eye."""
     panels = [k for k in ("loss", "accuracy") if k in history]
-    fig = Figure(figsize=(5 * max(1, len(panels)), 3.6))
+    width = 5 * max(1, len(panels))
+    lines = textwrap.wrap(params, width=int(width * 12.5), max_lines=2,
+                          placeholder=" \u2026") if params else []
+    height = 3.6 + 0.2 * len(lines)
+    fig = Figure(figsize=(width, height))
     axes = fig.subplots(1, max(1, len(panels)))
     axes = np.atleast_1d(axes)
     for ax, key in zip(axes, panels, strict=False):
@@ -31,16 +42,20 @@ def learning_curves(history: Mapping[str, Sequence[float]], title: str = "",
             ax.plot(epochs, history[f"val_{key}"], "s-", ms=3, label=f"validation {key}")
         if best_epoch is not None:
             ax.axvline(best_epoch, color="grey", ls="--", lw=1, label=f"best epoch {best_epoch}")
+        if key == "accuracy":
+            ax.set_ylim(*ACCURACY_LIMITS)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(key)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle(title)
+        ax.legend(fontsize=8, loc="best")
+    fig.suptitle(title, y=1 - 0.08 / height, va="top", fontsize=11)
+    if lines:
+        fig.text(0.5, 1 - 0.36 / height, "\n".join(lines), ha="center", va="top", fontsize=8,
+                 color="dimgrey")
     # fixed margins (the size is fixed): tight_layout would draw the figure twice
-    width = fig.get_figwidth()
-    fig.subplots_adjust(left=0.75 / width, right=1 - 0.15 / width, bottom=0.15, top=0.86,
-                        wspace=0.25)
+    fig.subplots_adjust(left=0.75 / width, right=1 - 0.15 / width, bottom=0.55 / height,
+                        top=1 - (0.5 + 0.2 * len(lines)) / height, wspace=0.25)
     return fig
 
 

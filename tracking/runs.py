@@ -18,7 +18,7 @@ from typing import Any
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 
-from . import plots
+from . import plots, ui
 from .store import artifact_root, first_use_lock, package_versions, resolve_tracking_uri
 from .writer import BackgroundWriter, shared_writer
 
@@ -152,12 +152,20 @@ class TrialRun(_Run):
     """The nested run of one trial; the objective reports to it as it trains."""
 
     def __init__(self, client: MlflowClient, run_id: str | None, number: int,
-                 writer: BackgroundWriter | None = None):
+                 writer: BackgroundWriter | None = None, *,
+                 key_params: Mapping[str, Any] | None = None, metric: str | None = None,
+                 study_run_id: str | None = None):
         super().__init__(client, run_id, f"trial {number}", writer)
         self.number = number
+        # what the note and the learning curves' title show (kept here, passed to _finish)
+        self.key_params = dict(key_params or {})
+        self.metric = metric
+        self.study_run_id = study_run_id
 
     def epoch_ended(self, epoch: int, logs: Mapping[str, float]) -> None:
-        self.later(self.log_metrics, dict(logs), step=epoch)
+        """``epoch`` as Keras counts it, from 0; MLflow's step counts epochs from 1, as the
+        learning curves, ``best_epoch`` and the study plots do."""
+        self.later(self.log_metrics, dict(logs), step=epoch + 1)
 
     def finish(self, *, state: str, summary: Mapping[str, float] | None = None,
                history: Mapping[str, Sequence[float]] | None = None, **details: Any) -> None:
@@ -165,28 +173,40 @@ class TrialRun(_Run):
         writer they are drawn and logged in the background (copies: the caller moves on)."""
         if state == "KILLED":  # interrupted: end the run now, in this process, no figures
             self._finish(state=state, summary=dict(summary) if summary else None,
-                         reason=details.get("reason", ""))
+                         reason=details.get("reason", ""), key_params=self.key_params,
+                         metric=self.metric, study_run_id=self.study_run_id)
             return
         self.later(self._finish, state=state, summary=dict(summary) if summary else None,
                    history={k: list(v) for k, v in history.items()} if history else None,
-                   **details)
+                   key_params=self.key_params, metric=self.metric,
+                   study_run_id=self.study_run_id, **details)
 
     def _finish(self, *, state: str, summary: Mapping[str, float] | None = None,
                 history: Mapping[str, Sequence[float]] | None = None,
                 y_true: Sequence[int] | None = None, y_pred: Sequence[int] | None = None,
                 class_names: Sequence[str] = (), model_summary: str | None = None,
                 reason: str = "", artifacts_dir: str | Path | None = None,
-                traceback: str | None = None) -> None:
-        tags = {"tunelab.state": state}
+                traceback: str | None = None,
+                key_params: Mapping[str, Any] | None = None, metric: str | None = None,
+                study_run_id: str | None = None) -> None:
+        key_params = dict(key_params or {})
+        tags = {"tunelab.state": state,
+                # pruned, failed and killed trials say so in the runs table's name column
+                ui.RUN_NAME_TAG: trial_run_name(self.number, state),
+                ui.NOTE_TAG: ui.trial_note(number=self.number, state=state, params=key_params,
+                                           summary=summary, metric=metric, reason=reason,
+                                           study_run_id=study_run_id)}
         if reason:
             tags["tunelab.reason"] = reason
         self.log_batch(metrics=summary, tags=tags)
         # per-trial figures at 80 dpi: PNG encoding is most of what tracking costs a trial
         if history:
             best = int(summary["best_epoch"]) if summary and "best_epoch" in summary else None
-            title = f"trial {self.number} ({state.lower()})"
-            self.log_figure(plots.learning_curves(history, title, best), "learning_curves.png",
-                            dpi=80)
+            ended = reason if state == "PRUNED" and reason else state.lower()
+            title = f"trial {self.number} ({ended})"
+            self.log_figure(plots.learning_curves(history, title, best,
+                                                  params=ui.params_text(key_params)),
+                            "learning_curves.png", dpi=plots.TRIAL_DPI)
         if y_true is not None and y_pred is not None:
             self.log_figure(plots.confusion_matrix(y_true, y_pred, class_names,
                                                    f"trial {self.number}, validation"),
@@ -199,6 +219,19 @@ class TrialRun(_Run):
             self.log_dir(artifacts_dir, "tensorboard")
         self.end({"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "KILLED": "KILLED"}.get(
             state, "FAILED"))
+
+
+def trial_run_name(number: int, state: str) -> str:
+    """``trial-0007``; ``trial-0007 (pruned)`` (or failed, killed) when it did not complete."""
+    name = f"trial-{number:04d}"
+    return name if state in ("COMPLETE", "RUNNING") else f"{name} ({state.lower()})"
+
+
+def _direction(config: Mapping[str, Any]) -> str:
+    objective = config.get("objective") or {}
+    metric = objective.get("metric") or "val_accuracy"
+    return objective.get("direction") or ("minimize" if metric.endswith("loss")
+                                          else "maximize")
 
 
 class StudyTracker:
@@ -223,11 +256,10 @@ class StudyTracker:
         if experiment is not None:
             if experiment.lifecycle_stage == "deleted":
                 self.client.restore_experiment(experiment.experiment_id)
+            mark_model_training(self.client, experiment)
             return experiment.experiment_id
-        root = artifact_root(self.tracking_uri)
-        location = f"{root}/{self.study_name}" if root else None
-        return self.client.create_experiment(self.study_name, artifact_location=location,
-                                             tags={STUDY_TAG: self.study_name})
+        return create_experiment(self.client, self.tracking_uri, self.study_name,
+                                 {STUDY_TAG: self.study_name, ROLE_TAG: "study"})
 
     def _find(self, filter_string: str):
         runs = self.client.search_runs([self.experiment_id], filter_string=filter_string,
@@ -268,6 +300,7 @@ class StudyTracker:
             self.parent.set_tags(dict(tags))
         self.parent.log_dict(config, "config.yaml")
         self.parent.log_dict(space, "search_space.json")
+        self.set_runs_view(ui.searched_names(config.get("space")), config)
         self.parent.log_dict({"packages": package_versions(), **data_info}, "environment.json")
         return self.parent.run_id or ""
 
@@ -292,7 +325,11 @@ class StudyTracker:
             print(f"tunelab: tracking error for trial {number}, not logged to MLflow "
                   f"({type(err).__name__}: {err})", file=sys.stderr)
             return TrialRun(self.client, None, number)
-        run = TrialRun(self.client, run_id, number, self.writer)
+        searched = set(ui.searched_names(config.get("space")))
+        key_params = {k: v for k, v in params.items() if k in searched} or dict(params)
+        run = TrialRun(self.client, run_id, number, self.writer, key_params=key_params,
+                       metric=(config.get("objective") or {}).get("metric"),
+                       study_run_id=self.parent.run_id)
         run.later(run.log_params, {**params, "seed": seed,
                                    "data_fingerprint": data_info.get("fingerprint")})
         run.later(run.log_dict, dict(config), "config.yaml")
@@ -320,7 +357,7 @@ class StudyTracker:
             run.log_metrics({k: float(v) for k, v in entry.items()
                              if isinstance(v, (int, float)) and k not in ("index", "seed")})
             for key, values in history.items():
-                for step, value in enumerate(values):
+                for step, value in enumerate(values, start=1):  # epochs from 1, as trials
                     self.client.log_metric(run_id, key, float(value), step=step)
             run.end("FINISHED")
             return run_id
@@ -348,15 +385,46 @@ class StudyTracker:
         if self.writer is not None:
             self.writer.detach()
 
+    def set_runs_view(self, params: Sequence[str], config: Mapping[str, Any]) -> None:
+        """The experiment's saved view "tunelab: trials" (see ui.py): state, objective, gap,
+        best epoch and the searched parameters as columns, the best trial first."""
+        metric = (config.get("objective") or {}).get("metric") or "val_accuracy"
+        try:
+            self.client.set_experiment_tag(self.experiment_id, ui.VIEW_TAG,
+                                           ui.runs_view(params, metric, _direction(config)))
+        except Exception as err:  # a view is a convenience: never fail the study for it
+            print(f"tunelab: could not save the runs view of {self.study_name!r} ({err})",
+                  file=sys.stderr)
+
+    def runs_url(self, base_url: str) -> str:
+        return ui.runs_url(base_url, self.experiment_id)
+
     def finish_study(self, *, status: str, figures: Mapping[str, Any],
-                     summary: Mapping[str, Any], notes: Sequence[str] = ()) -> None:
+                     summary: Mapping[str, Any], notes: Sequence[str] = (),
+                     html: Mapping[str, str] | None = None,
+                     top: Sequence[Mapping[str, Any]] = (),
+                     config: Mapping[str, Any] | None = None) -> None:
+        """The study plots (PNG, and HTML pages under ``study/``), the summary, and the
+        parent run's note: the counts and the ``top`` trials (dicts of number, value, gap,
+        best_epoch, epochs, state, params)."""
         self.flush()
         for name, fig in figures.items():
             self.parent.log_figure(fig, f"study/{name}.png")
+        for name, page in (html or {}).items():
+            self.parent.log_text(page, f"study/{name}.html")
         metrics = {k: v for k, v in summary.items() if isinstance(v, (int, float))}
         self.parent.log_metrics(metrics)
-        self.parent.set_tags({f"tunelab.{k}": v for k, v in summary.items()
-                              if not isinstance(v, (dict, list))})
+        config = config or {}
+        note = ui.study_note(
+            study_name=self.study_name,
+            metric=(config.get("objective") or {}).get("metric") or "objective",
+            direction=_direction(config), counts=summary, top=top,
+            figures=[*figures, *(html or {})], notes=notes)
+        self.parent.set_tags({**{f"tunelab.{k}": v for k, v in summary.items()
+                                 if not isinstance(v, (dict, list))}, ui.NOTE_TAG: note})
+        if top:  # the parameters the study actually varied, as the view's columns
+            varied = sorted({k for row in top for k in (row.get("params") or {})})
+            self.set_runs_view(varied, config)
         self.parent.log_dict(dict(summary), "best_trial.json")
         if notes:
             self.parent.log_text("\n".join(notes), "study/notes.txt")
@@ -371,8 +439,12 @@ class StudyTracker:
                 [self.experiment_id], max_results=5000,
                 filter_string=f"tags.`{ROLE_TAG}` = 'trial' and attributes.status = 'RUNNING'")
             for run in stray:
-                status = ended.get(int(run.data.tags.get(TRIAL_TAG, -1)))
+                number = int(run.data.tags.get(TRIAL_TAG, -1))
+                status = ended.get(number)
                 if status is not None:
+                    # named as _finish names them: the runs table tells it did not complete
+                    self.client.set_tag(run.info.run_id, ui.RUN_NAME_TAG,
+                                        trial_run_name(number, status))
                     self.client.set_terminated(run.info.run_id, status=status)
                     count += 1
         except Exception as err:
@@ -393,6 +465,10 @@ class StudyTracker:
         try:
             self.client.set_tag(run_id, "tunelab.state", "FAILED")
             self.client.set_tag(run_id, "tunelab.reason", reason)
+            number = self.client.get_run(run_id).data.tags.get(TRIAL_TAG)
+            if number is not None:  # named as _finish names a failed trial's run
+                self.client.set_tag(run_id, ui.RUN_NAME_TAG,
+                                    trial_run_name(int(number), "FAILED"))
             self.client.set_terminated(run_id, status="FAILED")
         except Exception as err:
             print(f"tunelab: could not mark run {run_id} failed ({err})", file=sys.stderr)
@@ -403,3 +479,18 @@ class StudyTracker:
                                             filter_string=f"tags.`{ROLE_TAG}` = 'trial'",
                                             max_results=5000))
 
+
+def create_experiment(client: MlflowClient, tracking_uri: str, name: str,
+                      tags: Mapping[str, str]) -> str:
+    """An experiment of tunelab's: marked as model training, artifacts beside the store."""
+    root = artifact_root(tracking_uri)
+    location = f"{root}/{name}" if root else None
+    return client.create_experiment(name, artifact_location=location,
+                                    tags={**tags, ui.EXPERIMENT_KIND_TAG: ui.MODEL_TRAINING})
+
+
+def mark_model_training(client: MlflowClient, experiment: Any) -> None:
+    """Mark an experiment made before tunelab set its kind (never overrides a user's)."""
+    if ui.EXPERIMENT_KIND_TAG not in (experiment.tags or {}):
+        client.set_experiment_tag(experiment.experiment_id, ui.EXPERIMENT_KIND_TAG,
+                                  ui.MODEL_TRAINING)

@@ -54,12 +54,33 @@ def artifact_root(uri: str) -> str | None:
     return None
 
 
-def ui_command(uri: str) -> str:
+def ui_command(uri: str, study_name: str | None = None) -> str:
+    """How to open the study's runs: the command that serves the UI, and the link that opens
+    the study's runs table in model-training mode (see ui.py)."""
+    from . import ui
+
+    experiment_id = experiment_id_of(uri, study_name) if study_name else None
     if uri.startswith(("http://", "https://")):
-        return f"open {uri} in a browser"
+        return f"open {ui.runs_url(uri, experiment_id)} in a browser"
     root = artifact_root(uri)
     extra = f" --default-artifact-root {root}" if root else ""
-    return f"mlflow ui --backend-store-uri {uri}{extra} --port 5000"
+    return (f"mlflow ui --backend-store-uri {uri}{extra} --port 5000\n"
+            f"  then open {ui.runs_url('http://127.0.0.1:5000', experiment_id)}\n"
+            f"  (or `tunelab server --backend-store-uri {uri}`: the UI and optuna-dashboard, "
+            "with these links)")
+
+
+def experiment_id_of(uri: str, name: str) -> str | None:
+    """The id of experiment ``name``, or None (none there, or the store unreachable)."""
+    from mlflow import MlflowClient
+
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
+        return None  # no store yet (`tracking: false`): do not create one for a link
+    try:
+        experiment = MlflowClient(tracking_uri=uri).get_experiment_by_name(name)
+    except Exception:  # a link is a convenience; the summary must print anyway
+        return None
+    return None if experiment is None else experiment.experiment_id
 
 
 @functools.cache
@@ -77,6 +98,13 @@ def package_versions() -> dict[str, str]:
     return dict(_package_versions())
 
 
+def registrations_experiment_name(study_name: str) -> str:
+    """Where a study's registration runs go: beside the study's experiment, not in it, so
+    they never mix with the trials in its runs table and charts (a study name has no
+    spaces, so this never names another study)."""
+    return f"{study_name} registrations"
+
+
 def delete_experiment(uri: str, name: str) -> str:
     """Delete an experiment with its runs and artifacts (for good on a local SQLite store)."""
     import shutil
@@ -90,14 +118,20 @@ def delete_experiment(uri: str, name: str) -> str:
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
         return f"no MLflow experiment named {name!r} at {uri}"
-    location = experiment.artifact_location
-    client.delete_experiment(experiment.experiment_id)
+    # the study's registration runs live in an experiment of their own: they go too
+    experiments = [experiment] + [e for e in [client.get_experiment_by_name(
+        registrations_experiment_name(name))] if e is not None]
+    for each in experiments:
+        client.delete_experiment(each.experiment_id)
     if uri.startswith("sqlite:"):
         subprocess.run([sys.executable, "-m", "mlflow", "gc", "--backend-store-uri", uri,
-                        "--tracking-uri", uri, "--experiment-ids", experiment.experiment_id],
+                        "--tracking-uri", uri, "--experiment-ids",
+                        ",".join(e.experiment_id for e in experiments)],
                        check=True, capture_output=True)
-        if location.startswith("file:"):
-            shutil.rmtree(urlparse(location).path, ignore_errors=True)
-        return f"deleted MLflow experiment {name!r}, its runs and artifacts"
+        for each in experiments:
+            if each.artifact_location.startswith("file:"):
+                shutil.rmtree(urlparse(each.artifact_location).path, ignore_errors=True)
+        return f"deleted MLflow experiment {name!r}, its runs and artifacts" + (
+            f" (and {experiments[1].name!r})" if len(experiments) > 1 else "")
     return (f"deleted MLflow experiment {name!r} (the server keeps deleted runs until "
             "`mlflow gc` runs there)")

@@ -49,7 +49,7 @@ def sync_trials(tracker: StudyTracker, records: Iterable[Mapping[str, Any]], *,
         n_epochs = max((len(v) for v in history.values()), default=0)
         for epoch in range(n_epochs):
             trial_run.log_metrics({k: v[epoch] for k, v in history.items() if epoch < len(v)},
-                                  step=epoch)
+                                  step=epoch + 1)  # epochs from 1, as live trials log them
         y_true, y_pred = _labels(confusion) if confusion else (None, None)
         trial_run.finish(state=record["state"], summary=record.get("summary") or None,
                          history=history or None, reason=record.get("reason", ""),

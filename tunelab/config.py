@@ -73,6 +73,8 @@ class DatasetConfig:
     cache_dir: str | None = None
     memory_limit_mb: int | None = None  # train split cached in RAM below this; null: 1/4 of RAM
     cv_folds: int | None = 1  # k >= 2: stratified k-fold CV on train + validation; 1/null: off
+    # a .npz's class ids 0, 1, ... by name, in id order (e.g. [normal, pneumonia]); null: "0"...
+    class_names: list[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -599,6 +601,14 @@ def _check_dataset(d: DatasetConfig) -> None:
         raise ConfigError("dataset.label_pattern and dataset.labels_csv: set one, not both")
     _positive("dataset.max_image_pixels", d.max_image_pixels)
     _positive("dataset.memory_limit_mb", d.memory_limit_mb)
+    if d.class_names is not None:
+        if len(d.class_names) < 2:
+            raise ConfigError(f"dataset.class_names: {d.class_names!r}: name every class, in "
+                              "class-id order (at least two)")
+        repeated = sorted({n for n in d.class_names if d.class_names.count(n) > 1})
+        if repeated:
+            raise ConfigError(f"dataset.class_names: {', '.join(map(repr, repeated))} named "
+                              "twice; every class needs its own name")
     if d.cv_folds is not None and d.cv_folds < 1:
         raise ConfigError(f"dataset.cv_folds: {d.cv_folds} must be >= 2 (k-fold "
                           "cross-validation) or 1 / null (no cross-validation)")

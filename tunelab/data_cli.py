@@ -39,6 +39,9 @@ def add_parsers(sub: Any) -> None:
     inspect.add_argument("--max-image-pixels", type=int,
                          help="refuse larger images (default 89478485, Pillow's limit; as "
                          "dataset.max_image_pixels)")
+    inspect.add_argument("--class-names", help="a .npz's class ids 0, 1, ... by name, "
+                         "comma-separated, in id order, as dataset.class_names (default: the "
+                         "ids themselves)")
     inspect.add_argument("--samples", type=int, default=8, help="images per class in the grid")
     inspect.add_argument("--out", help="PNG path (default: <name>_samples.png)")
     inspect.add_argument("--seed", type=int, default=0, help="seed of the splits")
@@ -56,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed, label_pattern=args.label_pattern, labels_csv=args.labels_csv,
             group_pattern=args.group_pattern, skip_bad_images=args.skip_bad_images,
             max_image_pixels=args.max_image_pixels, samples_per_class=args.samples,
-            grid_path=args.out)
+            grid_path=args.out,
+            class_names=args.class_names.split(",") if args.class_names else None)
     except DataError as err:
         raise ConfigError(str(err)) from None
     print(format_report(report))

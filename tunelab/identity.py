@@ -39,11 +39,11 @@ ALLOWED_ON_RESUME = ("n_trials", "timeout", "max_epochs", "workers", "trials_per
 #: budgets of one invocation, never taken from the stored config: a resume without
 #: ``--timeout`` runs without one, whatever the run that created the study was given
 PER_INVOCATION = ("timeout",)
-#: dataset keys that decide which images and splits a study sees: the data fingerprint
-#: judges them (a moved file with the same content is the same data)
+#: dataset keys that decide which images, splits and class names a study sees: the data
+#: fingerprint judges them (a moved file with the same content is the same data)
 DATA_KEYS = ("dataset.source", "dataset.validation_fraction", "dataset.test_fraction",
              "dataset.label_pattern", "dataset.labels_csv", "dataset.group_pattern",
-             "dataset.skip_bad_images", "dataset.max_image_pixels")
+             "dataset.skip_bad_images", "dataset.max_image_pixels", "dataset.class_names")
 #: config keys the identity compares (so the key-by-key comparison skips them)
 IDENTITY_KEYS = ("model", "space", "objective.metric", "objective.direction",
                  "objective.kind", "dataset.image_size", "dataset.color_mode",

@@ -22,7 +22,8 @@ def inspect_dataset(source: str, *, image_size: int | None = 64, color_mode: str
                     labels_csv: str | None = None, group_pattern: str | None = None,
                     skip_bad_images: bool = False, max_image_pixels: int | None = None,
                     samples_per_class: int = 8,
-                    grid_path: str | Path | None = None) -> dict[str, Any]:
+                    grid_path: str | Path | None = None,
+                    class_names: list[str] | None = None) -> dict[str, Any]:
     """Load ``source`` as a study would and describe it; writes the sample grid PNG."""
     from tunelab.models.data import load_dataset
     from tunelab.models.data.images import DEFAULT_MAX_PIXELS
@@ -35,7 +36,8 @@ def inspect_dataset(source: str, *, image_size: int | None = 64, color_mode: str
                         validation_fraction=validation_fraction, test_fraction=test_fraction,
                         seed=seed, label_pattern=label_pattern, labels_csv=labels_csv,
                         group_pattern=group_pattern, skip_bad_images=skip_bad_images,
-                        max_image_pixels=max_image_pixels or DEFAULT_MAX_PIXELS)
+                        max_image_pixels=max_image_pixels or DEFAULT_MAX_PIXELS,
+                        class_names=class_names)
     counts = data.class_counts()
     warnings: list[str] = []
     train = counts["train"]

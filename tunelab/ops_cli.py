@@ -12,9 +12,12 @@ COMMANDS = ("server", "sync", "studies")
 
 
 def add_parsers(sub: Any) -> None:
-    server = sub.add_parser("server", help="start an MLflow tracking server with the UI",
+    server = sub.add_parser("server", help="start the MLflow UI (tracking server) and "
+                            "optuna-dashboard",
                             description="An MLflow tracking server (UI, REST API, artifact "
-                            "serving) on the local ./mlruns store or a database.")
+                            "serving) on the local ./mlruns store or a database, and "
+                            "optuna-dashboard on the study storage; each link is printed "
+                            "once it answers.")
     server.add_argument("--backend-store-uri", default=DEFAULT_TRACKING_URI,
                         help="the MLflow store: sqlite:///... or postgresql://...")
     server.add_argument("--artifacts-destination",
@@ -26,6 +29,18 @@ def add_parsers(sub: Any) -> None:
                         "(default: none; required when binding beyond loopback)")
     server.add_argument("--cors-allowed-origins", help="allowed CORS origins, comma-separated "
                         "(default: http:// + each allowed host)")
+    server.add_argument("--storage", default=DEFAULT_STORAGE,
+                        help="the Optuna storage optuna-dashboard shows (default: "
+                             "mlruns/optuna.journal; or a database URL)")
+    server.add_argument("--no-dashboard", action="store_true",
+                        help="serve the MLflow UI only")
+    server.add_argument("--dashboard-port", type=int, default=8080,
+                        help="port of optuna-dashboard")
+    server.add_argument("--dashboard-host", default="127.0.0.1",
+                        help="interface optuna-dashboard binds (default 127.0.0.1; it has no "
+                             "login and can delete studies)")
+    server.add_argument("--access-log", action="store_true",
+                        help="log every HTTP request (off: the UI makes hundreds a minute)")
 
     sync = sub.add_parser("sync", help="log to MLflow every trial missing there",
                           description="Log to MLflow every finished trial of a study that is "
@@ -59,49 +74,56 @@ def run(args: argparse.Namespace) -> int:
 
 def _server(args: argparse.Namespace) -> int:
     import signal
-    import subprocess
+    from pathlib import Path
 
+    from tunelab.search.study import RDB_PREFIXES
     from tunelab.tracking import server_command
-    from tunelab.tracking.server import RunningServer
+    from tunelab.tracking.server import dashboard_command, serve
 
     try:
         command = server_command(backend_store_uri=args.backend_store_uri, host=args.host,
                                  port=args.port, artifacts_destination=args.artifacts_destination,
                                  allowed_hosts=args.allowed_hosts,
-                                 cors_origins=args.cors_allowed_origins)
+                                 cors_origins=args.cors_allowed_origins,
+                                 access_log=args.access_log)
     except ValueError as err:
         raise ConfigError(str(err)) from None
     shown = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
-    print(f"tunelab: MLflow tracking server and UI at http://{shown}:{args.port}\n"
-          f"         log to it with: tunelab tune --tracking-uri http://{shown}:{args.port}",
-          flush=True)
-    # its own process group, stopped as a whole: MLflow's server starts uvicorn and job
-    # consumers that outlive it when only the server process is signalled
+    dashboard = dashboard_url = None
+    if not args.no_dashboard:
+        storage, storage_class = args.storage, None
+        if not storage.startswith(RDB_PREFIXES):  # tunelab's journal file (journal:PATH)
+            path = Path(storage.removeprefix("journal:")).expanduser()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            storage, storage_class = str(path), "JournalFileStorage"
+        dashboard = dashboard_command(storage, storage_class=storage_class,
+                                      host=args.dashboard_host, port=args.dashboard_port,
+                                      access_log=args.access_log)
+        if dashboard is None:
+            print("tunelab: optuna-dashboard is not installed (pip install "
+                  "'tunelab[dashboard]'); serving the MLflow UI only", flush=True)
+        else:
+            host = "127.0.0.1" if args.dashboard_host in ("0.0.0.0", "::") else (
+                args.dashboard_host)
+            dashboard_url = f"http://{host}:{args.dashboard_port}"
     from tunelab import quiet
 
-    loud = quiet.verbose()
-    process = subprocess.Popen(command, start_new_session=True,
-                               stdout=None if loud else subprocess.PIPE,
-                               stderr=None if loud else subprocess.STDOUT,
-                               text=True, errors="replace")
-    if not loud:  # MLflow's and uvicorn's start-up and access lines only with -v
-        import threading
-
-        threading.Thread(target=_server_errors, args=(process.stdout,), daemon=True).start()
+    # the servers' start-up (and, with --access-log, request) lines only with -v or
+    # --access-log; otherwise only what says something went wrong
+    loud = quiet.verbose() or args.access_log
 
     def stop_on_sigterm(signum, frame):
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop_on_sigterm)
-    try:
-        return process.wait()
-    except KeyboardInterrupt:
-        return 0
-    finally:
-        RunningServer(process, "").stop()
+    # each in its own process group, stopped as a whole: MLflow's server starts uvicorn and
+    # job consumers that outlive it when only the server process is signalled
+    return serve(mlflow_command=command, mlflow_url=f"http://{shown}:{args.port}",
+                 dashboard=dashboard, dashboard_url=dashboard_url, storage=args.storage,
+                 errors_only=None if loud else _server_errors)
 
 
-def _server_errors(stream) -> None:
+def _server_errors(stream, what: str = "server") -> None:
     """Pass on only what says something went wrong (a traceback and what follows it)."""
     import re
 
@@ -109,7 +131,7 @@ def _server_errors(stream) -> None:
     for line in stream:
         failing = failing or bool(re.search(r"Traceback|\b(ERROR|CRITICAL)\b|Error:", line))
         if failing:
-            print(f"tunelab: server: {line.rstrip()}", file=sys.stderr, flush=True)
+            print(f"tunelab: {what}: {line.rstrip()}", file=sys.stderr, flush=True)
 
 
 def _open(storage: str, name: str):

@@ -274,9 +274,15 @@ def register(name: str, study_name: str | None = None, storage: str | None = Non
         summary = record.extra.get("summary") or {}
         metrics = {"val_accuracy": val_accuracy, **test_metrics,
                    **{k: v for k, v in summary.items() if isinstance(v, (int, float))}}
+        trial_attrs = opened.study.trials[record.number].user_attrs
         tags = {"tunelab.study": config.study_name, "tunelab.trial": record.number,
                 "data_fingerprint": data.fingerprint(), "class_names": list(data.class_names),
-                "model_source": source}
+                "model_source": source,
+                # links back to the study's runs (the registration run lives in its own
+                # experiment, "<study> registrations")
+                model_registry.TRIAL_RUN_TAG: trial_attrs.get("mlflow_run_id"),
+                model_registry.STUDY_RUN_TAG: opened.study.user_attrs.get(
+                    "mlflow_parent_run_id")}
         logged = model_registry.log_model(
             tracking_uri=uri, experiment_name=config.study_name, keras_path=keras_path,
             meta={k: meta[k] for k in ("loss", "class_names", "input_shape", "trial", "study",

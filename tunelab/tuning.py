@@ -560,11 +560,16 @@ def run_keras_tuner_engine(study, config: StudyConfig, data, tracker, deadline: 
 def finish_tracking(study, tracker, status: str, config: StudyConfig, end=None) -> None:
     """The parent run's end: study plots, the summary, the Pareto front when there is one."""
     from tunelab.search import close_all, study_figures
+    from tunelab.search.study_plots import interactive_page, top_rows
     from tunelab.tracking.plots import pareto_front
 
     end = end or study_end_report(study, config)
     # interrupted: exit within seconds; the study plots are drawn at the study's next end
     figures, notes = study_figures(study) if status != "KILLED" else ({}, [])
+    page = None
+    if status != "KILLED":
+        page, page_notes = interactive_page(study)  # Plotly, drawn once per study
+        notes += page_notes
     if end["pareto_points"] and status != "KILLED":
         figures["pareto_front"] = pareto_front(
             end["pareto_points"], metric=config.objective.metric, direction=config.direction,
@@ -574,7 +579,9 @@ def finish_tracking(study, tracker, status: str, config: StudyConfig, end=None) 
     from tunelab.search.study import ended_trials
 
     tracker.end_stray_runs(ended_trials(study))
-    tracker.finish_study(status=status, figures=figures, summary=end["summary"], notes=notes)
+    tracker.finish_study(status=status, figures=figures, summary=end["summary"], notes=notes,
+                         html={"interactive": page} if page else None,
+                         top=top_rows(study), config=config.to_dict())
     close_all()
 
 
@@ -633,14 +640,19 @@ def print_summary(study, config: StudyConfig, tracking_uri: str, end=None) -> No
             text = textwrap.fill(text, width=width - 1, subsequent_indent="    ",
                                  break_on_hyphens=False)
         print(f"\n{text}")
-    print(f"\nbrowse the runs: {server_hint(tracking_uri)}", flush=True)
+    print(f"\nbrowse the runs: {server_hint(tracking_uri, study.study_name)}", flush=True)
 
 
-def server_hint(tracking_uri: str) -> str:
-    """The command that opens this study's runs in the MLflow UI."""
+def server_hint(tracking_uri: str, study_name: str | None = None) -> str:
+    """The command that opens this study's runs in the MLflow UI, and the link that opens
+    the study's runs table in model-training mode (see tunelab.tracking.ui)."""
+    from tunelab.tracking import ui
+    from tunelab.tracking.store import experiment_id_of
+
+    experiment_id = experiment_id_of(tracking_uri, study_name) if study_name else None
     if tracking_uri.startswith(("http://", "https://")):
-        return f"open {tracking_uri} in a browser"
+        return f"open {ui.runs_url(tracking_uri, experiment_id)} in a browser"
     default = Path(DEFAULT_TRACKING_URI.removeprefix("sqlite:///")).expanduser().resolve()
-    if tracking_uri == f"sqlite:///{default}":
-        return "tunelab server"
-    return f"tunelab server --backend-store-uri {tracking_uri}"
+    command = ("tunelab server" if tracking_uri == f"sqlite:///{default}"
+               else f"tunelab server --backend-store-uri {tracking_uri}")
+    return f"{command}\n  then open {ui.runs_url('http://127.0.0.1:5000', experiment_id)}"

@@ -78,7 +78,8 @@ def load_data(config: StudyConfig):
                             test_fraction=d.test_fraction, seed=config.seed,
                             label_pattern=d.label_pattern, labels_csv=d.labels_csv,
                             group_pattern=d.group_pattern, skip_bad_images=d.skip_bad_images,
-                            max_image_pixels=d.max_image_pixels, cache_dir=cache_dir(config))
+                            max_image_pixels=d.max_image_pixels, cache_dir=cache_dir(config),
+                            class_names=d.class_names)
     except DataError as err:
         raise ConfigError(str(err)) from None
     data.info["image_size_rule"] = why

@@ -22,7 +22,7 @@ import sys
 import time
 import warnings
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -104,14 +104,18 @@ def load_dataset(source: str = "digits", *, image_size: int | None = None,
                  test_fraction: float = 0.0, seed: int = 0, label_pattern: str | None = None,
                  labels_csv: str | None = None, group_pattern: str | None = None,
                  skip_bad_images: bool = False, max_image_pixels: int = DEFAULT_MAX_PIXELS,
-                 cache_dir: str | Path | None = None, progress: bool = True) -> Dataset:
-    """Find, decode, check and split a source; with ``cache_dir``, decode only once."""
+                 cache_dir: str | Path | None = None, progress: bool = True,
+                 class_names: Sequence[str] | None = None) -> Dataset:
+    """Find, decode, check and split a source; with ``cache_dir``, decode only once.
+    ``class_names`` names a ``.npz``'s class ids 0, 1, ... (``dataset.class_names``)."""
     found = find_source(source, label_pattern=label_pattern, labels_csv=labels_csv,
-                        group_pattern=group_pattern)
+                        group_pattern=group_pattern, class_names=class_names)
     options = {"image_size": image_size, "color_mode": color_mode,
                "validation_fraction": validation_fraction, "test_fraction": test_fraction,
                "seed": seed, "label_pattern": label_pattern, "group_pattern": group_pattern,
                "skip_bad_images": skip_bad_images, "max_image_pixels": max_image_pixels}
+    if class_names is not None:  # only then: existing caches keep their keys
+        options["class_names"] = list(class_names)
     name = source if source == "digits" else Path(source).stem
     if cache_dir is None or found.kind == "digits":  # built in: decoded in milliseconds
         return _build(found, name, options, None, progress)

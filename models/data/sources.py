@@ -25,6 +25,7 @@ import csv
 import pickle
 import re
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,7 +63,8 @@ class Source:
 
 
 def find_source(source: str, *, label_pattern: str | None = None,
-                labels_csv: str | None = None, group_pattern: str | None = None) -> Source:
+                labels_csv: str | None = None, group_pattern: str | None = None,
+                class_names: Sequence[str] | None = None) -> Source:
     if source == "digits":
         found = _digits()
     else:
@@ -84,6 +86,8 @@ def find_source(source: str, *, label_pattern: str | None = None,
                 f"dataset.source: {source} is not a known source: use 'digits', a .npz file, "
                 "an image folder (ROOT/<class>/* or ROOT/train|validation|test/<class>/*), a "
                 "CIFAR-10 python folder, or a folder plus dataset.label_pattern / labels_csv")
+    if class_names is not None:
+        _name_classes(found, class_names)
     if len(found.class_names) < 2:
         raise DataError(f"{found.location}: only one class found "
                         f"({', '.join(found.class_names) or 'none'}); a classifier needs at "
@@ -91,6 +95,26 @@ def find_source(source: str, *, label_pattern: str | None = None,
     if group_pattern:
         _assign_groups(found, group_pattern)
     return found
+
+
+NAMED_BY = {"digits": "its digits 0-9", "cifar10": "its batches.meta",
+            "split_folders": "its folder names", "class_folders": "its folder names",
+            "filename": "dataset.label_pattern", "csv": "the labels in its CSV"}
+
+
+def _name_classes(found: Source, names: Sequence[str]) -> None:
+    """``dataset.class_names``: a .npz's class ids 0, 1, ... by name, in id order."""
+    if found.kind != "npz":
+        raise DataError(f"dataset.class_names: only a .npz source takes class names (its "
+                        f"labels are class ids); {found.location} names its classes by "
+                        f"{NAMED_BY.get(found.kind, 'itself')}: "
+                        f"{', '.join(found.class_names)}")
+    if len(names) != len(found.class_names):
+        n = len(found.class_names)
+        raise DataError(f"dataset.class_names: {len(names)} name(s) {list(names)} for the {n} "
+                        f"classes of {found.location} (class ids 0..{n - 1}): give one name "
+                        "per class id, in id order")
+    found.class_names = tuple(str(n) for n in names)
 
 
 # -- array sources -------------------------------------------------------------------------

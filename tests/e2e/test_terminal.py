@@ -10,7 +10,6 @@ output must match one of tunelab's own line formats (an allow-list).
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,9 @@ from terminal_io import PtyRun, drawn_lines, run_pipe, screen_lines
 pytestmark = pytest.mark.slow
 
 BAR = "[━╸ ]+"
+# the summary's link to the study's runs table (a URL: never cut to the terminal's width)
+LINK_LINE = (r"  then open http://127\.0\.0\.1:5000/#/experiments/\d+/runs\?"
+             r"workflowType=machine_learning&viewStateShareKey=tunelab")
 TUNE_LINES = [
     r"tunelab: study '\S+': .+ trials done.*", r"tunelab: resuming study '\S+' .+",
     r"  data .+ classes", r"  image size .+ channel\(s\)", r"  storage .+",
@@ -39,7 +41,7 @@ TUNE_LINES = [
     r"[- ]+", r"\d+ +[\d.]+ +-?[\d.]+ +\d+ +\d+ +.*",
     r"selected (Pareto-front )?trial \d+.*", r"no trial qualifies: .+",
     r"    \S.*",  # the selection's sentence, wrapped to the terminal
-    r"browse the runs: tunelab server.*",
+    r"browse the runs: tunelab server.*", LINK_LINE,
 ]
 BEST_LINES = [r"\d+ complete trial\(s\), ranked by .+", r"rank +trial +objective .+verdict",
               r"[- ]+", r"\d+ +\d+ +[\d.]+ .+", r"selected trial \d+: .+"]
@@ -51,8 +53,13 @@ INSPECT_LINES = [r"dataset \S+ \(\S+\): \S+", r"\d+ classes \(index order\): .+"
                  r"class +train +val", r"[- ]+", r"(\S+|total) +\d+ +\d+",
                  r"model input: \(.+\)", r"image sizes \(WxH\): .+", r"channels: .+",
                  r"bit depths: .+", r"formats: .+", r"sample grid: \S+\.png"]
-SERVER_LINES = [r"tunelab: MLflow tracking server and UI at http://127\.0\.0\.1:\d+",
-                r" +log to it with: tunelab tune --tracking-uri http://127\.0\.0\.1:\d+"]
+SERVER_LINES = [r"tunelab: starting MLflow UI and optuna-dashboard; the links follow once each "
+                r"one answers",
+                r"tunelab: MLflow UI at http://127\.0\.0\.1:\d+ \(answered after \d+ s\)",
+                r" +study \S+: http://127\.0\.0\.1:\d+/#/experiments/\d+/runs\?\S+",
+                r" +log to it with: tunelab tune --tracking-uri http://127\.0\.0\.1:\d+",
+                r"tunelab: optuna-dashboard at http://127\.0\.0\.1:\d+/dashboard \(answered "
+                r"after \d+ s; storage \S+\)"]
 
 
 def foreign(lines, formats) -> list[str]:
@@ -89,7 +96,8 @@ def test_tune_on_a_terminal_is_one_live_display_of_tunelab_lines(study):
     assert "lr=" in finished[1] and " | " in finished[1]
     assert "browse the runs: tunelab server" in text
     # nothing wider than the terminal (paths are as long as the test's tmp folder)
-    wide = [line for line in drawn if len(line) > 80 and str(tmp) not in line]
+    wide = [line for line in drawn if len(line) > 80 and str(tmp) not in line
+            and not re.fullmatch(LINK_LINE, line)]
     assert not wide, wide
     assert "\x1b[?25l" in text  # rich hid the cursor: the live display ran
 
@@ -135,22 +143,38 @@ def test_best_register_predict_and_inspect_print_only_their_own_lines(study):
         verbose.stderr
 
 
-def test_server_prints_only_its_address(study):
+def test_server_prints_only_its_addresses(study):
+    """The MLflow UI and optuna-dashboard: tunelab's lines with their links, not the
+    servers' own start-up and request lines."""
+    import threading
+
+    from tunelab.tracking.server import free_port
+
     tmp, _, _, _ = study
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port, dashboard_port = free_port(), free_port()
     env = {**os.environ}
     env.pop("TUNELAB_VERBOSE", None)
-    proc = subprocess.Popen([sys.executable, "-m", "tunelab", "server", "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "tunelab", "server", "--port", str(port),
+                             "--dashboard-port", str(dashboard_port)],
                             cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, env=env, start_new_session=True)
-    from tunelab.tracking.server import wait_until_up
-
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
     try:
-        wait_until_up(f"http://127.0.0.1:{port}", timeout=180, process=proc)
-        time.sleep(1)
+        deadline = time.time() + 240
+        while time.time() < deadline and proc.poll() is None:
+            text = "".join(lines)
+            if "log to it with" in text and "optuna-dashboard at" in text:
+                break
+            time.sleep(0.5)
+        time.sleep(2)  # anything the servers print once they serve
     finally:
         os.killpg(proc.pid, signal.SIGINT)
-        out, _ = proc.communicate(timeout=60)
+        proc.wait(timeout=60)
+        reader.join(timeout=10)
+    out = "".join(lines)
+    assert f"MLflow UI at http://127.0.0.1:{port} " in out, out
+    assert re.search(rf"study quiet: http://127\.0\.0\.1:{port}/#/experiments/\d+/runs\?", out), out
+    assert f"optuna-dashboard at http://127.0.0.1:{dashboard_port}/dashboard" in out, out
     assert not foreign(out.splitlines(), SERVER_LINES), out

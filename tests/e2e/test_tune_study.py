@@ -64,7 +64,11 @@ def test_parent_and_nested_runs_with_params_metrics_and_plots(study_dir):
     parent = parents[0]
     assert parent.info.status == "FINISHED"
     parent_files = {f.path for f in client.list_artifacts(parent.info.run_id, "study")}
-    assert {"study/optimization_history.png", "study/slice.png"} <= parent_files
+    assert {"study/optimization_history.png", "study/slice.png", "study/overfitting.png",
+            "study/intermediate_values.png", "study/interactive.html"} <= parent_files
+    note = parent.data.tags["mlflow.note.content"]  # the run's description in the UI
+    assert "3 complete, 0 pruned, 0 failed" in note and "| trial | val_accuracy |" in note
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     top = {f.path for f in client.list_artifacts(parent.info.run_id)}
     assert {"config.yaml", "environment.json", "search_space.json", "best_trial.json"} <= top
     assert parent.data.params["data_fingerprint"]
@@ -75,6 +79,8 @@ def test_parent_and_nested_runs_with_params_metrics_and_plots(study_dir):
         assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
         assert run.data.tags["tunelab.study"] == "tiny"
         assert run.data.tags["tunelab.state"] == "COMPLETE"
+        assert run.info.run_name == f"trial-{int(run.data.tags['tunelab.trial']):04d}"
+        assert "best epoch" in run.data.tags["mlflow.note.content"]
         assert run.info.status == "FINISHED"
         params = run.data.params
         for key in ("learning_rate", "n_base", "batch_size", "dense_units", "model", "loss",
@@ -84,7 +90,7 @@ def test_parent_and_nested_runs_with_params_metrics_and_plots(study_dir):
         assert params["data_fingerprint"] == parent.data.params["data_fingerprint"]
         for key in ("loss", "val_loss", "accuracy", "val_accuracy", "learning_rate"):
             history = client.get_metric_history(run.info.run_id, key)
-            assert [m.step for m in history] == [0, 1], key
+            assert [m.step for m in history] == [1, 2], key  # epochs counted from 1
         metrics = run.data.metrics
         for key in ("best_val_accuracy", "final_val_accuracy", "gap_accuracy", "best_epoch",
                     "n_params"):
@@ -106,6 +112,9 @@ def test_output_names_best_trial_table_and_ui_command(study_dir):
     assert "best trial: #" in out
     assert "top 3 trials" in out
     assert "browse the runs: tunelab server" in out
+    # the link opens the study's runs table in model-training mode
+    assert "/#/experiments/1/runs?workflowType=machine_learning&viewStateShareKey=tunelab" \
+        in out
     assert "trial   0 [1/3] epoch   1/2" in out  # progress: trial, budget, epoch
 
 

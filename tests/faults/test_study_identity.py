@@ -170,6 +170,30 @@ def test_a_study_from_before_identities_resumes_with_a_notice_on_its_stored_conf
     assert not (tmp_path / "mlruns" / "mlflow.db").exists()  # tracking: false stayed
 
 
+def test_renamed_classes_are_a_data_change_that_accept_change_data_accepts():
+    """dataset.class_names names a .npz's class ids, which the data fingerprint hashes: a
+    rename is one data change (naming the key), not a data change and a key change."""
+    from tunelab.config import config_from_dict
+    from tunelab.identity import compare, config_identity
+
+    def config(names):
+        return config_from_dict({"study_name": "named",
+                                 "dataset": {"source": "scans.npz", "class_names": names}})
+
+    def identity(cfg, fingerprint):
+        return {**config_identity(cfg), "data": {
+            "fingerprint": fingerprint, "name": "scans", "source": "scans.npz",
+            "classes": cfg.dataset.class_names, "splits": {"train": 8, "val": 2, "test": 0}}}
+
+    old, new = config(["a", "b"]), config(["normal", "pneumonia"])
+    check = compare(old.to_dict(), identity(old, "f1"), new, identity(new, "f2"))
+    assert [c.key for c in check.refused] == ["data"]
+    assert "dataset.class_names [a, b] -> [normal, pneumonia]" in check.refused[0].line()
+    check = compare(old.to_dict(), identity(old, "f1"), new, identity(new, "f2"),
+                    accept=["data"])
+    assert not check.refused and [c.key for c in check.accepted] == ["data"]
+
+
 def test_accept_change_names_a_study_key(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(["tune", "--accept-change", "sampler.knd", "--n-trials", "1"]) == 2

@@ -114,7 +114,8 @@ def test_tracking_server_killed_mid_study_then_sync(tmp_path, tools):
 
     def server():
         proc = subprocess.Popen([sys.executable, "-m", "tunelab", "server", "--port", str(port),
-                                 "--backend-store-uri", backend], stdout=subprocess.DEVNULL,
+                                 "--no-dashboard", "--backend-store-uri", backend],
+                                stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, start_new_session=True)
         from tunelab.tracking.server import wait_until_up
 

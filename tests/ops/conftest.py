@@ -59,7 +59,8 @@ def tunelab_server(tmp_path):
     """A real `tunelab server` process on a free port over an SQLite store in tmp_path."""
     port = _free_port()
     proc = subprocess.Popen(["tunelab", "server", "--port", str(port), "--backend-store-uri",
-                             f"sqlite:///{tmp_path / 'server' / 'mlflow.db'}"],
+                             f"sqlite:///{tmp_path / 'server' / 'mlflow.db'}",
+                             "--no-dashboard"],  # the scale-out tests need the MLflow UI only
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     url = f"http://127.0.0.1:{port}"

@@ -117,7 +117,8 @@ def test_study_survives_tracking_down_then_sync_logs_every_trial(tmp_path):
     study = optuna.load_study(study_name="offline", storage=optuna.storages.JournalStorage(
         optuna.storages.journal.JournalFileBackend(raw["storage"])))
     assert len([t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]) == 3
-    server = subprocess.Popen(["tunelab", "server", "--port", str(port), "--backend-store-uri",
+    server = subprocess.Popen(["tunelab", "server", "--port", str(port), "--no-dashboard",
+                               "--backend-store-uri",
                                f"sqlite:///{tmp_path / 'late' / 'mlflow.db'}"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               start_new_session=True)

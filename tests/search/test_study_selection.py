@@ -90,7 +90,7 @@ def test_continue_resumes_from_the_checkpoint_and_logs_to_the_same_run(study, ca
     run_id = opened.study.trials[number].user_attrs["mlflow_run_id"]
     steps = [m.step for m in MlflowClient(raw["tracking_uri"]).get_metric_history(run_id,
                                                                                    "val_loss")]
-    assert steps == [0, 1, 2, 3]
+    assert steps == [1, 2, 3, 4]  # epochs counted from 1: 2 trained, then 2 continued
     assert f"logged to MLflow run {run_id}" in capsys.readouterr().out
     assert main(["continue", "--storage", raw["storage"], "--trial", "99", "--epochs", "1"]) == 2
     assert "has no checkpoint" in capsys.readouterr().err

@@ -49,7 +49,7 @@ def test_finish_returns_before_the_run_is_written_and_flush_lands_it(tmp_path):
     assert logged.data.tags["tunelab.state"] == "COMPLETE"
     # submitted order is kept: every epoch, in order, before the run ended
     assert [(m.step, m.value) for m in tracker.client.get_metric_history(
-        run.run_id, "val_accuracy")] == list(enumerate(HISTORY["val_accuracy"]))
+        run.run_id, "val_accuracy")] == list(enumerate(HISTORY["val_accuracy"], start=1))
     assert {"learning_curves.png", "confusion_matrix.png", "model_summary.txt",
             "config.yaml"} <= artifacts(tracker, run.run_id)
 

@@ -42,6 +42,20 @@ def test_version_is_champion_with_tags_test_metrics_and_report(registered):
     assert any(p.startswith("selection/learning_curves_trial_") for p in inner)
     run = client.get_run(first.run_id)
     assert "test_accuracy" in run.data.metrics  # once, on the registration run
+    # its own experiment, beside the study's (never a series in the trials' charts),
+    # linked both ways by tags
+    study_experiment = client.get_experiment_by_name("tiny")
+    home = client.get_experiment(run.info.experiment_id)
+    assert home.name == "tiny registrations" and home.experiment_id != \
+        study_experiment.experiment_id
+    assert home.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert home.tags["tunelab.study_experiment_id"] == study_experiment.experiment_id
+    assert not [r for r in client.search_runs([study_experiment.experiment_id])
+                if r.data.tags.get("tunelab.role") == "registration"]
+    trial_run = run.data.tags["tunelab.trial_run_id"]
+    assert client.get_run(trial_run).data.tags["tunelab.trial"] == str(first.trial)
+    assert client.get_run(trial_run).data.tags["tunelab.registered_as"] == f"{NAME} v1"
+    assert run.data.tags["tunelab.study_run_id"] and "mlflow.note.content" in run.data.tags
     mlmodel = client.download_artifacts(first.run_id, "model/MLmodel", str(tmp))
     text = open(mlmodel).read()
     assert "signature" in text
