@@ -116,6 +116,10 @@ def _server(args: argparse.Namespace) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop_on_sigterm)
+    # Ctrl-C stops it whatever the inherited disposition: a server started as a background
+    # job of a non-interactive shell (`tunelab server &` in a script) inherits SIGINT ignored,
+    # and Python then raises no KeyboardInterrupt (as `tune` and `worker` handle it)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     # each in its own process group, stopped as a whole: MLflow's server starts uvicorn and
     # job consumers that outlive it when only the server process is signalled
     return serve(mlflow_command=command, mlflow_url=f"http://{shown}:{args.port}",
