@@ -61,8 +61,19 @@ def handle_stop_signals() -> None:
     disposition: a process started with SIGINT ignored (a background job of a
     non-interactive shell) still stops on Ctrl-C. Main thread only."""
     _stopped[0], _last_stop[0] = None, float("-inf")
+    sys.unraisablehook = _quiet_swallowed_interrupt
     signal.signal(signal.SIGINT, _on_stop)
     signal.signal(signal.SIGTERM, _on_stop)
+
+
+def _quiet_swallowed_interrupt(unraisable) -> None:
+    """The stop's interrupt raised inside a finalizer is swallowed by Python, which prints
+    "Exception ignored in ..." and a traceback on the terminal. The stop is sticky
+    (``raise_if_stopped``), so nothing is lost by staying quiet; anything else is printed
+    as Python would."""
+    if isinstance(unraisable.exc_value, KeyboardInterrupt) and _stopped[0] is not None:
+        return
+    sys.__unraisablehook__(unraisable)
 
 
 def ignore_stop_signals() -> None:
