@@ -145,10 +145,12 @@ def cpu_hog(n: int | None = None):
             hog.wait()
 
 
-def finish(proc: subprocess.Popen, timeout: float) -> tuple[int | None, str]:
+def finish(proc: subprocess.Popen, timeout: float,
+           on_exit=None) -> tuple[int | None, str]:
     """The exit code (None: killed after ``timeout``) and the output. The process's own exit
     counts, not the end of its output: the tracking writer (its own session) may still hold
-    the pipe while it finishes the calls it was handed."""
+    the pipe while it finishes the calls it was handed. ``on_exit()`` runs at the exit,
+    before the output has ended."""
     import threading
 
     chunks: list[str] = []
@@ -161,6 +163,8 @@ def finish(proc: subprocess.Popen, timeout: float) -> tuple[int | None, str]:
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         code = None
+    if on_exit is not None:
+        on_exit()
     reader.join(timeout=60)
     return code, "".join(chunks)
 
@@ -289,9 +293,17 @@ def ctrl_c(root: Path, point: str, *, sigint_ignored: bool = False) -> dict:
         raise RuntimeError(f"{point} never reached (exit {code}):\n{out[-3000:]}")
     signalled = time.time()
     os.killpg(proc.pid, signal.SIGINT)
-    code, out = finish(proc, 120)
-    seconds = time.time() - signalled
+    at_exit: dict = {}
+
+    def exited() -> None:  # the prompt is back
+        at_exit["seconds"] = time.time() - signalled
+
+    code, out = finish(proc, 120, on_exit=exited)
+    seconds = at_exit["seconds"]
+    # read once the tracking writer (its own session, which outlives the command to finish
+    # the calls it was handed, e.g. the run end of a trial that completed just before) is done
     row = audit(root)
+    row["writer done after"] = round(time.time() - signalled - seconds, 1)
     missed = int(code != 130 or seconds > 15 or "Traceback" in out)
     row.update({"exit code": code, "seconds to recover": round(seconds, 1), "missed": missed,
                 "traceback": int("Traceback" in out), "out": out})

@@ -28,7 +28,10 @@ _spec.loader.exec_module(pf)
 
 @pytest.fixture
 def hog():
-    with pf.cpu_hog() as hogs:
+    """One busy process beside each case: the suite runs two tests at a time on CI's 2
+    cores, so with the other test's work the machine is over-committed (the benchmark runs
+    one hog per core, each case alone)."""
+    with pf.cpu_hog(1) as hogs:
         yield hogs
 
 
@@ -40,7 +43,7 @@ def _clean(row: dict) -> None:
 
 
 # -- subprocess cases ----------------------------------------------------------------------
-@pytest.mark.slow
+@pytest.mark.slow  # SIGTERM below covers the rerun in the default run
 def test_sigkill_mid_trial_then_rerun_finishes(tmp_path, hog):
     row = pf.sigkill_mid_trial(tmp_path)
     assert row["first"] == -9 and row["second"] == 0, row["out"][-4000:]
@@ -59,7 +62,6 @@ def test_sigkill_mid_trial_then_rerun_finishes(tmp_path, hog):
     assert "Traceback" not in row["out"]
 
 
-@pytest.mark.slow
 def test_sigterm_is_handled_like_ctrl_c(tmp_path, hog):
     row = pf.sigterm_mid_trial(tmp_path)
     assert row["first"] == 143 and row["second"] == 0, row["out"][-4000:]
@@ -72,22 +74,22 @@ def test_sigterm_is_handled_like_ctrl_c(tmp_path, hog):
     assert "Terminated" in trial0.user_attrs["reason"]
 
 
-#: repetitions of each Ctrl-C point here (the benchmark runs each 20 times); the suite runs
-#: each once to stay within its time budget on 2 cores: TUNELAB_FAULT_REPEATS=3 for more
-REPEATS = int(os.environ.get("TUNELAB_FAULT_REPEATS", "1"))
-
-
-# not in the default suite: at first-epoch under the hog the exit took 9.6 to 19.9 s here
-# (the writer's start-up at nice 10, then the parent's end), over the 15 s asked for
-@pytest.mark.slow
-@pytest.mark.parametrize("point", pf.CTRL_C_POINTS)
-def test_ctrl_c_under_load_is_never_lost(tmp_path, hog, point):
-    for attempt in range(REPEATS):
-        row = pf.ctrl_c(tmp_path / str(attempt), point)
-        assert row["exit code"] == 130, row["out"][-4000:]
-        assert not row["traceback"], row["out"][-4000:]
-        assert row["seconds to recover"] <= 15, row["out"][-4000:]
-        assert row["runs left RUNNING"] == 0 and row["duplicated runs"] == 0, row["out"]
+# Each point but the recycle once in the default run, each three times with the slow cases
+# (`-m ""`); the
+# benchmark repeats each 20 times. "Seconds to recover" is from the signal to the exit code
+# (the prompt); the tracking writer, in its own session, may log for a few seconds more, and
+# the stores are read once it is done.
+@pytest.mark.parametrize("attempt", [0, pytest.param(1, marks=pytest.mark.slow),
+                                     pytest.param(2, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("point", [p if p != "recycle" else pytest.param(
+    p, marks=pytest.mark.slow) for p in pf.CTRL_C_POINTS])
+def test_ctrl_c_under_load_is_never_lost(tmp_path, hog, point, attempt):
+    row = pf.ctrl_c(tmp_path, point)
+    assert row["exit code"] == 130, row["out"][-4000:]
+    assert not row["traceback"], row["out"][-4000:]
+    assert row["seconds to recover"] <= 15, (row["seconds to recover"], row["out"][-4000:])
+    assert row["runs left RUNNING"] == 0 and row["duplicated runs"] == 0, row["out"]
+    assert row["trials lost"] == 0, row["out"][-4000:]
 
 
 @pytest.mark.slow
