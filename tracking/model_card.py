@@ -64,8 +64,13 @@ def known_limits(class_counts: Mapping[str, Mapping[str, int]], *, n_sources: in
     limits = []
     val = sum(class_counts.get("val", {}).values())
     test = sum(class_counts.get("test", {}).values())
-    limits.append(f"Validation split: {val} images (used for selection, calibration and the "
-                  "operating point).")
+    if trained_on == "train+validation":
+        limits.append(f"Validation split: {val} images, pooled with train for the "
+                      "cross-validated selection, the out-of-fold calibration and operating "
+                      "point, and the final training.")
+    else:
+        limits.append(f"Validation split: {val} images (used for selection, calibration and "
+                      "the operating point).")
     if test:
         small = min(class_counts["test"].values())
         limits.append(f"Test split: {test} images, smallest class {small}"

@@ -446,15 +446,41 @@ def card_context(config: StudyConfig, data, study, selection, record, meta, sour
                       "budget": f"{config.n_trials} trials, at most {config.max_epochs} epochs "
                                 f"each, sampler {config.sampler.kind}, pruner "
                                 f"{config.pruner.kind}",
-                      "rule": f"objective {cfg['objective']}",
+                      "rule": f"objective {cfg['objective']}; selection.method "
+                              f"{config.selection.method}",
                       "trials": ", ".join(f"{n} {state}" for state, n in sorted(states.items())),
-                      "confirmation": getattr(selection, "confirmation", None),
+                      "confirmation": confirmation_summary(config, selection),
                       "explanation": selection.explanation()},
         "gradcam": (f"`runs:/{run_id}/gradcam.png` (registration run {run_id}: "
                     f"{config.registry.gradcam_images_per_class} validation images per class)"
                     if run_id else None),
         "group_pattern": group, "trained_on": meta.get("trained_on"),
     }
+
+
+def confirmation_summary(config: StudyConfig, selection) -> str:
+    """What the model card says about the confirmation runs: which method, which
+    candidates, their fresh scores, or why there were none."""
+    sel = config.selection
+    if not sel.confirms:
+        return f"none: selection.method {sel.method} ranks the search's own scores"
+    how = (f"{sel.confirm_seeds} fresh seed(s)" if sel.confirm_kind == "seeds"
+           else f"{sel.confirm_folds}-fold cross-validation")
+    choice = selection.choice
+    scores = [f"trial {c.record.number} {c.confirmation.mean:.4f}"
+              + (f" +/- {c.confirmation.sd:.4f}" if c.confirmation.sd is not None else "")
+              + f" ({c.confirmation.n} {c.confirmation.kind})"
+              for c in (choice.candidates if choice is not None else [])
+              if c.confirmation is not None and c.confirmation.scores]
+    if not scores:
+        why = choice.reason if choice is not None and choice.reason else (
+            f"no confirmation runs (a budget of {config.n_trials} trials leaves "
+            f"{sel.candidates(config.n_trials)} candidate(s) to confirm)")
+        return (f"{sel.method}, top {sel.confirm_top} by {how}: "
+                + (why if why.startswith("not confirmed") else f"not confirmed ({why})"))
+    return (f"{sel.method}, top {sel.confirm_top} retrained with {how} "
+            f"{config.objective.metric}: " + "; ".join(scores)
+            + ("" if choice.confirmed else f" (not used: {choice.reason})"))
 
 
 def render_card(context: Mapping[str, Any], calibration: Mapping[str, Any] | None,

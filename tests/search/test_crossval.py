@@ -226,6 +226,7 @@ def test_register_calibrates_a_cross_validated_trial_out_of_fold(cv_study):
     card = version.description
     assert f"out-of-fold predictions ({n} images, out of sample" in card
     assert "cross-fitted" in card and "not kept" not in card
+    assert "calibration and operating point were fitted on the folds' out-of-fold" in card
 
 
 def test_register_trains_the_folds_again_when_out_of_fold_outputs_are_missing(cv_study):

@@ -94,7 +94,10 @@ def test_register_writes_the_evaluation_run_and_the_model_card(registered):
     for section in ("## Data", "## Selection procedure", "## Metrics on the test split",
                     "## Calibration", "## Operating point", "## Grad-CAM examples",
                     "## Known limits", "fingerprint", "Single source", "No group",
-                    f"runs:/{reg.run_id}/gradcam.png", "target sensitivity 0.9"):
+                    f"runs:/{reg.run_id}/gradcam.png", "target sensitivity 0.9",
+                    # one trial: nothing left to confirm, and the card says so
+                    "- **confirmation**: confirm_mean, top 3 by 2 fresh seed(s): not "
+                    "confirmed"):
         assert section in card, section
     assert tags["data_fingerprint"] in card
     assert "temperature scaling" in tags["calibration"]
