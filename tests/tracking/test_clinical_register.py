@@ -243,12 +243,27 @@ def test_report_renders_offline_with_every_trial_and_the_champions_intervals(reg
     for img in images:
         assert browser.execute_script(
             "return arguments[0].complete && arguments[0].naturalWidth > 0", img)
-    from tunelab.registering import open_finished_study
+    from tunelab.registering import best, open_finished_study
 
     for name in ("binary", "binary-grid"):
         study = open_finished_study(name, raw["storage"]).study
         rows = browser.find_elements("css selector", f'section[data-study="{name}"] tr.trial-row')
         assert len(rows) == len(study.trials) > 0
+        # each row's numbers, computed here from the trial's stored history
+        chosen = best(name, raw["storage"]).chosen.number
+        target = study.trials[chosen].user_attrs["history"]["accuracy"][-1]
+        for row in rows:
+            cells = [td.text for td in row.find_elements("tag name", "td")]
+            trial = study.trials[int(cells[0])]
+            h = trial.user_attrs["history"]
+            b = int(trial.user_attrs["summary"]["best_epoch"]) - 1
+            reached = next((i + 1 for i, a in enumerate(h["accuracy"]) if a >= target),
+                           "never")
+            assert cells[3:5] == [str(len(h["loss"])), str(b + 1)]
+            assert cells[5:15] == [f"{v:.4f}" for v in (
+                h["accuracy"][b], h["val_accuracy"][b], h["loss"][b], h["val_loss"][b],
+                h["accuracy"][-1], h["val_accuracy"][-1], h["loss"][-1], h["val_loss"][-1],
+                h["accuracy"][b] - h["val_accuracy"][b])] + [str(reached)], (name, cells)
     assert browser.find_elements("css selector", 'section[data-study="binary-grid"] '
                                  "table.variants tbody tr")
     # the champion's intervals as shown are the evaluation run's tags
