@@ -9,18 +9,65 @@ The trial's summary holds the mean over folds of every per-fold summary value (s
 objective is the mean best-epoch metric and the gap signals are mean gaps), ``fold_std_<metric>``
 (population standard deviation, as numpy and scikit-learn report it), ``fold_<i>_<metric>``,
 ``cv_folds``, and ``overfitting`` set when most folds (more than half) were flagged.
+
+Every fold's model also predicts its held-out part: the trial's **out-of-fold** raw head
+outputs (:class:`OutOfFold`, one row per pool image, each from the one model that did not
+train on it). The trial keeps them beside its would-be checkpoint (``top_checkpoints``), and
+``tunelab register`` fits the calibration and the operating point of the model retrained on
+the whole pool on them: out of sample, as scikit-learn's
+``CalibratedClassifierCV(ensemble=False)`` does.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import optuna
 
 from .summary import summarize
+
+
+@dataclass(frozen=True)
+class OutOfFold:
+    """A cross-validated trial's out-of-fold predictions, in pool row order (train rows,
+    then validation rows, as ``models.data.folds.pool_of``)."""
+
+    outputs: np.ndarray  # (n, d) raw head outputs (margins for a hinge head)
+    y: np.ndarray  # (n,) labels
+    rows: np.ndarray  # (n,) pool rows
+    fold: np.ndarray  # (n,) the fold whose model predicted the row
+    loss: str  # the head the outputs come from
+    fingerprint: str = ""  # the data's fingerprint when they were made
+
+    @property
+    def n_folds(self) -> int:
+        return int(self.fold.max()) + 1 if len(self.fold) else 0
+
+    def save(self, path: str | Path) -> Path:
+        """An ``.npz`` (numpy only), written to a temporary name then moved into place."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        part = path.with_name(path.name + ".part")
+        with open(part, "wb") as f:
+            np.savez(f, outputs=self.outputs, y=self.y, rows=self.rows, fold=self.fold,
+                     loss=np.array(self.loss), fingerprint=np.array(self.fingerprint))
+        part.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> OutOfFold:
+        with np.load(path, allow_pickle=False) as f:
+            return cls(f["outputs"], f["y"], f["rows"], f["fold"], str(f["loss"]),
+                       str(f["fingerprint"]))
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """What goes into the ``.npz`` (the trial's MLflow run logs the same file)."""
+        return {"outputs": self.outputs, "y": self.y, "rows": self.rows, "fold": self.fold,
+                "loss": np.array(self.loss), "fingerprint": np.array(self.fingerprint)}
 
 
 @dataclass
@@ -30,12 +77,13 @@ class CrossValResult:
     summary: dict[str, float] = field(default_factory=dict)  # see merge_summaries
     y_true: np.ndarray | None = None  # out-of-fold: every pool image, by the model that
     y_pred: np.ndarray | None = None  # did not train on it
+    out_of_fold: OutOfFold | None = None  # their raw outputs, for the calibration
     diverged: bool = False
     reason: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def train_folds(trial: optuna.Trial, data: Any, n_folds: int, *, build: Callable[[], Any],
+def train_folds(trial: optuna.Trial | None, data: Any, n_folds: int, *, build: Callable[[], Any],
                 head: Any, settings: Any, metric: str, direction: str, seed: int,
                 fold_seed: int, callbacks: Sequence[Any] = (),
                 on_epoch: Callable[[int, dict[str, float]], None] | None = None,
@@ -46,15 +94,15 @@ def train_folds(trial: optuna.Trial, data: Any, n_folds: int, *, build: Callable
     ``callbacks``: the trial's Keras callbacks, given to every fold. ``on_epoch`` gets the
     step across folds (the trial lifecycle reports it to the pruner, so pruning compares the
     same fold and epoch across trials). Per-fold summaries go into the trial's ``folds`` user
-    attribute as they finish.
+    attribute as they finish (``trial`` None: outside a study, as ``trial.out_of_fold``).
     """
     from tunelab.models.data.folds import k_folds
-    from tunelab.models.training import predict_proba, seed_everything
+    from tunelab.models.training import seed_everything
     from tunelab.models.transfer import train_model
 
     history: dict[str, list[float]] = {}
     folds: list[dict[str, Any]] = []
-    y_true, y_pred = [], []
+    y_true, y_pred, outputs, rows, fold_of = [], [], [], [], []
     extras = []
     for fold in k_folds(data, n_folds, fold_seed):
         offset = fold.index * settings.max_epochs
@@ -81,11 +129,21 @@ def train_folds(trial: optuna.Trial, data: Any, n_folds: int, *, build: Callable
                  "epochs": len(result.history.get("loss", [])),
                  "summary": summarize(result.history, metric, direction)}
         folds.append(entry)
-        trial.set_user_attr("folds", folds)
-        y_true.append(fold.data.val.y)
-        y_pred.append(predict_proba(model, head, fold.data.val.x).argmax(axis=1))
+        if trial is not None:
+            trial.set_user_attr("folds", folds)
+        raw = np.asarray(model.predict(fold.data.val.x, batch_size=256, verbose=0))
+        y_true.append(np.asarray(fold.data.val.y))
+        y_pred.append(head.probabilities(raw).argmax(axis=1))
+        outputs.append(raw)
+        rows.append(np.asarray(fold.val_rows))
+        fold_of.append(np.full(len(fold.val_rows), fold.index))
+    rows_all = np.concatenate(rows)
+    order = np.argsort(rows_all, kind="stable")  # pool row order
+    oof = OutOfFold(np.concatenate(outputs)[order], np.concatenate(y_true)[order],
+                    rows_all[order], np.concatenate(fold_of)[order], head.loss,
+                    data.fingerprint())
     return CrossValResult(history, folds, merge_summaries([f["summary"] for f in folds], metric),
-                          np.concatenate(y_true), np.concatenate(y_pred),
+                          np.concatenate(y_true), np.concatenate(y_pred), oof,
                           extra={"folds": extras} if extras else {})
 
 

@@ -6,6 +6,10 @@ trials that fell out of the top ``keep_top``. "Top" follows the selection rule: 
 rule would trust come first, so the trial ``tunelab register`` picks keeps its weights even
 when better-scoring trials overfit. Registration then loads a checkpoint instead of
 retraining, and ``tunelab continue`` resumes from one.
+
+A cross-validated trial has no single model to keep; the store keeps its out-of-fold
+predictions instead (``trial-NNNN.oof.npz``, ``crossval.OutOfFold``), ranked and pruned by
+the same rule, so that ``tunelab register`` calibrates the retrained model out of sample.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from tunelab.models.model_files import remove_checkpoint, save_checkpoint
 from .selection import ObjectiveRule, TrialRecord, records_from_study, select
 
 _NAME = re.compile(r"^trial-(\d+)\.keras$")
+_OOF_NAME = re.compile(r"^trial-(\d+)\.oof\.npz$")
 
 
 class CheckpointStore:
@@ -34,11 +39,20 @@ class CheckpointStore:
     def path(self, number: int) -> Path:
         return self.directory / f"trial-{number:04d}.keras"
 
+    def out_of_fold_path(self, number: int) -> Path:
+        return self.directory / f"trial-{number:04d}.oof.npz"
+
     def saved(self) -> dict[int, Path]:
+        return self._files(_NAME)
+
+    def saved_out_of_fold(self) -> dict[int, Path]:
+        return self._files(_OOF_NAME)
+
+    def _files(self, pattern: re.Pattern) -> dict[int, Path]:
         if not self.directory.is_dir():
             return {}
         return {int(m.group(1)): p for p in self.directory.iterdir()
-                if (m := _NAME.match(p.name))}
+                if (m := pattern.match(p.name))}
 
     def save(self, study: optuna.Study, record: TrialRecord, model: Any,
              meta: Mapping[str, Any]) -> Path | None:
@@ -56,6 +70,21 @@ class CheckpointStore:
         self.prune(keep)
         return path
 
+    def save_out_of_fold(self, study: optuna.Study, record: TrialRecord,
+                         out_of_fold: Any) -> Path | None:
+        """A cross-validated trial's ``crossval.OutOfFold``, kept as a checkpoint would be:
+        if the trial ranks in the top ``keep_top``. Returns the path, or None."""
+        if self.keep_top <= 0:
+            return None
+        others = [r for r in records_from_study(study, self.rule.metric)
+                  if r.number != record.number]
+        keep = self.top_numbers([*others, record])
+        path = None
+        if record.number in keep:
+            path = out_of_fold.save(self.out_of_fold_path(record.number))
+        self.prune(keep)
+        return path
+
     def top_numbers(self, records: list[TrialRecord]) -> set[int]:
         """Trusted trials first (in rank order), then the others."""
         verdicts = select(records, self.rule).verdicts
@@ -66,3 +95,6 @@ class CheckpointStore:
         for number, path in self.saved().items():
             if number not in keep:
                 remove_checkpoint(path)
+        for number, path in self.saved_out_of_fold().items():
+            if number not in keep:
+                path.unlink(missing_ok=True)

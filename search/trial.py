@@ -103,6 +103,7 @@ class TrialEnd:
     history: dict[str, list[float]] = field(default_factory=dict)
     y_true: Any = None
     y_pred: Any = None
+    out_of_fold: Any = None  # crossval.OutOfFold of a cross-validated trial
     model_summary: str | None = None
     artifacts_dir: str | None = None
     error: BaseException | None = None
@@ -156,8 +157,11 @@ class TrackingHooks(TrialHooks):
         common = {"class_names": self.data.class_names if self.data is not None else None,
                   "model_summary": end.model_summary, "artifacts_dir": end.artifacts_dir}
         if end.state == "COMPLETE":
+            oof = end.out_of_fold
             run.finish(state="COMPLETE", summary=end.summary, history=end.history,
-                       y_true=end.y_true, y_pred=end.y_pred, **common)
+                       y_true=end.y_true, y_pred=end.y_pred, **common,
+                       **({"arrays": {"out_of_fold.npz": oof.arrays()}} if oof is not None
+                          else {}))
         elif end.state == "PRUNED":
             run.finish(state="PRUNED", history=end.history, reason=end.reason,
                        summary=end.summary, **common)
@@ -338,25 +342,40 @@ class TrialLifecycle:
         gap_limit = self.rule.constraint(summary)
         if gap_limit is not None:
             trial.set_constraint("gap", gap_limit)  # > 0: infeasible, samplers avoid it
+        oof = result.out_of_fold if cv else None
         self._checkpoint(trial, plan, model, value, summary, result.history,
-                         {} if gap_limit is None else {"gap": gap_limit})
+                         {} if gap_limit is None else {"gap": gap_limit}, oof)
         objectives = self.rule.objectives(summary)  # (metric, overfit gap) when multi-objective
         detail = ((f"gap {objectives[1]:.4f}, " if self.rule.multi else "")
                   + f"best epoch {int(summary['best_epoch'])}/{int(summary['epochs_trained'])}"
                   + (", CHANCE LEVEL: no better than the majority class, never picked"
                      if is_chance_level(summary) else ""))
         end("COMPLETE", value=value, summary=summary, history=result.history, y_true=y_true,
-            y_pred=y_pred, detail=detail)
+            y_pred=y_pred, out_of_fold=oof, detail=detail)
         return TrialOutcome(value, objectives, summary, model, plan)
 
     def _checkpoint(self, trial, plan: TrialPlan, model, value, summary, history,
-                    constraints) -> None:
+                    constraints, out_of_fold=None) -> None:
         """Keep the weights if the trial ranks among the top ones; never fail the trial.
-        A cross-validated trial has no single model: `tunelab register` retrains it."""
-        if self.checkpoints is None or self.cv_folds > 1:
+        A cross-validated trial has no single model (`tunelab register` retrains it): its
+        out-of-fold predictions are kept instead, for the retrained model's calibration."""
+        if self.checkpoints is None:
             return
         record = record_from_summary(trial.number, value, summary, self.metric,
                                      constraints=constraints)
+        if self.cv_folds > 1:
+            if out_of_fold is None:
+                return
+            try:
+                path = self.checkpoints.save_out_of_fold(trial.study, record, out_of_fold)
+            except Exception as err:  # a full disk must not lose the trial's results
+                print(f"tunelab: trial {trial.number}: out-of-fold predictions not saved "
+                      f"({type(err).__name__}: {err}); `tunelab register` will retrain its "
+                      "folds to get them", file=sys.stderr)
+                return
+            if path is not None:
+                trial.set_user_attr("out_of_fold", str(path))
+            return
         meta = {"model": plan.model_name, "loss": plan.loss, "params": plan.params,
                 "seed": plan.seed, "input_shape": list(self.data.input_shape),
                 "class_names": list(self.data.class_names),
@@ -446,6 +465,26 @@ def retrain(params: Mapping[str, Any], *, number: int, seed: int, model: str | S
             "trial": number,
             "trained_on": "train+validation" if pooled_epochs is not None else "train"}
     return built, meta
+
+
+def out_of_fold(params: Mapping[str, Any], *, seed: int, fold_seed: int, n_folds: int,
+                model: str | Sequence[str], data: Any, training: Any,
+                metric: str = "val_accuracy", direction: str = "maximize",
+                feature_cache_dir: str | None = None):
+    """A cross-validated trial's folds trained again (same folds, same seeds as in the
+    study: ``seed + fold``): its out-of-fold predictions (``crossval.OutOfFold``) when the
+    study did not keep them. Raises ``TrialDiverged`` if a fold diverges."""
+    from .crossval import train_folds
+
+    plan = plan_trial(params, model=model, n_classes=data.n_classes, training=training,
+                      seed=seed)
+    result = train_folds(None, data, n_folds, build=lambda: plan.build(data.input_shape),
+                         head=plan.head, settings=plan.settings, metric=metric,
+                         direction=direction, seed=plan.seed, fold_seed=fold_seed,
+                         feature_cache_dir=feature_cache_dir)
+    if result.diverged:
+        raise TrialDiverged(result.reason)
+    return result.out_of_fold
 
 
 def continue_trial(model: Any, meta: Mapping[str, Any], *, data: Any, training: Any,

@@ -59,7 +59,9 @@ class Calibration:
     n_fit: int = 0
     fitted_on: str = "validation"
     ece_fit_before: float = math.nan
-    ece_fit_after: float = math.nan
+    ece_fit_after: float = math.nan  # in sample: the calibrator was fitted on these cases
+    ece_cross_fitted_after: float = math.nan  # each case calibrated by a calibrator fitted
+    cross_fit_parts: int = 0  # on the other parts of the fitting data (out of sample)
 
     def logits(self, outputs: Any) -> np.ndarray:
         return cm.logits_from_outputs(outputs, self.loss)
@@ -80,6 +82,8 @@ class Calibration:
                 "threshold": None if self.threshold is None else self.threshold.to_dict(),
                 "positive": self.positive, "n_fit": self.n_fit, "fitted_on": self.fitted_on,
                 "ece_fit_before": self.ece_fit_before, "ece_fit_after": self.ece_fit_after,
+                "ece_cross_fitted_after": self.ece_cross_fitted_after,
+                "cross_fit_parts": self.cross_fit_parts,
                 "decision": ("argmax of the calibrated probabilities" if self.threshold is None
                              else "predict the positive class when its calibrated "
                                   "probability >= threshold")}
@@ -95,7 +99,9 @@ class Calibration:
                    int(data.get("positive", 1)), int(data.get("n_fit", 0)),
                    str(data.get("fitted_on", "validation")),
                    float(data.get("ece_fit_before", math.nan)),
-                   float(data.get("ece_fit_after", math.nan)))
+                   float(data.get("ece_fit_after", math.nan)),
+                   float(data.get("ece_cross_fitted_after", math.nan)),
+                   int(data.get("cross_fit_parts", 0)))
 
 
 def fit_calibration(y_true: Any, outputs: Any, *, loss: str | None,
@@ -105,8 +111,11 @@ def fit_calibration(y_true: Any, outputs: Any, *, loss: str | None,
     of :func:`clinical_metrics.fit_threshold`) on out-of-sample predictions.
 
     The operating point is fitted on the calibrated probabilities, so that it is a threshold
-    on the same ``P(positive)`` the model reports. ``ece_fit_*`` are measured on the fitting
-    data and are optimistic; :func:`evaluate` measures ECE on data not used here."""
+    on the same ``P(positive)`` the model reports. ECE on the fitting data: before (the
+    head's own softmax, nothing fitted: out of sample as the predictions are), after in
+    sample (``ece_fit_after``, optimistic) and after cross-fitted
+    (``ece_cross_fitted_after``: :func:`cross_fitted_probabilities`, each case calibrated
+    without itself); :func:`evaluate` measures ECE on a split not used here."""
     if method not in CALIBRATION_METHODS:
         raise ValueError(f"unknown calibration method {method!r}: one of "
                          f"{', '.join(CALIBRATION_METHODS)}")
@@ -114,10 +123,12 @@ def fit_calibration(y_true: Any, outputs: Any, *, loss: str | None,
     if threshold is not None and logits.shape[1] != 2:
         raise ValueError(f"registry.threshold applies to two classes only; this model has "
                          f"{logits.shape[1]} (the decision is argmax)")
-    if method == "platt":
-        calibrator = cm.fit_platt(logits, y_true, positive=positive)
-    else:
-        calibrator = cm.fit_temperature(logits, y_true)
+    def fit_one(z: np.ndarray, y: np.ndarray):
+        if method == "platt":
+            return cm.fit_platt(z, y, positive=positive)
+        return cm.fit_temperature(z, y)
+
+    calibrator = fit_one(logits, y_true)
     probs = calibrator.apply(logits)
     y = cm.check_labels(y_true, logits.shape[1])
     fit = None
@@ -125,7 +136,38 @@ def fit_calibration(y_true: Any, outputs: Any, *, loss: str | None,
         fit = cm.fit_threshold(y, probs[:, positive], threshold, positive=positive)
     before = cm.expected_calibration_error(y, _softmax(logits), n_bins)
     after = cm.expected_calibration_error(y, probs, n_bins)
-    return Calibration(loss, calibrator, fit, positive, len(y), fitted_on, before, after)
+    crossed, parts = cross_fitted_probabilities(y, logits, fit_one)
+    cross_after = (math.nan if crossed is None
+                   else cm.expected_calibration_error(y, crossed, n_bins))
+    return Calibration(loss, calibrator, fit, positive, len(y), fitted_on, before, after,
+                       cross_after, parts)
+
+
+CROSS_FIT_PARTS = 5
+
+
+def cross_fitted_probabilities(y: np.ndarray, logits: np.ndarray, fit, *,
+                               n_parts: int = CROSS_FIT_PARTS, seed: int = 0,
+                               ) -> tuple[np.ndarray | None, int]:
+    """Calibrated probabilities of the fitting data, each case's from a calibrator
+    ``fit(logits, y)`` fitted on the other parts: ``n_parts`` stratified, seeded parts
+    (fewer when the data are few). Returns ``(probabilities, parts)``, or ``(None, 0)`` when
+    a class has fewer than two cases (no part would leave it in the fit)."""
+    counts = np.bincount(y, minlength=logits.shape[1])
+    if counts.min() < 2:
+        return None, 0
+    n_parts = int(min(n_parts, len(y)))
+    rng = np.random.default_rng(seed)
+    part = np.empty(len(y), dtype="int64")
+    for c in range(logits.shape[1]):  # stratified: each class dealt round the parts
+        rows = rng.permutation(np.flatnonzero(y == c))
+        part[rows] = (np.arange(len(rows)) + c) % n_parts
+    out = np.empty((len(y), logits.shape[1]))
+    for j in range(n_parts):
+        held = part == j
+        if held.any():
+            out[held] = fit(logits[~held], y[~held]).apply(logits[held])
+    return out, n_parts
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -153,14 +195,17 @@ def _nll(y: np.ndarray, probs: np.ndarray) -> float:
 
 def evaluate(y_true: Any, outputs: Any, class_names: Sequence[str], calibration: Calibration,
              *, split: str = "test", n_resamples: int = 2000, confidence: float = 0.95,
-             seed: int = 0, n_bins: int = 15, figures: bool = True) -> Evaluation:
+             seed: int = 0, n_bins: int = 15, figures: bool = True,
+             fitted_on_split: bool = False) -> Evaluation:
     """Evaluate raw head ``outputs`` on the evaluated split with labels ``y_true``.
 
     Operating points: two classes, ``stored`` (the calibration's threshold, when it has one)
     and ``0.5``, on the calibrated ``P(positive)``; more classes, ``argmax``. Every point gets
     the same stratified bootstrap (same seed: the same resamples), so their intervals are
     comparable. ECE before (softmax of the head's logits) and after calibration is measured
-    here, on data the calibration was not fitted on."""
+    here, on data the calibration was not fitted on; ``fitted_on_split``: the caller says
+    this split's images were among those the calibration was fitted on (the validation
+    split), and the report says its after-calibration ECE is in sample."""
     names = [str(c) for c in class_names]
     logits = calibration.logits(outputs)
     raw = _softmax(logits)
@@ -220,7 +265,12 @@ def evaluate(y_true: Any, outputs: Any, class_names: Sequence[str], calibration:
             f"ece_before_on_{split}": rel_before.ece, f"ece_after_on_{split}": rel_after.ece,
             f"nll_before_on_{split}": _nll(y, raw), f"nll_after_on_{split}": _nll(y, probs),
             "ece": f"top-label, {n_bins} equal-width bins, measured on the {split} split, "
-                   f"which the calibration was not fitted on ({calibration.fitted_on})",
+                   + (f"whose images the calibration was fitted on ({calibration.fitted_on}):"
+                      " the value after calibration is in sample, optimistic; the "
+                      "cross-fitted ECE on the fitting data, ece_cross_fitted_after, is not"
+                      if fitted_on_split else
+                      f"which the calibration was not fitted on ({calibration.fitted_on})"),
+            "ece_after_in_sample": bool(fitted_on_split),
             "reliability_before": rel_before.to_dict(),
             "reliability_after": rel_after.to_dict(),
         },

@@ -180,9 +180,12 @@ def champion_section(champion: Mapping[str, Any]) -> str:
     cal = report.get("calibration")
     if cal:
         out.append(f"<p>Calibration: {html.escape(cal['calibrator']['kind'])} scaling fitted "
-                   f"on {html.escape(str(cal.get('fitted_on')))}; ECE on {html.escape(split)} "
+                   f"on {html.escape(str(cal.get('fitted_on')))} ({cal.get('n_fit')} images)"
+                   f"; ECE on {html.escape(split)} "
                    f"{_num(cal.get(f'ece_before_on_{split}'), 3)} before, "
-                   f"{_num(cal.get(f'ece_after_on_{split}'), 3)} after.</p>")
+                   f"{_num(cal.get(f'ece_after_on_{split}'), 3)} after"
+                   + (" (in sample: the calibration was fitted on these images)"
+                      if cal.get("ece_after_in_sample") else "") + ".</p>")
     for name, data in (champion.get("figures") or {}).items():
         out.append(_img(data, name))
     if champion.get("gradcam"):

@@ -64,8 +64,13 @@ def known_limits(class_counts: Mapping[str, Mapping[str, int]], *, n_sources: in
     limits = []
     val = sum(class_counts.get("val", {}).values())
     test = sum(class_counts.get("test", {}).values())
-    limits.append(f"Validation split: {val} images (used for selection, calibration and the "
-                  "operating point).")
+    if trained_on == "train+validation":
+        limits.append(f"Validation split: {val} images, pooled with train for the "
+                      "cross-validated selection, the out-of-fold calibration and operating "
+                      "point, and the final training.")
+    else:
+        limits.append(f"Validation split: {val} images (used for selection, calibration and "
+                      "the operating point).")
     if test:
         small = min(class_counts["test"].values())
         limits.append(f"Test split: {test} images, smallest class {small}"
@@ -81,11 +86,14 @@ def known_limits(class_counts: Mapping[str, Mapping[str, int]], *, n_sources: in
                       "images of one patient may sit in more than one split.")
     if trained_on == "train+validation":
         limits.append("Cross-validated study: the registered model was retrained on train + "
-                      "validation and out-of-fold outputs are not kept yet, so its "
-                      "calibration and operating point were fitted on images it was trained "
-                      "on (optimistic).")
-    if evaluation is not None and evaluation.get("split", {}).get("name") == (
-            calibration or {}).get("fitted_on"):
+                      "validation, so no image outside the test split is new to it. Its "
+                      "calibration and operating point were fitted on the folds' out-of-fold "
+                      "predictions (each image scored by the fold model that did not train "
+                      "on it), then applied to the retrained model, which saw more data and "
+                      "may be somewhat more confident than the fold models were.")
+    if evaluation is not None and (
+            evaluation.get("calibration", {}).get("ece_after_in_sample")
+            or evaluation.get("split", {}).get("name") == (calibration or {}).get("fitted_on")):
         limits.append("The evaluated split is the one calibration was fitted on: ECE after "
                       "calibration is optimistic.")
     return limits
@@ -153,13 +161,20 @@ def model_card(*, title: str, model: Mapping[str, Any], data: Mapping[str, Any],
         out += ["", "## Calibration", "",
                 f"- **method**: {cal['kind']} scaling ({params}): `{cal.get('formula')}`",
                 f"- **fitted on**: {calibration.get('fitted_on')} ({calibration.get('n_fit')} "
-                "images, out of sample)",
+                "images, out of sample: the model that scored them did not train on them)",
                 f"- **ECE on the fitting data**: {_fmt(calibration.get('ece_fit_before'))} "
-                f"before, {_fmt(calibration.get('ece_fit_after'))} after"]
+                "before; after: "
+                + (f"{_fmt(calibration.get('ece_cross_fitted_after'))} cross-fitted (each "
+                   f"image calibrated by a calibrator fitted on the other "
+                   f"{calibration.get('cross_fit_parts')} - 1 parts), "
+                   if calibration.get("cross_fit_parts") else "")
+                + f"{_fmt(calibration.get('ece_fit_after'))} in sample (optimistic)"]
         if evaluation:
             name = evaluation["split"]["name"]
             ev = evaluation["calibration"]
-            out.append(f"- **ECE on {name}** (not used to fit): "
+            used = ("in sample for the after value: the calibration was fitted on these "
+                    "images" if ev.get("ece_after_in_sample") else "not used to fit")
+            out.append(f"- **ECE on {name}** ({used}): "
                        f"{_fmt(ev.get(f'ece_before_on_{name}'))} before, "
                        f"{_fmt(ev.get(f'ece_after_on_{name}'))} after ({ev.get('ece')})")
         t = calibration.get("threshold")

@@ -10,11 +10,13 @@ from __future__ import annotations
 import functools
 import json
 import sys
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 
@@ -124,6 +126,15 @@ class _Run:
         self.client.log_artifacts(self.run_id, str(path), artifact_path)
 
     @_guarded
+    def log_arrays(self, arrays: Mapping[str, Any], name: str) -> None:
+        """numpy arrays as one ``.npz`` artifact called ``name``."""
+        with tempfile.TemporaryDirectory(prefix="tunelab-arrays-") as tmp:
+            path = Path(tmp) / name
+            with open(path, "wb") as f:
+                np.savez(f, **arrays)
+            self.client.log_artifact(self.run_id, str(path))
+
+    @_guarded
     def end(self, status: str) -> None:
         self.client.set_terminated(self.run_id, status=status)
 
@@ -188,7 +199,10 @@ class TrialRun(_Run):
                 reason: str = "", artifacts_dir: str | Path | None = None,
                 traceback: str | None = None,
                 key_params: Mapping[str, Any] | None = None, metric: str | None = None,
-                study_run_id: str | None = None) -> None:
+                study_run_id: str | None = None,
+                arrays: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+        """``arrays``: artifact name -> numpy arrays, logged as ``.npz`` files (a
+        cross-validated trial's out-of-fold predictions)."""
         key_params = dict(key_params or {})
         tags = {"tunelab.state": state,
                 # pruned, failed and killed trials say so in the runs table's name column
@@ -217,6 +231,8 @@ class TrialRun(_Run):
             self.log_text(traceback, "traceback.txt")
         if artifacts_dir and Path(artifacts_dir).exists():
             self.log_dir(artifacts_dir, "tensorboard")
+        for name, content in (arrays or {}).items():
+            self.log_arrays(content, name)
         self.end({"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "KILLED": "KILLED"}.get(
             state, "FAILED"))
 

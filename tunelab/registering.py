@@ -7,6 +7,7 @@ study from its storage: the resolved config lives in ``study.user_attrs["config"
 from __future__ import annotations
 
 import json
+import math
 import sys
 import tempfile
 from collections.abc import Mapping
@@ -209,10 +210,16 @@ def register(name: str, study_name: str | None = None, storage: str | None = Non
                           f"{meta['data_fingerprint']}); restore the data or run a new study")
     meta = {**meta, "trial": record.number, "study": config.study_name}
     raw_val = to_uint8(data.val.x)
-    # Calibration and the operating point, fitted on the validation outputs (out of sample
-    # unless the model was retrained on train + validation), travel inside the model.
-    calibration = fit_model_calibration(config, data, ImageClassifier(model, meta).outputs(
-        raw_val), meta)
+    # Calibration and the operating point travel inside the model. They are fitted out of
+    # sample: on the validation outputs, or, for a model retrained on train + validation,
+    # on the cross-validation folds' out-of-fold outputs.
+    if meta.get("trained_on") == "train+validation":
+        oof = trial_out_of_fold(config, data, record, out)
+        calibration = fit_model_calibration(config, data, oof.y, oof.outputs, meta,
+                                            fitted_on="out-of-fold predictions")
+    else:
+        calibration = fit_model_calibration(config, data, data.val.y, ImageClassifier(
+            model, meta).outputs(raw_val), meta, fitted_on="validation")
     meta["calibration"] = calibration.to_dict()
     candidate = ImageClassifier(model, meta)
     val_accuracy = model_registry.accuracy(candidate, raw_val, data.val.y, data.class_names)
@@ -324,22 +331,58 @@ def register(name: str, study_name: str | None = None, storage: str | None = Non
     return reg
 
 
-def fit_model_calibration(config: StudyConfig, data, val_outputs, meta):
-    """``registry.calibration`` and ``registry.threshold`` fitted on the validation split's
-    raw outputs (``tracking.evaluation.fit_calibration``)."""
+def fit_model_calibration(config: StudyConfig, data, y, outputs, meta, *, fitted_on: str):
+    """``registry.calibration`` and ``registry.threshold`` fitted on out-of-sample raw
+    outputs ``outputs`` with labels ``y`` (``tracking.evaluation.fit_calibration``)."""
     from tunelab.tracking.evaluation import fit_calibration
 
     reg = config.registry
-    in_sample = meta.get("trained_on") == "train+validation"
     try:
-        return fit_calibration(data.val.y, val_outputs, loss=meta.get("loss"),
-                               method=reg.calibration,
+        return fit_calibration(y, outputs, loss=meta.get("loss"), method=reg.calibration,
                                threshold=reg.threshold if data.n_classes == 2 else None,
-                               fitted_on="validation (in sample: the cross-validated model "
-                               "was retrained on train + validation)" if in_sample
-                               else "validation")
+                               fitted_on=fitted_on)
     except ValueError as err:
         raise ConfigError(f"registry.calibration / registry.threshold: {err}") from None
+
+
+def trial_out_of_fold(config: StudyConfig, data, record, out=None):
+    """A cross-validated trial's out-of-fold predictions (``search.crossval.OutOfFold``):
+    kept by the study in its checkpoint folder, or, when they are not there (a study made
+    before they were kept, a trial outside the top ``checkpoints.keep_top``, another
+    machine), made again by training the trial's folds once more (same folds, same seeds),
+    said on ``out``. Never the retrained model's own outputs: it trained on every image."""
+    import numpy as np
+
+    from tunelab.models.data.folds import pool_labels
+    from tunelab.search.crossval import OutOfFold
+    from tunelab.search.trial import out_of_fold
+
+    out = out or sys.stdout
+    path = checkpoint_store(config).out_of_fold_path(record.number)
+    pool_y, _ = pool_labels(data)
+    why = f"{path} is missing"
+    if path.is_file():
+        try:
+            oof = OutOfFold.load(path)
+        except (OSError, ValueError, KeyError) as err:
+            why = f"{path} is unreadable ({type(err).__name__}: {err})"
+        else:
+            if oof.fingerprint == data.fingerprint() and np.array_equal(oof.y, pool_y[oof.rows]):
+                return oof
+            why = f"{path} was made from other data (fingerprint {oof.fingerprint})"
+    n_folds = int(config.dataset.cv_folds or 1)
+    print(f"tunelab: trial {record.number}: its out-of-fold predictions are not kept ({why});"
+          f" training its {n_folds} folds again to calibrate out of sample", file=out)
+    seed = record.extra.get("seed")
+    seed = config.seed + record.number if seed is None else int(seed)
+    try:
+        return out_of_fold(record.params, seed=seed, fold_seed=config.seed, n_folds=n_folds,
+                           model=config.model, data=data, training=training_settings(config),
+                           metric=config.objective.metric, direction=config.direction,
+                           feature_cache_dir=feature_cache_dir(config))
+    except Exception as err:  # TrialDiverged: a fold that trained in the study diverged now
+        raise ConfigError(f"trial {record.number}: its folds could not be trained again for "
+                          f"an out-of-sample calibration ({err})") from None
 
 
 def calibration_tags(calibration) -> dict[str, str]:
@@ -403,15 +446,41 @@ def card_context(config: StudyConfig, data, study, selection, record, meta, sour
                       "budget": f"{config.n_trials} trials, at most {config.max_epochs} epochs "
                                 f"each, sampler {config.sampler.kind}, pruner "
                                 f"{config.pruner.kind}",
-                      "rule": f"objective {cfg['objective']}",
+                      "rule": f"objective {cfg['objective']}; selection.method "
+                              f"{config.selection.method}",
                       "trials": ", ".join(f"{n} {state}" for state, n in sorted(states.items())),
-                      "confirmation": getattr(selection, "confirmation", None),
+                      "confirmation": confirmation_summary(config, selection),
                       "explanation": selection.explanation()},
         "gradcam": (f"`runs:/{run_id}/gradcam.png` (registration run {run_id}: "
                     f"{config.registry.gradcam_images_per_class} validation images per class)"
                     if run_id else None),
         "group_pattern": group, "trained_on": meta.get("trained_on"),
     }
+
+
+def confirmation_summary(config: StudyConfig, selection) -> str:
+    """What the model card says about the confirmation runs: which method, which
+    candidates, their fresh scores, or why there were none."""
+    sel = config.selection
+    if not sel.confirms:
+        return f"none: selection.method {sel.method} ranks the search's own scores"
+    how = (f"{sel.confirm_seeds} fresh seed(s)" if sel.confirm_kind == "seeds"
+           else f"{sel.confirm_folds}-fold cross-validation")
+    choice = selection.choice
+    scores = [f"trial {c.record.number} {c.confirmation.mean:.4f}"
+              + (f" +/- {c.confirmation.sd:.4f}" if c.confirmation.sd is not None else "")
+              + f" ({c.confirmation.n} {c.confirmation.kind})"
+              for c in (choice.candidates if choice is not None else [])
+              if c.confirmation is not None and c.confirmation.scores]
+    if not scores:
+        why = choice.reason if choice is not None and choice.reason else (
+            f"no confirmation runs (a budget of {config.n_trials} trials leaves "
+            f"{sel.candidates(config.n_trials)} candidate(s) to confirm)")
+        return (f"{sel.method}, top {sel.confirm_top} by {how}: "
+                + (why if why.startswith("not confirmed") else f"not confirmed ({why})"))
+    return (f"{sel.method}, top {sel.confirm_top} retrained with {how} "
+            f"{config.objective.metric}: " + "; ".join(scores)
+            + ("" if choice.confirmed else f" (not used: {choice.reason})"))
 
 
 def render_card(context: Mapping[str, Any], calibration: Mapping[str, Any] | None,
@@ -462,8 +531,11 @@ def evaluate_and_log(predictor, data, split: str, *, uri: str, model_uri: str, v
     outputs = predictor.outputs(to_uint8(part.x))
     n_resamples = config.registry.bootstrap_resamples if config is not None else 2000
     seed = config.seed if config is not None else 0
+    # the calibration was fitted on validation images (the split itself, or the pool's
+    # out-of-fold predictions): evaluated there, its ECE after is in sample, and said so
     evaluation = evaluate(part.y, outputs, list(data.class_names), calibration, split=name,
-                          n_resamples=n_resamples, seed=seed)
+                          n_resamples=n_resamples, seed=seed,
+                          fitted_on_split=name == "validation")
     card = ""
     if context is not None:
         card = render_card(context, meta["calibration"], evaluation.report)
@@ -501,7 +573,10 @@ def print_evaluation(evaluation, model_uri: str, run_id: str, out=None) -> None:
                      f"specificity {half['specificity']['estimate']:.3f}")
     lines.append(f"  ECE {cal['ece_before_on_' + split['name']]:.3f} before, "
                  f"{cal['ece_after_on_' + split['name']]:.3f} after "
-                 f"{cal['calibrator']['kind']} scaling (fitted on {cal['fitted_on']})")
+                 f"{cal['calibrator']['kind']} scaling (fitted on {cal['fitted_on']})"
+                 + (f"; in sample: the calibration was fitted on these images, its "
+                    f"cross-fitted ECE there is {cal.get('ece_cross_fitted_after', math.nan):.3f}"
+                    if cal.get("ece_after_in_sample") else ""))
     lines.append(f"  logged to MLflow run {run_id}")
     print("\n".join(lines), file=out)
     if evaluation.warning:

@@ -62,6 +62,18 @@ def test_best_shows_mean_and_spread_or_not_confirmed(study, capsys):
     assert "not confirmed" in out  # the two trials outside the top 2
 
 
+def test_the_model_card_names_the_confirmation_and_its_scores(study):
+    from tunelab.registering import confirmation_summary
+
+    _, raw = study
+    opened = open_finished_study("tiny", raw["storage"])
+    text = confirmation_summary(opened.config, best("tiny", raw["storage"]))
+    assert text.startswith("confirm_mean, top 2 retrained with 1 fresh seed(s)")
+    for number, runs in stored_confirmations(opened.study).items():
+        assert f"trial {number} {runs[0]['score']:.4f} (1 seeds)" in text
+    assert "not confirmed" not in text and "not used" not in text
+
+
 def test_a_killed_confirmation_resumes_with_the_missing_runs_only(study):
     _, raw = study
     opened = open_finished_study("tiny", raw["storage"])

@@ -1,8 +1,11 @@
 """k-fold cross-validation: the folds (stratified, group-aware), a real tiny study whose trials
-are cross-validated (Optuna attributes, MLflow metrics, `tunelab best`, `tunelab register`),
-pruning steps counted across folds, and frozen features computed once for the pool."""
+are cross-validated (Optuna attributes, MLflow metrics, out-of-fold predictions, `tunelab best`,
+`tunelab register` calibrating out of fold), pruning steps counted across folds, and frozen
+features computed once for the pool."""
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import optuna
@@ -16,10 +19,13 @@ from tunelab.models.data import Dataset, Split, load_dataset
 from tunelab.models.data.folds import fold_rows, k_folds
 from tunelab.models.data.sources import DataError
 from tunelab.models.training import TrainingSettings
-from tunelab.registering import best, register, selection_table
+from tunelab.registering import best, open_finished_study, register, selection_table
 from tunelab.search import Objective, SearchSpace
-from tunelab.search.crossval import train_folds
+from tunelab.search.crossval import OutOfFold, train_folds
 from tunelab.search.selection import ObjectiveRule, select_from_study
+from tunelab.search.trial import confusion_counts
+from tunelab.tracking.evaluation import fit_calibration
+from tunelab.wiring import checkpoint_store, load_data
 
 
 def _labels(n_per_class=(12, 9, 6), seed=0):
@@ -87,7 +93,7 @@ def test_k_folds_keep_the_test_split_aside_and_groups_together():
 @pytest.fixture(scope="module")
 def cv_study(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("cv")
-    raw = tiny_study(tmp, **{"dataset.cv_folds": 3, "n_trials": 2,
+    raw = tiny_study(tmp, **{"dataset.cv_folds": 3, "n_trials": 2, "dataset.test_fraction": 0.2,
                              "objective.gap_tolerance": 1.0})
     study = tunelab.tune(raw, in_process=True)
     return tmp, raw, study
@@ -120,7 +126,8 @@ def test_trials_carry_fold_summaries_mean_and_fold_std(cv_study):
 
 def test_fold_sizes_add_up_to_the_pool(cv_study):
     _, raw, study = cv_study
-    data = load_dataset("digits", image_size=8, seed=42)  # the study's default seed
+    data = load_dataset("digits", image_size=8, seed=42,  # the study's default seed
+                        test_fraction=0.2)
     n_pool = len(data.train) + len(data.val)
     for trial in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)):
         folds = trial.user_attrs["folds"]
@@ -158,16 +165,101 @@ def test_best_shows_the_fold_std(cv_study):
     assert select_from_study(study, rule).chosen.number == chosen.number
 
 
-def test_register_retrains_a_cross_validated_trial_on_the_pool(cv_study):
-    _, raw, study = cv_study
-    reg = register("cv-clf", "tiny", raw["storage"])
+def test_trials_keep_their_out_of_fold_outputs(cv_study):
+    tmp, raw, study = cv_study
+    config = open_finished_study("tiny", raw["storage"]).config
+    data = load_data(config)
+    pool_y = np.concatenate([data.train.y, data.val.y])
+    store = checkpoint_store(config)
+    client = MlflowClient(raw["tracking_uri"])
+    for trial in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)):
+        path = store.out_of_fold_path(trial.number)
+        assert trial.user_attrs["out_of_fold"] == str(path) and path.is_file()
+        oof = OutOfFold.load(path)
+        # every pool image once, scored by the model of the fold that held it out
+        assert oof.rows.tolist() == list(range(len(pool_y)))
+        np.testing.assert_array_equal(oof.y, pool_y)
+        assert np.bincount(oof.fold).tolist() == [f["n_val"] for f in trial.user_attrs["folds"]]
+        assert oof.outputs.shape == (len(pool_y), 10) and oof.fingerprint == data.fingerprint()
+        assert oof.loss == "categorical_crossentropy"  # the default head of 10 classes
+        # the same predictions the trial's validation confusion counts were made from
+        pred = Head(oof.loss, 10).probabilities(oof.outputs).argmax(axis=1)
+        assert confusion_counts(oof.y, pred, 10) == trial.user_attrs["val_confusion"]
+        # and the trial's MLflow run keeps the same file
+        run_id = trial.user_attrs["mlflow_run_id"]
+        logged = np.load(client.download_artifacts(run_id, "out_of_fold.npz", str(tmp)))
+        np.testing.assert_array_equal(logged["outputs"], oof.outputs)
+
+
+def test_register_calibrates_a_cross_validated_trial_out_of_fold(cv_study):
+    tmp, raw, study = cv_study
+    import io
+
+    printed = io.StringIO()
+    reg = register("cv-clf", "tiny", raw["storage"], out=printed)
     assert reg.model_source == "retrained on train+validation (cross-validated trial)"
     assert "optimistic" in reg.compared and "over 3 folds" in reg.compared
+    assert "training its 3 folds again" not in printed.getvalue()
     client = MlflowClient(raw["tracking_uri"])
     version = client.get_model_version("cv-clf", reg.version)
     assert version.tags["tunelab.trial"] == str(reg.trial)
-    # out-of-fold outputs are not kept: the calibration says it was fitted in sample
-    assert "in sample" in version.tags["calibration"]
+    config = open_finished_study("tiny", raw["storage"]).config
+    oof = OutOfFold.load(checkpoint_store(config).out_of_fold_path(reg.trial))
+    n = len(oof.y)
+    # fitted on the folds' out-of-fold outputs, not on the retrained model's own outputs
+    # (it trained on every one of those images)
+    assert f"fitted on out-of-fold predictions ({n} images)" in version.tags["calibration"]
+    assert "in sample" not in version.tags["calibration"]
+    expected = fit_calibration(oof.y, oof.outputs, loss=oof.loss)
+    cal = logged_calibration(raw, "cv-clf", reg.version)
+    assert cal["fitted_on"] == "out-of-fold predictions" and cal["n_fit"] == n
+    assert cal["calibrator"]["temperature"] == pytest.approx(
+        expected.calibrator.temperature, rel=1e-6)
+    # ECE after, measured out of sample: cross-fitted within the out-of-fold set, and on the
+    # test split in the evaluation run
+    assert cal["cross_fit_parts"] == 5 and np.isfinite(cal["ece_cross_fitted_after"])
+    report = json.load(open(client.download_artifacts(reg.evaluation_run_id,
+                                                      "evaluation/report.json", str(tmp))))
+    assert report["split"]["name"] == "test" and not report["calibration"][
+        "ece_after_in_sample"]
+    assert "which the calibration was not fitted on" in report["calibration"]["ece"]
+    card = version.description
+    assert f"out-of-fold predictions ({n} images, out of sample" in card
+    assert "cross-fitted" in card and "not kept" not in card
+    assert "calibration and operating point were fitted on the folds' out-of-fold" in card
+
+
+def test_register_trains_the_folds_again_when_out_of_fold_outputs_are_missing(cv_study):
+    tmp, raw, study = cv_study
+    import io
+
+    config = open_finished_study("tiny", raw["storage"]).config
+    chosen = best("tiny", raw["storage"]).chosen.number
+    path = checkpoint_store(config).out_of_fold_path(chosen)
+    kept = OutOfFold.load(path)
+    path.unlink()  # as in a study made before they were kept
+    printed = io.StringIO()
+    reg = register("cv-clf-again", "tiny", raw["storage"], out=printed)
+    assert f"trial {chosen}: its out-of-fold predictions are not kept" in printed.getvalue()
+    assert "training its 3 folds again" in printed.getvalue()
+    client = MlflowClient(raw["tracking_uri"])
+    version = client.get_model_version("cv-clf-again", reg.version)
+    assert (f"fitted on out-of-fold predictions ({len(kept.y)} images)"
+            in version.tags["calibration"])
+    # same folds, same seeds: the outputs the study kept, made again
+    cal = logged_calibration(raw, "cv-clf-again", reg.version)
+    again = fit_calibration(kept.y, kept.outputs, loss=kept.loss)
+    assert cal["calibrator"]["temperature"] == pytest.approx(again.calibrator.temperature,
+                                                             rel=0.05)
+    kept.save(path)
+
+
+def logged_calibration(raw, name, version):
+    """The calibration the registered model carries (its meta, loaded through MLflow)."""
+    from tunelab.tracking import model_registry
+
+    model = model_registry.load_pyfunc(raw["tracking_uri"], f"models:/{name}/{version}")
+    return model.unwrap_python_model().meta["calibration"]
 
 
 # -- pruning ------------------------------------------------------------------------------

@@ -94,7 +94,10 @@ def test_register_writes_the_evaluation_run_and_the_model_card(registered):
     for section in ("## Data", "## Selection procedure", "## Metrics on the test split",
                     "## Calibration", "## Operating point", "## Grad-CAM examples",
                     "## Known limits", "fingerprint", "Single source", "No group",
-                    f"runs:/{reg.run_id}/gradcam.png", "target sensitivity 0.9"):
+                    f"runs:/{reg.run_id}/gradcam.png", "target sensitivity 0.9",
+                    # one trial: nothing left to confirm, and the card says so
+                    "- **confirmation**: confirm_mean, top 3 by 2 fresh seed(s): not "
+                    "confirmed"):
         assert section in card, section
     assert tags["data_fingerprint"] in card
     assert "temperature scaling" in tags["calibration"]
@@ -151,7 +154,9 @@ def test_evaluate_command_logs_another_run_linked_to_the_version(registered, cap
     assert first["eval.test.roc_auc"] == second["eval.test.roc_auc"]
     assert main(["evaluate", f"models:/{NAME}@champion", "--split", "val",
                  "--tracking-uri", raw["tracking_uri"], "--storage", raw["storage"]]) == 0
-    assert "validation split" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    # the calibration was fitted on the validation split: its ECE after is in sample there
+    assert "validation split" in printed and "in sample: the calibration was fitted on" in printed
 
 
 @pytest.mark.parametrize("loss", ["binary_crossentropy", "hinge", "categorical_crossentropy",
@@ -238,12 +243,27 @@ def test_report_renders_offline_with_every_trial_and_the_champions_intervals(reg
     for img in images:
         assert browser.execute_script(
             "return arguments[0].complete && arguments[0].naturalWidth > 0", img)
-    from tunelab.registering import open_finished_study
+    from tunelab.registering import best, open_finished_study
 
     for name in ("binary", "binary-grid"):
         study = open_finished_study(name, raw["storage"]).study
         rows = browser.find_elements("css selector", f'section[data-study="{name}"] tr.trial-row')
         assert len(rows) == len(study.trials) > 0
+        # each row's numbers, computed here from the trial's stored history
+        chosen = best(name, raw["storage"]).chosen.number
+        target = study.trials[chosen].user_attrs["history"]["accuracy"][-1]
+        for row in rows:
+            cells = [td.text for td in row.find_elements("tag name", "td")]
+            trial = study.trials[int(cells[0])]
+            h = trial.user_attrs["history"]
+            b = int(trial.user_attrs["summary"]["best_epoch"]) - 1
+            reached = next((i + 1 for i, a in enumerate(h["accuracy"]) if a >= target),
+                           "never")
+            assert cells[3:5] == [str(len(h["loss"])), str(b + 1)]
+            assert cells[5:15] == [f"{v:.4f}" for v in (
+                h["accuracy"][b], h["val_accuracy"][b], h["loss"][b], h["val_loss"][b],
+                h["accuracy"][-1], h["val_accuracy"][-1], h["loss"][-1], h["val_loss"][-1],
+                h["accuracy"][b] - h["val_accuracy"][b])] + [str(reached)], (name, cells)
     assert browser.find_elements("css selector", 'section[data-study="binary-grid"] '
                                  "table.variants tbody tr")
     # the champion's intervals as shown are the evaluation run's tags

@@ -150,3 +150,50 @@ def test_platt_option_and_bad_input():
         ev.evaluate(y_test, out_test, ["a", "b", "c"], calibration, figures=False)
     with pytest.raises(ValueError, match="one output per image"):
         ev.fit_calibration(y_val, np.ones((600, 2)), loss="hinge")
+
+
+def test_cross_fitted_ece_is_each_part_calibrated_without_itself():
+    """The after-calibration ECE of the fitting data, measured out of sample: every case's
+    probabilities come from a temperature fitted on the other parts."""
+    y, out = hinge_head(600, seed=7)
+    calibration = ev.fit_calibration(y, out, loss="hinge")
+    assert calibration.cross_fit_parts == ev.CROSS_FIT_PARTS == 5
+    # the same parts, by hand: each class dealt round the parts in a seeded order
+    rng = np.random.default_rng(0)
+    part = np.empty(len(y), dtype=int)
+    for c in (0, 1):
+        rows = rng.permutation(np.flatnonzero(y == c))
+        part[rows] = (np.arange(len(rows)) + c) % 5
+    logits = cm.logits_from_outputs(out, "hinge")
+    probs = np.empty((len(y), 2))
+    for j in range(5):
+        held = part == j
+        assert 0 < held.sum() < len(y) and set(y[held]) == {0, 1}
+        probs[held] = cm.fit_temperature(logits[~held], y[~held]).apply(logits[held])
+    direct = cm.expected_calibration_error(y, probs)
+    assert calibration.ece_cross_fitted_after == pytest.approx(direct)
+    # out of sample, so not below the in-sample value by luck of the fit, and well below the
+    # margins' own ECE (a deliberately miscalibrated head)
+    assert calibration.ece_cross_fitted_after < calibration.ece_fit_before / 2
+    assert calibration.ece_cross_fitted_after != calibration.ece_fit_after
+    stored = ev.Calibration.from_dict(json.loads(json.dumps(calibration.to_dict())))
+    assert stored.ece_cross_fitted_after == pytest.approx(direct)
+    # a class with a single case cannot be left out of any part's fit: no cross-fitted value
+    few = np.array([0] * 20 + [1])
+    lone = ev.fit_calibration(few, np.linspace(-1, 1, 21)[:, None], loss="hinge")
+    assert lone.cross_fit_parts == 0 and np.isnan(lone.ece_cross_fitted_after)
+
+
+def test_evaluating_the_calibrations_own_split_says_its_ece_is_in_sample(binary_evaluation):
+    calibration, _, (y_test, out_test) = binary_evaluation
+    result = ev.evaluate(y_test, out_test, ["normal", "pneumonia"], calibration,
+                         split="validation", n_resamples=100, figures=False,
+                         fitted_on_split=True)
+    cal = result.report["calibration"]
+    assert cal["ece_after_in_sample"] is True
+    assert "in sample" in cal["ece"] and "not fitted on" not in cal["ece"]
+    from tunelab.tracking.model_card import known_limits
+
+    limits = known_limits({"val": {"a": 10}}, evaluation=result.report,
+                          calibration=calibration.to_dict())
+    assert any("calibration was fitted on" in line for line in limits)
