@@ -11,6 +11,7 @@ trial it varies, which variant and seed a run is, so the runs can be found and c
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -87,9 +88,15 @@ class AblationTracker:
         self._call(name, self.client.set_terminated, run_id, status="FINISHED")
         return run_id
 
-    def log_metrics(self, run_id: str | None, metrics: Mapping[str, float | None]) -> None:
+    def log_knob_metrics(self, run_id: str | None, knob: str,
+                         metrics: Mapping[str, float | None]) -> None:
         """Numbers known only once every variant trained (the epoch reaching the base's
-        accuracy, the effect against the base)."""
+        accuracy, the effect against the base), as ``ablation/<knob>/<name>``
+        (``metric_key``)."""
+        self.log_metrics(run_id, {metric_key(knob, k): v for k, v in metrics.items()})
+
+    def log_metrics(self, run_id: str | None, metrics: Mapping[str, float | None]) -> None:
+        """Metrics at step 0 on a run; None values are left out."""
         if run_id:
             now = int(time.time() * 1000)
             self._call(run_id, self.client.log_batch, run_id, synchronous=True,
@@ -126,6 +133,12 @@ class AblationTracker:
             query += f" and tags.`{ID_TAG}` = '{ablation_id}'"
         return list(self.client.search_runs([self.study.experiment_id], filter_string=query,
                                             max_results=5000))
+
+
+def metric_key(knob: str, name: str) -> str:
+    """``ablation/<knob>/<name>`` with the knob's characters MLflow refuses in metric names
+    (``=`` and ``,`` of ``dropout=0.2,0.4``) as ``_``: ``ablation/dropout_0.2_0.4/effect``."""
+    return f"ablation/{re.sub(r'[^A-Za-z0-9_. :-]', '_', knob)}/{name}"
 
 
 def _param(value: Any) -> str:

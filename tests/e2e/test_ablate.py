@@ -19,13 +19,22 @@ from tunelab.cli import main
 
 @pytest.fixture(scope="module")
 def tuned(tmp_path_factory):
-    """One trial of LeNet on 8x8 digits, 3 epochs, dense widths searched as a choice of lists."""
+    """Two trials of LeNet on 8x8 digits, 3 epochs, a grid over dense widths searched as a
+    choice of lists (so the champion and another trial can be told apart)."""
     tmp = tmp_path_factory.mktemp("ablate")
-    raw = tiny_study(tmp, n_trials=1, max_epochs=3, **{
+    raw = tiny_study(tmp, n_trials=2, max_epochs=3, **{
         "dataset.cache_dir": str(tmp / "cache"), "space.dense_units": [[16, 8], [8]],
-        "space.n_base": 4, "space.learning_rate": 0.01})
+        "space.n_base": 4, "space.learning_rate": 0.01, "sampler.kind": "grid"})
     study = tunelab.tune(raw, in_process=True)
     return raw, study, tmp
+
+
+def _champion(raw) -> int:
+    """The trial `tunelab best` selects (else the best objective, as ablate falls back)."""
+    from tunelab.registering import best
+
+    selection = best(raw["study_name"], raw["storage"])
+    return (selection.chosen or selection.best_by_objective).number
 
 
 def _ablation_runs(raw, ablation_id=None):
@@ -40,14 +49,16 @@ def _ablation_runs(raw, ablation_id=None):
 def test_ablate_trains_the_variants_asked_with_the_seeds_and_the_table_is_the_runs(tuned,
                                                                                    capsys):
     raw, study, tmp = tuned
-    trial = study.trials[0]
-    assert trial.params["dense_units"] in ("16-8", "8")  # a list choice, readable
+    champion = _champion(raw)
+    trial = study.trials[champion]
+    assert {t.params["dense_units"] for t in study.trials} == {"16-8", "8"}  # lists, readable
     seed = trial.user_attrs["seed"]
     out_dir = tmp / "ablation-out"
     code = main(["ablate", "--study-name", raw["study_name"], "--storage", raw["storage"],
                  "--n-seeds", "2", "--output-dir", str(out_dir), "batch_norm"])
     assert code == 0
     printed = capsys.readouterr().out
+    assert f"ablating trial {champion} of study" in printed and "(the " in printed
     assert "1 knob(s), 2 distinct variant(s) x 2 seed(s)" in printed
     table = json.loads((out_dir / "batch_norm.json").read_text())
     assert table["statement"] in printed and table["statement"].startswith(
@@ -63,6 +74,7 @@ def test_ablate_trains_the_variants_asked_with_the_seeds_and_the_table_is_the_ru
     parent = client.search_runs([experiment.experiment_id], "tags.`tunelab.role` = 'study'")[0]
     for r in runs:
         assert r.info.status == "FINISHED"
+        assert r.data.tags["tunelab.ablation.trial"] == str(champion)
         assert r.data.tags["mlflow.parentRunId"] == parent.info.run_id
         assert r.data.params["seed"] == r.data.tags["tunelab.ablation.seed"]
         is_base = r.data.tags["tunelab.ablation.variant"] == "base"
@@ -112,23 +124,32 @@ def test_ablate_trains_the_variants_asked_with_the_seeds_and_the_table_is_the_ru
     assert rows["batch_norm=True"]["effect"] == pytest.approx(statistics.mean(effects))
     assert rows["batch_norm=True"]["effect_sd"] == pytest.approx(statistics.stdev(effects))
 
-    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "ablation/trial-0")}
-    assert {"ablation/trial-0/batch_norm.png", "ablation/trial-0/batch_norm.json",
-            "ablation/trial-0/report.md"} <= artifacts
+    where = f"ablation/trial-{champion}"
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, where)}
+    assert {f"{where}/batch_norm.png", f"{where}/batch_norm.json",
+            f"{where}/report.md"} <= artifacts
     from tunelab.search import open_study
 
     stored = open_study(storage=raw["storage"], study_name=raw["study_name"])
-    assert stored.user_attrs["ablation:trial-0:batch_norm"]["statement"] == table["statement"]
+    assert stored.user_attrs[f"ablation:trial-{champion}:batch_norm"]["statement"] == table[
+        "statement"]
 
 
 @pytest.mark.slow
-def test_given_values_explicit_seeds_and_epochs_train_exactly_those(tuned):
+def test_given_values_explicit_seeds_and_epochs_train_exactly_those(tuned, capsys):
     raw, _, tmp = tuned
     result = ablate(["dropout=0.3", "dense_units=12-6"], raw["study_name"], raw["storage"],
                     trial=0, seeds=[7], epochs=1, output_dir=tmp / "given", out=io.StringIO())
     assert sorted((t.label, t.seed) for t in result.trained) == [
         ("base", 7), ("dense_units=12-6", 7), ("dropout=0.3", 7)]  # the base trains once
+    # a knob's '=' is no MLflow metric name: its metrics are logged as dropout_0.3, and the
+    # tracking goes on to put every knob's figure on the parent run
+    assert "tracking error" not in capsys.readouterr().err
+    assert result.artifacts == ["ablation/trial-0/dropout=0.3", "ablation/trial-0/dense_units=12-6"]
     _, _, runs = _ablation_runs(raw, result.ablation_id)
+    base = next(r for r in runs if r.data.tags["tunelab.ablation.variant"] == "base")
+    assert base.data.metrics["ablation/dropout_0.3/epoch_reaching_base_accuracy"] == 1
+    assert "ablation/dense_units_12-6/epoch_reaching_base_accuracy" in base.data.metrics
     assert sorted(r.data.tags["tunelab.ablation.knobs"] for r in runs) == [
         "dense_units=12-6", "dropout=0.3", "dropout=0.3;dense_units=12-6"]
     assert [t.knob for t in result.tables] == ["dropout=0.3", "dense_units=12-6"]
@@ -145,3 +166,4 @@ def test_a_bad_knob_stops_before_anything_trains(tuned, capsys):
     assert "dropout=1.5" in capsys.readouterr().err
     assert main([*args, "--trial", "9", "batch_norm"]) == 2
     assert len(_ablation_runs(raw)[2]) == len(before)
+
