@@ -135,6 +135,35 @@ class AblationTracker:
                                             max_results=5000))
 
 
+def knob_figure_png(tracking_uri: str, study_name: str, trial: int, knob: str
+                    ) -> bytes | None:
+    """The PNG ``log_knob`` put on the study's parent run for ``knob`` around ``trial``; None
+    when the study has no parent run or the figure was never logged (tracking off)."""
+    import tempfile
+    from pathlib import Path
+
+    from mlflow import MlflowClient
+
+    from .store import resolve_tracking_uri
+
+    try:
+        client = MlflowClient(resolve_tracking_uri(tracking_uri))
+        experiment = client.get_experiment_by_name(study_name)
+        if experiment is None:
+            return None
+        runs = client.search_runs([experiment.experiment_id], filter_string=(
+            f"tags.`{ROLE_TAG}` = 'study' and tags.`{STUDY_TAG}` = '{study_name}'"),
+            max_results=1)
+        if not runs:
+            return None
+        with tempfile.TemporaryDirectory(prefix="tunelab-ablation-") as tmp:
+            path = client.download_artifacts(runs[0].info.run_id,
+                                             f"ablation/trial-{trial}/{_safe(knob)}.png", tmp)
+            return Path(path).read_bytes()
+    except Exception:  # no such artifact, or the store cannot be read: the report goes on
+        return None
+
+
 def metric_key(knob: str, name: str) -> str:
     """``ablation/<knob>/<name>`` with the knob's characters MLflow refuses in metric names
     (``=`` and ``,`` of ``dropout=0.2,0.4``) as ``_``: ``ablation/dropout_0.2_0.4/effect``."""

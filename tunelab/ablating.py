@@ -25,6 +25,10 @@ from tunelab.registering import open_finished_study
 from tunelab.text_table import table
 from tunelab.wiring import load_data, study_selection, training_settings
 
+#: The study's user attributes ``ablation:trial-<N>:<knob>`` keep each knob's table (with its
+#: figure's path), so ``tunelab report`` includes them.
+ATTR_PREFIX = "ablation:"
+
 
 def retrain_variant(config: StudyConfig, data, record):
     """Train ``record`` (``.number``, ``.params``, ``.extra["seed"]``) again: the one call into
@@ -256,7 +260,8 @@ def ablate(knobs: list[str], study_name: str | None = None, storage: str | None 
         (folder / f"{slug}.txt").write_text(text)
         data_out = {**knob_table.to_dict(), "trial": record.number, "why": why,
                     "epochs": train_config.max_epochs, "early_stopping": early_stopping,
-                    "ablation_id": result.ablation_id}
+                    "ablation_id": result.ablation_id, "seeds": seed_list,
+                    "figure": str(folder / f"{slug}.png")}
         (folder / f"{slug}.json").write_text(json.dumps(data_out, indent=2, default=str))
         if tracker is not None:
             for v, row in zip(variants, knob_table.rows, strict=True):
@@ -272,7 +277,7 @@ def ablate(knobs: list[str], study_name: str | None = None, storage: str | None 
 
             close(figure)
         # the study keeps every knob's table: a study report includes them when it is drawn
-        opened.study.set_user_attr(f"ablation:trial-{record.number}:{request.title}",
+        opened.study.set_user_attr(f"{ATTR_PREFIX}trial-{record.number}:{request.title}",
                                    data_out)
         print(f"\n{text}", file=out, end="")
     report = ab.report_section(result.tables, record.number)

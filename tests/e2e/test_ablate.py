@@ -4,9 +4,11 @@ the runs' metrics."""
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import statistics
+from html.parser import HTMLParser
 
 import pytest
 from conftest import tiny_study
@@ -135,6 +137,93 @@ def test_ablate_trains_the_variants_asked_with_the_seeds_and_the_table_is_the_ru
         "statement"]
 
 
+class _AblationHTML(HTMLParser):
+    """The report's ablation parts: statements, table rows (cells as text) and image alts."""
+
+    def __init__(self):
+        super().__init__()
+        self.statements, self.rows, self.images = [], {}, []
+        self._in, self._row, self._cell = None, None, None
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "p" and attrs.get("class") == "ablation-statement":
+            self._in = "statement"
+            self.statements.append("")
+        elif tag == "table" and attrs.get("class") == "ablation":
+            self._in = attrs["data-knob"]
+        elif tag == "tr" and attrs.get("class") == "ablation-row":
+            self._row = self.rows.setdefault((self._in, attrs["data-variant"]), [])
+        elif tag == "td" and self._row is not None:
+            self._cell = ""
+        elif tag == "img":
+            self.images.append((attrs["alt"], attrs["src"]))
+
+    def handle_endtag(self, tag):
+        if tag == "p" and self._in == "statement":
+            self._in = None
+        elif tag == "td" and self._cell is not None:
+            self._row.append(self._cell)
+            self._cell = None
+        elif tag == "tr":
+            self._row = None
+
+    def handle_data(self, data):
+        if self._in == "statement":
+            self.statements[-1] += data
+        elif self._cell is not None:
+            self._cell += data
+
+
+def test_the_study_report_includes_each_knob_with_its_statement_table_and_figure(tuned,
+                                                                                 capsys):
+    """`tunelab ablate --trial N` with a knob given by values, then `tunelab report`: the
+    knob's statement, its table's numbers as the ablation computed them from the runs, and
+    its figure (from the study's parent run), read from the written HTML file."""
+    raw, study, tmp = tuned
+    other = 1 - _champion(raw)  # --trial N: not the champion
+    result = ablate(["dropout=0.4"], raw["study_name"], raw["storage"], trial=other,
+                    seeds=[3, 4], epochs=2, output_dir=tmp / "for-report", out=io.StringIO())
+    assert result.trial == other and result.why == f"trial {other}, as asked"
+    assert "tracking error" not in capsys.readouterr().err  # '=' is no MLflow metric name
+    client, _, runs = _ablation_runs(raw, result.ablation_id)
+    assert {r.data.tags["tunelab.ablation.trial"] for r in runs} == {str(other)}
+    base3 = next(r for r in runs if r.data.tags["tunelab.ablation.variant"] == "base"
+                 and r.data.tags["tunelab.ablation.seed"] == "3")
+    assert base3.data.params["dense_units"] == study.trials[other].params["dense_units"]
+    key = "ablation/dropout_0.4/epoch_reaching_base_accuracy"
+    assert base3.data.metrics[key] == result.tables[0].base.per_seed[3][
+        "epoch_reaching_base_accuracy"]
+    (knob_table,) = result.tables
+    local = tmp / "for-report" / "dropout=0.4.png"
+    figure = local.read_bytes()
+    local.unlink()  # so the report's figure can only come from the study's parent run
+    page = tmp / "report.html"
+    assert main(["report", raw["study_name"], "--storage", raw["storage"], "-o",
+                 str(page)]) == 0
+    text = page.read_text()
+    assert "http://" not in text and "<script" not in text
+    parsed = _AblationHTML()
+    parsed.feed(text)
+    assert knob_table.statement() in parsed.statements
+    assert "across 2 seeds" in knob_table.statement()
+    assert "reaches the base's final training accuracy" in knob_table.statement()
+    stored = json.loads((tmp / "for-report" / "dropout=0.4.json").read_text())
+    for row in stored["rows"]:
+        cells = parsed.rows[("dropout=0.4", row["variant"])]
+        assert cells[:7] == [row["variant"], "2"] + [
+            f"{row[k]:.4f}" for k in ("best_val_accuracy", "best_val_accuracy_sd",
+                                      "final_val_accuracy", "final_val_accuracy_sd",
+                                      "gap_accuracy")]
+        reach = row["epoch_reaching_base_accuracy"]
+        assert cells[7].startswith("never" if reach is None else f"{reach:.3g}")
+        assert cells[8:] == (["", ""] if row["base"] else
+                             [f"{row['effect']:.4f}", f"{row['effect_sd']:.4f}"])
+    images = dict(parsed.images)
+    assert images[f"ablation of dropout=0.4 around trial {other}"] == (
+        "data:image/png;base64," + base64.b64encode(figure).decode())  # the one ablate drew
+
+
 @pytest.mark.slow
 def test_given_values_explicit_seeds_and_epochs_train_exactly_those(tuned, capsys):
     raw, _, tmp = tuned
@@ -167,3 +256,37 @@ def test_a_bad_knob_stops_before_anything_trains(tuned, capsys):
     assert main([*args, "--trial", "9", "batch_norm"]) == 2
     assert len(_ablation_runs(raw)[2]) == len(before)
 
+
+def test_a_study_without_tracking_reports_the_figure_ablate_wrote(tmp_path):
+    """No parent run to read from: the report takes the PNG from the path the table keeps,
+    and a table whose file is gone is still shown, without a figure."""
+    import matplotlib.pyplot as plt
+    import optuna
+
+    from tunelab.reporting import ablations
+    from tunelab.tracking.html_report import ablation_section
+
+    fig, ax = plt.subplots()
+    ax.plot([1, 2], [0.5, 0.7])
+    fig.savefig(tmp_path / "dropout.png")
+    plt.close(fig)
+    row = {"variant": "base", "base": True, "seeds": [1], "best_val_accuracy": 0.7,
+           "best_val_accuracy_sd": None, "final_val_accuracy": 0.7,
+           "final_val_accuracy_sd": None, "gap_accuracy": 0.0,
+           "epoch_reaching_base_accuracy": 2, "seeds_reaching_base_accuracy": 1,
+           "effect": None, "effect_sd": None}
+    kept = {"knob": "dropout", "metric": "val_accuracy", "statement": "dropout: ...",
+            "rows": [row], "trial": 2, "seeds": [1], "epochs": 2,
+            "figure": str(tmp_path / "dropout.png")}
+    study = optuna.create_study()
+    study.set_user_attr("ablation:trial-2:dropout", kept)
+    study.set_user_attr("ablation:trial-0:n_base", {**kept, "knob": "n_base", "trial": 0,
+                                                     "figure": str(tmp_path / "gone.png")})
+    study.set_user_attr("seed", 3)  # not an ablation
+    found = ablations(study, "no-tracking", None)
+    assert [(a["trial"], a["knob"]) for a in found] == [(0, "n_base"), (2, "dropout")]
+    assert found[0]["png"] is None
+    assert found[1]["png"] == (tmp_path / "dropout.png").read_bytes()
+    page = ablation_section(found)
+    assert page.index("Ablations around trial 0") < page.index("Ablations around trial 2")
+    assert page.count("<img") == 1 and page.count('class="ablation-row"') == 2
