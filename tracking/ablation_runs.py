@@ -11,6 +11,7 @@ trial it varies, which variant and seed a run is, so the runs can be found and c
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -87,9 +88,15 @@ class AblationTracker:
         self._call(name, self.client.set_terminated, run_id, status="FINISHED")
         return run_id
 
-    def log_metrics(self, run_id: str | None, metrics: Mapping[str, float | None]) -> None:
+    def log_knob_metrics(self, run_id: str | None, knob: str,
+                         metrics: Mapping[str, float | None]) -> None:
         """Numbers known only once every variant trained (the epoch reaching the base's
-        accuracy, the effect against the base)."""
+        accuracy, the effect against the base), as ``ablation/<knob>/<name>``
+        (``metric_key``)."""
+        self.log_metrics(run_id, {metric_key(knob, k): v for k, v in metrics.items()})
+
+    def log_metrics(self, run_id: str | None, metrics: Mapping[str, float | None]) -> None:
+        """Metrics at step 0 on a run; None values are left out."""
         if run_id:
             now = int(time.time() * 1000)
             self._call(run_id, self.client.log_batch, run_id, synchronous=True,
@@ -126,6 +133,41 @@ class AblationTracker:
             query += f" and tags.`{ID_TAG}` = '{ablation_id}'"
         return list(self.client.search_runs([self.study.experiment_id], filter_string=query,
                                             max_results=5000))
+
+
+def knob_figure_png(tracking_uri: str, study_name: str, trial: int, knob: str
+                    ) -> bytes | None:
+    """The PNG ``log_knob`` put on the study's parent run for ``knob`` around ``trial``; None
+    when the study has no parent run or the figure was never logged (tracking off)."""
+    import tempfile
+    from pathlib import Path
+
+    from mlflow import MlflowClient
+
+    from .store import resolve_tracking_uri
+
+    try:
+        client = MlflowClient(resolve_tracking_uri(tracking_uri))
+        experiment = client.get_experiment_by_name(study_name)
+        if experiment is None:
+            return None
+        runs = client.search_runs([experiment.experiment_id], filter_string=(
+            f"tags.`{ROLE_TAG}` = 'study' and tags.`{STUDY_TAG}` = '{study_name}'"),
+            max_results=1)
+        if not runs:
+            return None
+        with tempfile.TemporaryDirectory(prefix="tunelab-ablation-") as tmp:
+            path = client.download_artifacts(runs[0].info.run_id,
+                                             f"ablation/trial-{trial}/{_safe(knob)}.png", tmp)
+            return Path(path).read_bytes()
+    except Exception:  # no such artifact, or the store cannot be read: the report goes on
+        return None
+
+
+def metric_key(knob: str, name: str) -> str:
+    """``ablation/<knob>/<name>`` with the knob's characters MLflow refuses in metric names
+    (``=`` and ``,`` of ``dropout=0.2,0.4``) as ``_``: ``ablation/dropout_0.2_0.4/effect``."""
+    return f"ablation/{re.sub(r'[^A-Za-z0-9_. :-]', '_', knob)}/{name}"
 
 
 def _param(value: Any) -> str:

@@ -4,7 +4,8 @@ Per study, side by side: what was searched; a table of every trial (parameters, 
 validation accuracy and loss at the best and the final epoch, gap, state, epochs, and the
 epoch at which it first reached the selected trial's final training accuracy); the top
 trials' train and validation curves overlaid on shared axes; for grid studies the variants'
-comparison table; the selection and its reasons; and, when a model of the study is
+comparison table; the selection and its reasons; the ablations ``tunelab ablate`` ran on
+the study (each knob's stated effect, table and figure); and, when a model of the study is
 registered and evaluated, the champion's evaluation with intervals, calibration and
 Grad-CAM.
 
@@ -193,6 +194,49 @@ def champion_section(champion: Mapping[str, Any]) -> str:
     return "".join(out)
 
 
+def ablation_section(ablations: Sequence[Mapping[str, Any]]) -> str:
+    """``tunelab ablate``'s knobs, as the study keeps them (``search.ablation.KnobTable``'s
+    ``to_dict`` with ``trial``, ``seeds`` and ``epochs``; ``png``: the knob's figure), grouped
+    by the trial they vary: per knob the stated effect, the table and the figure."""
+    out: list[str] = []
+    for trial in dict.fromkeys(a["trial"] for a in ablations):
+        knobs = [a for a in ablations if a["trial"] == trial]
+        out.append(f'<h3 class="ablations" data-trial="{html.escape(str(trial))}">Ablations '
+                   f"around trial {html.escape(str(trial))}</h3>")
+        for a in knobs:
+            metric = a["metric"]
+            out.append(f'<h4>{html.escape(a["knob"])}</h4><p class="muted">seeds '
+                       f'{html.escape(", ".join(map(str, a.get("seeds") or [])))}; '
+                       f'{html.escape(str(a.get("epochs")))} epochs'
+                       + ("" if a.get("early_stopping") else ", no early stopping")
+                       + "; base final training accuracy "
+                       + _num(a.get("base_final_train_accuracy"), 3) + "</p>")
+            out.append(f'<p class="ablation-statement">{html.escape(a["statement"])}</p>')
+            head = ("variant", "seeds", f"best {metric}", "sd", f"final {metric}", "sd",
+                    "gap acc", "epoch &ge; base acc", "effect", "sd")
+            out.append('<table class="ablation" data-knob="' + html.escape(a["knob"]) + '">'
+                       "<thead><tr>" + "".join(f"<th>{h}</th>" for h in head)
+                       + "</tr></thead><tbody>")
+            for r in a["rows"]:
+                reach = r.get("epoch_reaching_base_accuracy")
+                n_seeds, n_reach = len(r["seeds"]), r.get("seeds_reaching_base_accuracy")
+                reach_text = ("never" if reach is None else f"{float(reach):.3g}"
+                              + ("" if n_reach == n_seeds else f" ({n_reach}/{n_seeds} seeds)"))
+                cells = [r[f"best_{metric}"], r[f"best_{metric}_sd"], r[f"final_{metric}"],
+                         r[f"final_{metric}_sd"], r["gap_accuracy"]]
+                effect = [] if r["base"] else [r["effect"], r["effect_sd"]]
+                out.append(
+                    f'<tr class="ablation-row" data-variant="{html.escape(r["variant"])}">'
+                    f'<td class="l">{html.escape(r["variant"])}</td><td>{n_seeds}</td>'
+                    + "".join(f"<td>{_num(c)}</td>" for c in cells)
+                    + f"<td>{reach_text}</td>"
+                    + ("<td></td><td></td>" if r["base"] else
+                       "".join(f"<td>{_num(c)}</td>" for c in effect)) + "</tr>")
+            out.append("</tbody></table>")
+            out.append(_img(a.get("png"), f"ablation of {a['knob']} around trial {trial}"))
+    return "".join(out)
+
+
 def study_section(study: Mapping[str, Any]) -> str:
     rows = study["rows"]
     out = [f'<section class="study" data-study="{html.escape(study["name"])}">',
@@ -213,6 +257,8 @@ def study_section(study: Mapping[str, Any]) -> str:
     if study.get("reasons"):
         out.append("<ul>" + "".join(f"<li>{html.escape(r)}</li>" for r in study["reasons"])
                    + "</ul>")
+    if study.get("ablations"):
+        out.append(ablation_section(study["ablations"]))
     if study.get("champion"):
         out.append(champion_section(study["champion"]))
     else:
@@ -224,8 +270,9 @@ def study_section(study: Mapping[str, Any]) -> str:
 def render(studies: Sequence[Mapping[str, Any]], title: str = "tunelab report") -> str:
     """The HTML page. Each study: ``name``, ``searched`` (label -> value), ``rows``
     (``search.trial_table.trial_rows``), ``chosen``, ``reference``, ``curves`` (PNG bytes),
-    ``grid``, ``varying``, ``selection`` (text), ``reasons`` (list), ``champion`` (from
-    :func:`study_champion`, or None)."""
+    ``grid``, ``varying``, ``selection`` (text), ``reasons`` (list), ``ablations`` (list, see
+    :func:`ablation_section`; may be absent), ``champion`` (from :func:`study_champion`, or
+    None)."""
     body = "".join(study_section(s) for s in studies)
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>"
@@ -302,4 +349,5 @@ def log_to_study_run(tracking_uri: str, study_name: str, path: str) -> str | Non
     return runs[0].info.run_id
 
 
-__all__ = ["curves_figure", "log_to_study_run", "png_bytes", "render", "study_champion"]
+__all__ = ["ablation_section", "curves_figure", "log_to_study_run", "png_bytes", "render",
+           "study_champion"]

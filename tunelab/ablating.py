@@ -23,7 +23,11 @@ from typing import Any
 from tunelab.config import DEFAULT_STORE, ConfigError, StudyConfig
 from tunelab.registering import open_finished_study
 from tunelab.text_table import table
-from tunelab.wiring import load_data, objective_rule, training_settings
+from tunelab.wiring import load_data, study_selection, training_settings
+
+#: The study's user attributes ``ablation:trial-<N>:<knob>`` keep each knob's table (with its
+#: figure's path), so ``tunelab report`` includes them.
+ATTR_PREFIX = "ablation:"
 
 
 def retrain_variant(config: StudyConfig, data, record):
@@ -68,11 +72,12 @@ def default_output_dir(config: StudyConfig, trial: int) -> Path:
 
 
 def _pick_trial(opened, config: StudyConfig, trial: int | None, out):
-    from tunelab.search.selection import record_from_trial, select_from_study
+    from tunelab.search.selection import record_from_trial
 
     study, metric = opened.study, config.objective.metric
     if trial is None:
-        selection = select_from_study(study, objective_rule(config))
+        # the pick of `tunelab best` and `register`: the rule re-ranked by selection.method
+        selection = study_selection(study, config)
         if selection.chosen is not None:
             return selection.chosen, "the champion: the trial the selection rule picks"
         if selection.best_by_objective is None:
@@ -255,15 +260,15 @@ def ablate(knobs: list[str], study_name: str | None = None, storage: str | None 
         (folder / f"{slug}.txt").write_text(text)
         data_out = {**knob_table.to_dict(), "trial": record.number, "why": why,
                     "epochs": train_config.max_epochs, "early_stopping": early_stopping,
-                    "ablation_id": result.ablation_id}
+                    "ablation_id": result.ablation_id, "seeds": seed_list,
+                    "figure": str(folder / f"{slug}.png")}
         (folder / f"{slug}.json").write_text(json.dumps(data_out, indent=2, default=str))
         if tracker is not None:
             for v, row in zip(variants, knob_table.rows, strict=True):
                 for seed, values in row.per_seed.items():
-                    tracker.log_metrics(run_ids.get((v.key, seed)), {
-                        f"ablation/{slug}/epoch_reaching_base_accuracy":
-                            values["epoch_reaching_base_accuracy"],
-                        f"ablation/{slug}/effect": None if v.is_base else values["effect"]})
+                    tracker.log_knob_metrics(run_ids.get((v.key, seed)), request.title, {
+                        "epoch_reaching_base_accuracy": values["epoch_reaching_base_accuracy"],
+                        "effect": None if v.is_base else values["effect"]})
             where = tracker.log_knob(request.title, figure=figure, text=text, data=data_out)
             if where:
                 result.artifacts.append(where)
@@ -272,7 +277,7 @@ def ablate(knobs: list[str], study_name: str | None = None, storage: str | None 
 
             close(figure)
         # the study keeps every knob's table: a study report includes them when it is drawn
-        opened.study.set_user_attr(f"ablation:trial-{record.number}:{request.title}",
+        opened.study.set_user_attr(f"{ATTR_PREFIX}trial-{record.number}:{request.title}",
                                    data_out)
         print(f"\n{text}", file=out, end="")
     report = ab.report_section(result.tables, record.number)

@@ -1,9 +1,10 @@
 """``tunelab report``: studies and their champions' evaluations in one offline HTML file.
 
 Gathers plain data from the rooms (the trial table from ``search.trial_table``, the
-selection from ``search.selection``, the champion's evaluation from MLflow through
-``tracking.html_report``) and has ``tracking.html_report.render`` write the page; the file is
-also logged to each study's parent run.
+selection from ``search.selection``, the knob tables ``tunelab ablate`` kept on the study,
+the champion's evaluation from MLflow through ``tracking.html_report``) and has
+``tracking.html_report.render`` write the page; the file is also logged to each study's
+parent run.
 """
 
 from __future__ import annotations
@@ -55,8 +56,29 @@ def study_data(study_name: str | None, storage: str | None, tracking_uri: str | 
             "curves": html_report.png_bytes(curves) if curves is not None else None,
             "grid": config.sampler.kind == "grid", "varying": varying_params(rows),
             "selection": selection.explanation(), "reasons": reasons,
+            "ablations": ablations(study, config.study_name, uri if config.tracking else None),
             "champion": html_report.study_champion(uri, config.study_name),
             "tracking_uri": uri}
+
+
+def ablations(study, study_name: str, tracking_uri: str | None) -> list[dict[str, Any]]:
+    """The knob tables ``tunelab ablate`` kept on the study (user attributes
+    ``ablation:trial-<N>:<knob>``), by trial, each with its figure: from the study's parent
+    run, else the file ``ablate`` wrote (a study without tracking)."""
+    from tunelab.ablating import ATTR_PREFIX
+    from tunelab.tracking.ablation_runs import knob_figure_png
+
+    kept = [dict(v) for k, v in study.user_attrs.items()
+            if k.startswith(ATTR_PREFIX) and isinstance(v, dict) and v.get("rows")]
+    kept.sort(key=lambda a: a["trial"])  # stable: a trial's knobs stay in the order asked
+    for a in kept:
+        png = (knob_figure_png(tracking_uri, study_name, a["trial"], a["knob"])
+               if tracking_uri else None)
+        figure = Path(a["figure"]) if a.get("figure") else None
+        if png is None and figure is not None and figure.is_file():
+            png = figure.read_bytes()
+        a["png"] = png
+    return kept
 
 
 def report(study_names: list[str] | None = None, storage: str | None = None,

@@ -34,5 +34,6 @@ def test_more_folds_than_images_of_a_class_is_refused_before_writing(tmp_path):
     # digits has about 180 images of each class in train + validation
     with pytest.raises(ConfigError, match=r"dataset.cv_folds: 400 folds need at least 400 "
                                           r"images of every class.*lower dataset.cv_folds"):
-        tunelab.tune(tiny_study(tmp_path, fresh_store=True, **{"dataset.cv_folds": 400}), in_process=True)
+        tunelab.tune(tiny_study(tmp_path, fresh_store=True, **{"dataset.cv_folds": 400}),
+                     in_process=True)
     assert not (tmp_path / "mlruns").exists()

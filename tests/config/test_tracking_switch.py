@@ -9,7 +9,8 @@ from tunelab.config import StudyConfig, config_from_dict
 
 def test_tracking_defaults_on_and_false_is_accepted(tmp_path):
     assert StudyConfig().tracking is True
-    assert config_from_dict(tiny_study(tmp_path, fresh_store=True, tracking=False)).tracking is False
+    raw = tiny_study(tmp_path, fresh_store=True, tracking=False)
+    assert config_from_dict(raw).tracking is False
 
 
 def test_tracking_off_writes_no_mlflow_store(tmp_path):

@@ -87,12 +87,13 @@ def test_balanced_weights_lift_minority_recall():
 
 
 def test_study_logs_augmentation_grid_and_class_metrics(tmp_path, flat_folder):
-    raw = tiny_study(tmp_path, fresh_store=True, **{"dataset.source": str(flat_folder), "n_trials": 1,
-                                  "objective.metric": "val_balanced_accuracy",
-                                  "dataset.cache_dir": str(tmp_path / "cache"),
-                                  "space.rotation": 20, "space.horizontal_flip": True,
-                                  "space.intensity_percentile": 2,
-                                  "space.class_weight": ["balanced", "none"]})
+    raw = tiny_study(tmp_path, fresh_store=True, **{
+        "dataset.source": str(flat_folder), "n_trials": 1,
+        "objective.metric": "val_balanced_accuracy",
+        "dataset.cache_dir": str(tmp_path / "cache"),
+        "space.rotation": 20, "space.horizontal_flip": True,
+        "space.intensity_percentile": 2,
+        "space.class_weight": ["balanced", "none"]})
     study = tunelab.tune(raw, in_process=True)
     trial = study.trials[0]
     assert trial.state.name == "COMPLETE"
@@ -111,7 +112,9 @@ def test_study_logs_augmentation_grid_and_class_metrics(tmp_path, flat_folder):
 
 def test_space_rejects_bad_augmentation(tmp_path):
     with pytest.raises(tunelab.ConfigError, match=r"space.rotation: 400 .*degrees in \[0, 180\]"):
-        tunelab.tune(tiny_study(tmp_path, fresh_store=True, **{"space.rotation": [0, 400]}), in_process=True)
+        tunelab.tune(tiny_study(tmp_path, fresh_store=True, **{"space.rotation": [0, 400]}),
+                     in_process=True)
     with pytest.raises(tunelab.ConfigError, match=r"objective.metric: 'val_auc' is not logged"):
-        tunelab.tune(tiny_study(tmp_path, fresh_store=True, **{"objective.metric": "val_auc"}), in_process=True)
+        tunelab.tune(tiny_study(tmp_path, fresh_store=True, **{"objective.metric": "val_auc"}),
+                     in_process=True)
     assert not (tmp_path / "mlruns" / "mlflow.db").exists()

@@ -39,7 +39,8 @@ def test_an_unknown_objective_metric_exits_2_listing_the_metrics(tmp_path, tools
 
 
 def test_a_monitor_the_data_does_not_log_is_refused_with_the_data_s_metrics(tmp_path):
-    raw = tiny_study(tmp_path, fresh_store=True, **{"early_stopping.monitor": "val_recall_pneumonia"})
+    raw = tiny_study(tmp_path, fresh_store=True,
+                     **{"early_stopping.monitor": "val_recall_pneumonia"})
     with pytest.raises(ConfigError, match=r"early_stopping.monitor: 'val_recall_pneumonia' is "
                                           r"not logged for digits \(10 classes: 0, 1, .*\); "
                                           r"choose one of val_loss, val_accuracy, .*val_recall_9"):
