@@ -95,28 +95,30 @@ def test_round_trip_with_raw_images_of_another_size(registered):
 
 @pytest.mark.slow
 def test_second_registration_moves_the_alias_and_a_worse_model_does_not(registered, capsys):
-    tmp, raw, first = registered
+    tmp, raw, _ = registered
     client = MlflowClient(raw["tracking_uri"])
-    second = register(NAME, "tiny", raw["storage"])
+    name = NAME + "-moves"  # its own model: the other tests read NAME's champion, in any order
+    register(name, "tiny", raw["storage"])
+    second = register(name, "tiny", raw["storage"])
     assert second.version == "2" and second.champion
     assert "new" in second.compared and "champion v1" in second.compared
-    assert str(client.get_model_version_by_alias(NAME, "champion").version) == "2"
+    assert str(client.get_model_version_by_alias(name, "champion").version) == "2"
     # A barely trained study on the same data: scores worse, so the alias stays...
     bad = tiny_study(tmp, **{"study_name": "tiny-bad", "n_trials": 1, "max_epochs": 1,
                              "dataset.test_fraction": 0.15, "objective.gap_tolerance": 1.0,
                              "space.learning_rate": 1e-6, "space.n_base": 4})
     tunelab.tune(bad, in_process=True)
-    worse = register(NAME, "tiny-bad", raw["storage"])
+    worse = register(name, "tiny-bad", raw["storage"])
     assert worse.version == "3" and not worse.champion
     assert worse.val_accuracy < second.val_accuracy
-    assert str(client.get_model_version_by_alias(NAME, "champion").version) == "2"
+    assert str(client.get_model_version_by_alias(name, "champion").version) == "2"
     assert "champion v2" in worse.compared
-    assert "tunelab.champion_refused" in client.get_model_version(NAME, "3").tags
+    assert "tunelab.champion_refused" in client.get_model_version(name, "3").tags
     assert "stays on version 2" in capsys.readouterr().out
     # ...unless forced
-    forced = register(NAME, "tiny-bad", raw["storage"], force=True)
+    forced = register(name, "tiny-bad", raw["storage"], force=True)
     assert forced.champion and "--force" in forced.compared
-    assert str(client.get_model_version_by_alias(NAME, "champion").version) == forced.version
+    assert str(client.get_model_version_by_alias(name, "champion").version) == forced.version
 
 
 @pytest.mark.parametrize("loss", ["binary_crossentropy", "hinge", "categorical_crossentropy",
