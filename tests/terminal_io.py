@@ -18,10 +18,20 @@ from pathlib import Path
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07|\x1b[()][A-Z0-9]")
 
 
+def _take_terminal() -> None:
+    """In the child, after ``setsid``: stdin (the pty's slave) becomes its controlling
+    terminal."""
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
 class PtyRun:
     """``tunelab ARGS`` with stdout and stderr on the slave side of a pty of ``columns``."""
 
-    def __init__(self, args: list[str], cwd: Path, columns: int = 80, env: dict | None = None):
+    def __init__(self, args: list[str], cwd: Path, columns: int = 80, env: dict | None = None,
+                 controlling: bool = False):
+        """``controlling``: the pty becomes the command's controlling terminal, so that a
+        ``^C`` typed on it (``type_ctrl_c``) is turned into SIGINT for its foreground
+        process group by the terminal itself, as at a shell prompt."""
         master, slave = os.openpty()
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
         self.master, self.raw = master, b""
@@ -30,7 +40,8 @@ class PtyRun:
         environ.pop("TUNELAB_VERBOSE", None)
         self.proc = subprocess.Popen([sys.executable, "-m", "tunelab", *args], cwd=cwd,
                                      stdin=slave, stdout=slave, stderr=slave, env=environ,
-                                     start_new_session=True)
+                                     start_new_session=True,
+                                     preexec_fn=_take_terminal if controlling else None)
         os.close(slave)
 
     def read(self, timeout: float = 0.5) -> None:
@@ -52,6 +63,10 @@ class PtyRun:
                 self.read(0.2)
                 return condition()
         return False
+
+    def type_ctrl_c(self) -> None:
+        """Type ^C on the terminal (needs ``controlling``)."""
+        os.write(self.master, b"\x03")
 
     def interrupt(self) -> None:
         os.killpg(self.proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
