@@ -83,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--deadline", type=float, help=argparse.SUPPRESS)
     worker.add_argument("--started-at", type=float, help=argparse.SUPPRESS)
     worker.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
+    worker.add_argument("--after-pid", type=int, help=argparse.SUPPRESS)
     model_cli.add_parsers(sub)
     ops_cli.add_parsers(sub)
     data_cli.add_parsers(sub)
@@ -145,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
             run_worker(study_name=args.study_name, storage=args.storage,
                        tracking_uri=args.tracking_uri, max_trials=args.max_trials,
                        deadline=args.deadline, started_at=args.started_at,
-                       worker_index=args.worker_index, events_fd=args.events_fd)
+                       worker_index=args.worker_index, events_fd=args.events_fd,
+                       after_pid=args.after_pid)
             return 0
         if args.command in model_cli.COMMANDS:
             return model_cli.run(args)

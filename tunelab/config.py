@@ -212,6 +212,9 @@ class StudyConfig:
     storage: str | None = None  # null: Optuna journal file mlruns/optuna.journal
     tracking_uri: str | None = None  # null: SQLite store mlruns/mlflow.db
     trials_per_process: int = 8  # trials run in a worker process before it is recycled
+    # a recycled worker's successor starts (imports TensorFlow, loads the data) while the
+    # worker trains its last trial; false: one after the other (less memory at a recycle)
+    overlap_recycle: bool = True
     workers: int = 1  # local worker processes running trials at once
     heartbeat_interval: int = 10  # RDB storage: seconds between a running trial's heartbeats
     tensorboard: bool = False  # per-trial TensorBoard logs as run artifacts

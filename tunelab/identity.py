@@ -35,7 +35,8 @@ ACCEPTED_ATTR = "tunelab.accepted_changes"
 IDENTITY_VERSION = 1
 #: config keys (and their sub-keys) a resumed study may change; each gets a notice
 ALLOWED_ON_RESUME = ("n_trials", "timeout", "max_epochs", "workers", "trials_per_process",
-                     "tracking", "tracking_uri", "storage", "checkpoints", "tensorboard")
+                     "overlap_recycle", "tracking", "tracking_uri", "storage", "checkpoints",
+                     "tensorboard")
 #: budgets of one invocation, never taken from the stored config: a resume without
 #: ``--timeout`` runs without one, whatever the run that created the study was given
 PER_INVOCATION = ("timeout",)

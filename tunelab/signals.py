@@ -6,6 +6,7 @@ too. The command exits 130 after Ctrl-C and 143 after SIGTERM (128 + the signal'
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -64,6 +65,9 @@ def handle_stop_signals() -> None:
     sys.unraisablehook = _quiet_swallowed_interrupt
     signal.signal(signal.SIGINT, _on_stop)
     signal.signal(signal.SIGTERM, _on_stop)
+    # a worker starts with them blocked (``stop_signals_blocked``): one that arrived during
+    # its start-up is delivered now, to the handler above
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
 
 def _quiet_swallowed_interrupt(unraisable) -> None:
@@ -74,6 +78,23 @@ def _quiet_swallowed_interrupt(unraisable) -> None:
     if isinstance(unraisable.exc_value, KeyboardInterrupt) and _stopped[0] is not None:
         return
     sys.__unraisablehook__(unraisable)
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def stop_signals_blocked():
+    """Block SIGINT and SIGTERM in this thread for the block; one that arrives meanwhile is
+    delivered when it ends. Around starting a worker process: the child inherits the blocked
+    mask through exec, so a Ctrl-C during its interpreter's start-up (site's imports, before
+    any handler exists, where Python dies with "Fatal Python error: init_import_site" and a
+    traceback) waits until ``handle_stop_signals`` has installed the handler and unblocks it."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def ignore_stop_signals() -> None:

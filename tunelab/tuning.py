@@ -279,8 +279,8 @@ def study_header(config: StudyConfig, data, already: int, n_trials: int | None,
         f"  tracking {tracking_uri}"])
 
 
-def _forward_events(read_fd: int, display) -> None:
-    """The workers' events (JSON lines on one pipe) to the display."""
+def _forward_events(read_fd: int, display, on_event=None) -> None:
+    """The workers' events (JSON lines on one pipe) to the display (and ``on_event``)."""
     import json
 
     with os.fdopen(read_fd, encoding="utf-8", errors="replace") as events:
@@ -289,6 +289,8 @@ def _forward_events(read_fd: int, display) -> None:
                 event = json.loads(line)
             except ValueError:
                 continue
+            if on_event is not None:
+                on_event(event)
             display.handle(event)
 
 
@@ -307,6 +309,7 @@ def _run_worker_processes(config: StudyConfig, tracking_uri: str, deadline: floa
     import threading
 
     from tunelab.search import counted_trials
+    from tunelab.signals import stop_signals_blocked
 
     server = None
     if config.workers > 1 and tracking_uri.startswith("sqlite:"):
@@ -333,34 +336,70 @@ def _run_worker_processes(config: StudyConfig, tracking_uri: str, deadline: floa
         command += ["--deadline", str(deadline)]
     read_fd, write_fd = os.pipe()  # every worker writes its events here (lines < PIPE_BUF)
     command += ["--events-fd", str(write_fd)]
-    readers = [threading.Thread(target=_forward_events, args=(read_fd, display),
+    started_trials: dict[int, int] = {}  # worker index -> trials it has started
+
+    def on_event(event) -> None:
+        if event.get("event") == "trial_started" and isinstance(event.get("worker"), int):
+            started_trials[event["worker"]] = started_trials.get(event["worker"], 0) + 1
+
+    readers = [threading.Thread(target=_forward_events, args=(read_fd, display, on_event),
                                 name="tunelab-events", daemon=True)]
     readers[0].start()
-    running: dict[subprocess.Popen, tuple[int, int]] = {}  # process -> (slot, trials counted)
+    # process -> (slot, trials counted when it started, its worker index)
+    running: dict[subprocess.Popen, tuple[int, int, int]] = {}
+    successors: dict[subprocess.Popen, subprocess.Popen] = {}  # a recycled worker's next one
     idle_exits = 0
     study = open_study(config, create=False)
+
+    def spawn(slot: int, counted: int, after: subprocess.Popen | None = None):
+        nonlocal spawned
+        extra = ["--worker-index", str(spawned)]
+        if after is not None:
+            extra += ["--after-pid", str(after.pid)]
+        with stop_signals_blocked():  # until the worker's own handler is in place
+            proc = subprocess.Popen(command + extra, env=worker_env(env, slot, gpus),
+                                    pass_fds=(write_fd,), stdout=subprocess.PIPE,
+                                    text=True, errors="replace")
+        readers.append(threading.Thread(target=_forward_output,
+                                        args=(proc.stdout, display), daemon=True))
+        readers[-1].start()
+        running[proc] = (slot, counted, spawned)
+        spawned += 1
+        return proc
+
     try:
         while True:
             counted = counted_trials(study)
             done = n_trials is not None and counted >= n_trials
             late = deadline is not None and time.time() >= deadline
-            while not done and not late and len(running) < config.workers:
-                index = ["--worker-index", str(spawned)]
+            busy = {slot for slot, _, _ in running.values()}
+            while not done and not late and len(busy) < config.workers:
                 # a free slot: slots map onto GPUs, so each GPU runs one worker at a time
-                slot = min(set(range(config.workers)) - {sl for sl, _ in running.values()})
-                proc = subprocess.Popen(command + index, env=worker_env(env, slot, gpus),
-                                        pass_fds=(write_fd,), stdout=subprocess.PIPE,
-                                        text=True, errors="replace")
-                readers.append(threading.Thread(target=_forward_output,
-                                                args=(proc.stdout, display), daemon=True))
-                readers[-1].start()
-                running[proc] = (slot, counted)
-                spawned += 1
+                slot = min(set(range(config.workers)) - busy)
+                spawn(slot, counted)
+                busy.add(slot)
             if not running:
                 return
+            if config.overlap_recycle:
+                # A worker training its last trial gets its successor now: the successor
+                # imports TensorFlow and loads the data meanwhile, and starts training the
+                # moment its predecessor exits (issue #21: recycles off the critical path).
+                # A worker of 4 or more trials gets it at its second-to-last trial already
+                # (a loaded machine's start-up outlasts a short trial). Not when the trials
+                # the workers still have to run may finish the budget, nor near the
+                # deadline: then the successor would be started for nothing.
+                lead = 2 if config.trials_per_process >= 4 else 1
+                for proc, (slot, _, index) in list(running.items()):
+                    left = config.trials_per_process - started_trials.get(index, 0)
+                    more = (n_trials is None or counted + len(busy) + left < n_trials) and (
+                        deadline is None or deadline - time.time() > 30)
+                    if (more and left < lead and proc not in successors
+                            and proc not in successors.values() and proc.poll() is None):
+                        successors[proc] = spawn(slot, counted, after=proc)
             time.sleep(0.5)
             for proc in [p for p in running if p.poll() is not None]:
-                _, before = running.pop(proc)
+                _, before, _ = running.pop(proc)
+                successors.pop(proc, None)
                 if proc.returncode in STOPPED_CODES:  # someone stopped that worker: stop all
                     raise (Terminated if proc.returncode in (143, -15) else KeyboardInterrupt)(
                         f"a tunelab worker was stopped (exit code {proc.returncode})")
@@ -438,12 +477,16 @@ def run_worker(*, study_name: str, storage: str, tracking_uri: str | None = None
                max_trials: int | None = None, deadline: float | None = None,
                started_at: float | None = None, data=None, config: StudyConfig | None = None,
                worker_index: int | None = None, events_fd: int | None = None,
-               progress=None) -> str:
+               progress=None, after_pid: int | None = None) -> str:
     """Join a study and run its trials until the budget is met (any number of these may run
     at once, on any machines that reach the storage). Returns why it stopped.
 
     Its trials' events go to ``progress`` (a callable), else as JSON lines to ``events_fd``
-    (the pipe of the ``tune`` process that started it), else to a display of its own."""
+    (the pipe of the ``tune`` process that started it), else to a display of its own.
+
+    ``after_pid``: a recycled worker's successor, started while that worker trains its last
+    trial; it imports TensorFlow, loads the data and opens the stores, then waits for that
+    process to exit before it asks for a trial (one trainer per slot at a time)."""
     import logging
 
     from tunelab.search import run_trials
@@ -507,6 +550,9 @@ def run_worker(*, study_name: str, storage: str, tracking_uri: str | None = None
                                progress=progress, worker=worker_index)
     if tracker is not None:
         tracker.start_writer()  # while TensorFlow loads for the first trial
+    if after_pid is not None:
+        wait_for_exit(after_pid)
+        mark("predecessor_exited")
     if display is not None:
         display.start()
     try:
@@ -524,6 +570,20 @@ def run_worker(*, study_name: str, storage: str, tracking_uri: str | None = None
         if tracker is not None:
             tracker.flush()  # the last trial's figures and run end, drawn in the background
         mark("worker_exit")
+
+
+def wait_for_exit(pid: int, poll: float = 0.05) -> None:
+    """Wait until process ``pid`` has exited (a zombie its parent has not reaped yet counts
+    as exited). Ctrl-C interrupts the wait."""
+    import psutil
+
+    while True:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return
+        except psutil.Error:
+            return
+        time.sleep(poll)
 
 
 class _TrackingOff(Exception):
