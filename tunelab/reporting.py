@@ -15,20 +15,20 @@ from typing import Any
 
 from tunelab.config import ConfigError
 from tunelab.registering import open_finished_study
-from tunelab.wiring import objective_rule
+from tunelab.wiring import study_selection
 
 TOP_CURVES = 5  # trials whose learning curves are overlaid
 
 
 def study_data(study_name: str | None, storage: str | None, tracking_uri: str | None
                ) -> dict[str, Any]:
-    from tunelab.search.selection import select_from_study
     from tunelab.search.trial_table import histories, trial_rows, varying_params
     from tunelab.tracking import html_report
 
     opened = open_finished_study(study_name, storage)
     config, study = opened.config, opened.study
-    selection = select_from_study(study, objective_rule(config))
+    # the pick `tunelab best` and `register` make: the rule re-ranked by selection.method
+    selection = study_selection(study, config)
     chosen = selection.chosen or selection.best_by_objective
     reference = chosen.number if chosen is not None else None
     trials = study.get_trials(deepcopy=False)
@@ -36,7 +36,8 @@ def study_data(study_name: str | None, storage: str | None, tracking_uri: str | 
     top = [v.record.number for v in selection.verdicts[:TOP_CURVES]]
     curves = html_report.curves_figure(
         {f"#{n}": h for n, h in histories(trials, top).items()},
-        title=f"{config.study_name}: top {len(top)} trial(s) by the selection rule")
+        title=f"{config.study_name}: top {len(top)} trial(s) by the selection "
+              f"({config.selection.method})")
     cfg = config.to_dict()
     searched = {"model": cfg.get("model"), "space": cfg.get("space"),
                 "budget": f"{config.n_trials} trials, at most {config.max_epochs} epochs",

@@ -251,6 +251,10 @@ def test_report_renders_offline_with_every_trial_and_the_champions_intervals(reg
         assert len(rows) == len(study.trials) > 0
         # each row's numbers, computed here from the trial's stored history
         chosen = best(name, raw["storage"]).chosen.number
+        # the report's pick is `best`'s (the rule re-ranked by selection.method)
+        from tunelab.reporting import study_data
+
+        assert study_data(name, raw["storage"], raw["tracking_uri"])["reference"] == chosen
         target = study.trials[chosen].user_attrs["history"]["accuracy"][-1]
         for row in rows:
             cells = [td.text for td in row.find_elements("tag name", "td")]
