@@ -60,9 +60,7 @@ class CheckpointStore:
         Returns the checkpoint path, or None when the trial does not rank."""
         if self.keep_top <= 0:
             return None
-        others = [r for r in records_from_study(study, self.rule.metric)
-                  if r.number != record.number]
-        keep = self.top_numbers([*others, record])
+        keep = self._keep_with(study, record)
         path = None
         if record.number in keep:
             path = save_checkpoint(model, self.path(record.number),
@@ -76,14 +74,18 @@ class CheckpointStore:
         if the trial ranks in the top ``keep_top``. Returns the path, or None."""
         if self.keep_top <= 0:
             return None
-        others = [r for r in records_from_study(study, self.rule.metric)
-                  if r.number != record.number]
-        keep = self.top_numbers([*others, record])
+        keep = self._keep_with(study, record)
         path = None
         if record.number in keep:
             path = out_of_fold.save(self.out_of_fold_path(record.number))
         self.prune(keep)
         return path
+
+    def _keep_with(self, study: optuna.Study, record: TrialRecord) -> set[int]:
+        """The trials to keep once ``record`` (maybe not stored as finished yet) counts."""
+        others = [r for r in records_from_study(study, self.rule.metric)
+                  if r.number != record.number]
+        return self.top_numbers([*others, record])
 
     def top_numbers(self, records: list[TrialRecord]) -> set[int]:
         """Trusted trials first (in rank order), then the others."""

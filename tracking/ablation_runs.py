@@ -20,7 +20,7 @@ from typing import Any
 from mlflow.entities import Metric, Param
 
 from . import plots
-from .runs import MAX_PARAM_LENGTH, PARENT_TAG, ROLE_TAG, STUDY_TAG, StudyTracker
+from .runs import MAX_PARAM_LENGTH, PARENT_TAG, ROLE_TAG, STUDY_TAG, StudyTracker, study_run_id
 
 ROLE = "ablation"
 ID_TAG = "tunelab.ablation.id"
@@ -148,16 +148,11 @@ def knob_figure_png(tracking_uri: str, study_name: str, trial: int, knob: str
 
     try:
         client = MlflowClient(resolve_tracking_uri(tracking_uri))
-        experiment = client.get_experiment_by_name(study_name)
-        if experiment is None:
-            return None
-        runs = client.search_runs([experiment.experiment_id], filter_string=(
-            f"tags.`{ROLE_TAG}` = 'study' and tags.`{STUDY_TAG}` = '{study_name}'"),
-            max_results=1)
-        if not runs:
+        run_id = study_run_id(client, study_name)
+        if run_id is None:
             return None
         with tempfile.TemporaryDirectory(prefix="tunelab-ablation-") as tmp:
-            path = client.download_artifacts(runs[0].info.run_id,
+            path = client.download_artifacts(run_id,
                                              f"ablation/trial-{trial}/{_safe(knob)}.png", tmp)
             return Path(path).read_bytes()
     except Exception:  # no such artifact, or the store cannot be read: the report goes on

@@ -333,20 +333,14 @@ def log_to_study_run(tracking_uri: str, study_name: str, path: str) -> str | Non
     """Attach the report to the study's parent run (``report/<file>``); its id, or None."""
     from mlflow import MlflowClient
 
-    from .runs import ROLE_TAG, STUDY_TAG
+    from .runs import study_run_id
     from .store import resolve_tracking_uri
 
     client = MlflowClient(resolve_tracking_uri(tracking_uri))
-    experiment = client.get_experiment_by_name(study_name)
-    if experiment is None:
-        return None
-    runs = client.search_runs([experiment.experiment_id], filter_string=(
-        f"tags.`{ROLE_TAG}` = 'study' and tags.`{STUDY_TAG}` = '{study_name}'"),
-        max_results=1)
-    if not runs:
-        return None
-    client.log_artifact(runs[0].info.run_id, path, "report")
-    return runs[0].info.run_id
+    run_id = study_run_id(client, study_name)
+    if run_id is not None:
+        client.log_artifact(run_id, path, "report")
+    return run_id
 
 
 __all__ = ["ablation_section", "curves_figure", "log_to_study_run", "png_bytes", "render",

@@ -237,6 +237,17 @@ class TrialRun(_Run):
             state, "FAILED"))
 
 
+def study_run_id(client: MlflowClient, study_name: str) -> str | None:
+    """The id of the parent run of study ``study_name`` in its experiment, or None."""
+    experiment = client.get_experiment_by_name(study_name)
+    if experiment is None:
+        return None
+    runs = client.search_runs([experiment.experiment_id], filter_string=(
+        f"tags.`{ROLE_TAG}` = 'study' and tags.`{STUDY_TAG}` = '{study_name}'"),
+        max_results=1)
+    return runs[0].info.run_id if runs else None
+
+
 def trial_run_name(number: int, state: str) -> str:
     """``trial-0007``; ``trial-0007 (pruned)`` (or failed, killed) when it did not complete."""
     name = f"trial-{number:04d}"
