@@ -299,6 +299,11 @@ def ctrl_c(root: Path, point: str, *, sigint_ignored: bool = False) -> dict:
         at_exit["seconds"] = time.time() - signalled
 
     code, out = finish(proc, 120, on_exit=exited)
+    if code == -signal.SIGINT:
+        # killed by the signal itself: it came before the interpreter had installed its
+        # handler (start-up under load), where nothing has been written; a shell's $? is
+        # 130 for this too
+        code = 130
     seconds = at_exit["seconds"]
     # read once the tracking writer (its own session, which outlives the command to finish
     # the calls it was handed, e.g. the run end of a trial that completed just before) is done
