@@ -143,6 +143,8 @@ def run_trials(study: optuna.Study, objective: Objective, *, n_trials: int | Non
     interval = heartbeat_interval or objective.heartbeat_interval
     waiting_for: tuple[int, ...] = ()
     while True:
+        if objective.stop_check is not None:  # a stop swallowed while this loop waited
+            objective.stop_check()
         if n_trials is not None:
             fail_stale_trials(study)
             if interval:

@@ -62,7 +62,9 @@ def handle_stop_signals() -> None:
     disposition: a process started with SIGINT ignored (a background job of a
     non-interactive shell) still stops on Ctrl-C. Main thread only."""
     _stopped[0], _last_stop[0] = None, float("-inf")
-    sys.unraisablehook = _quiet_swallowed_interrupt
+    if sys.unraisablehook is not _quiet_swallowed_interrupt:
+        _previous_unraisablehook[0] = sys.unraisablehook
+        sys.unraisablehook = _quiet_swallowed_interrupt
     signal.signal(signal.SIGINT, _on_stop)
     signal.signal(signal.SIGTERM, _on_stop)
     # a worker starts with them blocked (``stop_signals_blocked``): one that arrived during
@@ -70,14 +72,19 @@ def handle_stop_signals() -> None:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
 
+#: the hook ``handle_stop_signals`` replaced (pytest's, a notebook's, Python's own)
+_previous_unraisablehook = [sys.__unraisablehook__]
+
+
 def _quiet_swallowed_interrupt(unraisable) -> None:
     """The stop's interrupt raised inside a finalizer is swallowed by Python, which prints
     "Exception ignored in ..." and a traceback on the terminal. The stop is sticky
-    (``raise_if_stopped``), so nothing is lost by staying quiet; anything else is printed
-    as Python would."""
+    (``raise_if_stopped``: training, the budget wait and ``tune``'s poll of its workers
+    check it), so nothing is lost by staying quiet; anything else goes to the hook that was
+    there before."""
     if isinstance(unraisable.exc_value, KeyboardInterrupt) and _stopped[0] is not None:
         return
-    sys.__unraisablehook__(unraisable)
+    _previous_unraisablehook[0](unraisable)
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)

@@ -309,7 +309,7 @@ def _run_worker_processes(config: StudyConfig, tracking_uri: str, deadline: floa
     import threading
 
     from tunelab.search import counted_trials
-    from tunelab.signals import stop_signals_blocked
+    from tunelab.signals import raise_if_stopped, stop_signals_blocked
 
     server = None
     if config.workers > 1 and tracking_uri.startswith("sqlite:"):
@@ -397,6 +397,7 @@ def _run_worker_processes(config: StudyConfig, tracking_uri: str, deadline: floa
                             and proc not in successors.values() and proc.poll() is None):
                         successors[proc] = spawn(slot, counted, after=proc)
             time.sleep(0.5)
+            raise_if_stopped()  # a stop whose interrupt a finalizer swallowed
             for proc in [p for p in running if p.poll() is not None]:
                 _, before, _ = running.pop(proc)
                 successors.pop(proc, None)
@@ -550,12 +551,12 @@ def run_worker(*, study_name: str, storage: str, tracking_uri: str | None = None
                                progress=progress, worker=worker_index)
     if tracker is not None:
         tracker.start_writer()  # while TensorFlow loads for the first trial
-    if after_pid is not None:
-        wait_for_exit(after_pid)
-        mark("predecessor_exited")
     if display is not None:
         display.start()
     try:
+        if after_pid is not None:  # inside: a stop while waiting detaches the writer too
+            wait_for_exit(after_pid)
+            mark("predecessor_exited")
         return run_trials(study, objective, n_trials=n_trials, max_trials_here=max_trials,
                           deadline=deadline, heartbeat_interval=config.heartbeat_interval,
                           on_dead=on_dead)
@@ -577,9 +578,15 @@ def wait_for_exit(pid: int, poll: float = 0.05) -> None:
     as exited). Ctrl-C interrupts the wait."""
     import psutil
 
+    from tunelab.signals import raise_if_stopped
+
+    born = psutil.Process().create_time()  # the predecessor was alive, unreaped, then
     while True:
+        raise_if_stopped()
         try:
-            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+            process = psutil.Process(pid)
+            # a younger process with that pid: the predecessor exited and the pid was reused
+            if process.status() == psutil.STATUS_ZOMBIE or process.create_time() > born:
                 return
         except psutil.Error:
             return

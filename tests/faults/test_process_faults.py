@@ -337,3 +337,59 @@ def test_a_stop_while_a_trial_is_created_waits_for_its_owner(tmp_path):
     finally:
         signal.signal(signal.SIGINT, previous)
     assert [log["op_code"] for log in journal.read_logs(0)] == [CREATE_TRIAL_OP, 9]
+
+
+def test_a_successor_stops_waiting_when_its_predecessors_pid_is_reused():
+    """``wait_for_exit``: a process with the predecessor's pid that is younger than the
+    waiting successor is another process (the pid was reused), and a zombie has exited;
+    neither is waited for. A live older process is."""
+    import subprocess
+    import threading
+
+    from tunelab.tuning import wait_for_exit
+
+    younger = subprocess.Popen(["sleep", "30"])  # born after this process: a reused pid
+    try:
+        started = time.time()
+        wait_for_exit(younger.pid)
+        assert time.time() - started < 2
+    finally:
+        younger.kill()
+        younger.wait()
+    zombie = subprocess.Popen(["true"])
+    time.sleep(0.5)  # exited, not reaped
+    wait_for_exit(zombie.pid)
+    zombie.wait()
+    # this process's parent is older than it and alive: waited for until told to stop
+    waiter = threading.Thread(target=wait_for_exit, args=(os.getppid(),), daemon=True)
+    waiter.start()
+    waiter.join(1.0)
+    assert waiter.is_alive()
+
+
+def test_the_quiet_unraisable_hook_hands_other_errors_to_the_previous_hook(monkeypatch):
+    import signal
+
+    from tunelab import signals
+
+    seen = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: seen.append(u.exc_type))
+    old_int, old_term = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    try:
+        signals.handle_stop_signals()
+        signals._stopped[0] = (KeyboardInterrupt, "")
+
+        class Finalized:
+            def __init__(self, error):
+                self.error = error
+
+            def __del__(self):
+                raise self.error
+
+        Finalized(KeyboardInterrupt())  # the stop's interrupt, swallowed: dropped
+        Finalized(ValueError("other"))  # anything else: the previous hook
+        assert seen == [ValueError]
+    finally:
+        signals._stopped[0] = None
+        signal.signal(signal.SIGINT, old_int)
+        signal.signal(signal.SIGTERM, old_term)
