@@ -43,7 +43,7 @@ import yaml
 
 CTRL_C_POINTS = ("start-up", "data-loading", "first-epoch", "between-trials", "recycle")
 COLUMNS = ("case", "exit code", "trials lost", "runs left RUNNING", "duplicated runs",
-           "replayed parameter sets", "seconds to recover")
+           "replayed parameter sets", "tracebacks", "seconds to recover")
 
 
 # -- a study in a folder -----------------------------------------------------------------
@@ -377,12 +377,14 @@ def main() -> int:
                 except Exception as err:  # a case that cannot even start is a miss
                     results.append({"exit code": f"error: {err}"[:60], "trials lost": 1,
                                     "runs left RUNNING": 0, "duplicated runs": 0,
-                                    "replayed parameter sets": 0, "seconds to recover": 0})
+                                    "replayed parameter sets": 0, "tracebacks": 0,
+                                    "seconds to recover": 0})
             codes = Counter(str(r["exit code"]) for r in results)
             row = {"case": f"{name} (x{repeats})",
                    "exit code": ", ".join(f"{c}" + (f" x{n}" if n > 1 else "")
                                           for c, n in codes.items()),
                    **{k: sum(int(r[k]) for r in results) for k in COLUMNS[2:6]},
+                   "tracebacks": sum("Traceback" in r.get("out", "") for r in results),
                    "seconds to recover": max(float(r["seconds to recover"])
                                              for r in results)}
             rows.append(row)
@@ -392,7 +394,7 @@ def main() -> int:
         print("| " + " | ".join(str(row[k]) for k in COLUMNS) + " |")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
-    bad = [r for r in rows if any(r[k] for k in COLUMNS[2:6])]
+    bad = [r for r in rows if any(r[k] for k in COLUMNS[2:7])]
     return 1 if bad else 0
 
 
