@@ -309,6 +309,7 @@ def ctrl_c(root: Path, point: str, *, sigint_ignored: bool = False) -> dict:
     # the calls it was handed, e.g. the run end of a trial that completed just before) is done
     row = audit(root)
     row["writer done after"] = round(time.time() - signalled - seconds, 1)
+    (root / "output.txt").write_text(out)  # kept with the stores, to look at a miss later
     missed = int(code != 130 or seconds > 15 or "Traceback" in out)
     row.update({"exit code": code, "seconds to recover": round(seconds, 1), "missed": missed,
                 "traceback": int("Traceback" in out), "out": out})
