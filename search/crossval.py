@@ -53,8 +53,7 @@ class OutOfFold:
         path.parent.mkdir(parents=True, exist_ok=True)
         part = path.with_name(path.name + ".part")
         with open(part, "wb") as f:
-            np.savez(f, outputs=self.outputs, y=self.y, rows=self.rows, fold=self.fold,
-                     loss=np.array(self.loss), fingerprint=np.array(self.fingerprint))
+            np.savez(f, **self.arrays())
         part.replace(path)
         return path
 
