@@ -15,7 +15,7 @@ KERAS_METRICS = ("val_loss", "val_accuracy")
 PER_CLASS_PREFIXES = ("val_precision_", "val_recall_", "val_f1_")
 LOGGED_METRIC_FORMS = ("val_loss, val_accuracy, val_balanced_accuracy, val_f1_macro, "
                        "val_precision_<class>, val_recall_<class>, val_f1_<class>, and "
-                       "val_auc for two classes")
+                       "val_auc (macro one-vs-rest for three or more classes)")
 
 
 def metric_safe(name: str) -> str:
@@ -28,8 +28,7 @@ def metric_names(class_names: Sequence[str], prefix: str = "val_") -> list[str]:
     for c in class_names:
         names += [f"precision_{metric_safe(c)}", f"recall_{metric_safe(c)}",
                   f"f1_{metric_safe(c)}"]
-    if len(class_names) == 2:
-        names.append("auc")
+    names.append("auc")
     return [prefix + n for n in names]
 
 

@@ -5,7 +5,7 @@ Per epoch, ``ValidationMetrics`` predicts the validation split and adds to the K
 
     val_balanced_accuracy, val_f1_macro,
     val_precision_<class>, val_recall_<class>, val_f1_<class>   (every class)
-    val_auc                                                     (two classes: ROC AUC)
+    val_auc              ROC AUC (two classes); macro one-vs-rest ROC AUC (three or more)
 
 Class names are made metric-safe (letters, digits, ``_``, ``-``, ``.``).
 """
@@ -40,10 +40,16 @@ def classification_metrics(y_true: np.ndarray, proba: np.ndarray,
         out[f"precision_{safe}"] = float(precision[i])
         out[f"recall_{safe}"] = float(recall[i])
         out[f"f1_{safe}"] = float(f1[i])
-    if len(class_names) == 2:
-        scores = np.asarray(proba)[:, 1]
-        out["auc"] = (float(roc_auc_score(y_true, scores)) if len(np.unique(y_true)) == 2
-                      else float("nan"))
+    proba = np.asarray(proba)
+    if len(np.unique(y_true)) != len(class_names):
+        out["auc"] = float("nan")  # undefined while a class is missing from the split
+    elif len(class_names) == 2:
+        out["auc"] = float(roc_auc_score(y_true, proba[:, 1]))
+    else:
+        # rows renormalized: hinge heads' scores need not sum to 1, and sklearn requires it
+        p = np.clip(proba, 1e-12, None)
+        out["auc"] = float(roc_auc_score(y_true, p / p.sum(axis=1, keepdims=True),
+                                         multi_class="ovr", average="macro", labels=labels))
     return out
 
 

@@ -63,6 +63,21 @@ def test_metrics_and_balanced_weights():
     assert m["auc"] == pytest.approx(1.0)
 
 
+def test_val_auc_is_macro_one_vs_rest_for_three_classes():
+    """val_auc is logged for every task: macro one-vs-rest ROC AUC with three or more classes
+    (each class's AUC against the rest, averaged), NaN while a class is missing."""
+    y = np.array([0, 0, 1, 1, 2, 2])
+    proba = np.array([[.7, .2, .1], [.3, .4, .3], [.2, .7, .1], [.5, .3, .2], [.1, .2, .7],
+                      [.2, .5, .3]])
+    by_hand = []
+    for c in range(3):
+        pos, neg = proba[y == c, c], proba[y != c, c]
+        by_hand.append(np.mean([(p > n) + 0.5 * (p == n) for p in pos for n in neg]))
+    m = classification_metrics(y, proba, ("a", "b", "c"))
+    assert m["auc"] == pytest.approx(np.mean(by_hand))
+    assert np.isnan(classification_metrics(y[:4], proba[:4], ("a", "b", "c"))["auc"])
+
+
 def test_balanced_weights_lift_minority_recall():
     """On imbalanced data (1:4), the balanced weights make the model predict the rare class."""
     rng = np.random.default_rng(0)
@@ -114,7 +129,9 @@ def test_space_rejects_bad_augmentation(tmp_path):
     with pytest.raises(tunelab.ConfigError, match=r"space.rotation: 400 .*degrees in \[0, 180\]"):
         tunelab.tune(tiny_study(tmp_path, fresh_store=True, **{"space.rotation": [0, 400]}),
                      in_process=True)
-    with pytest.raises(tunelab.ConfigError, match=r"objective.metric: 'val_auc' is not logged"):
-        tunelab.tune(tiny_study(tmp_path, fresh_store=True, **{"objective.metric": "val_auc"}),
+    with pytest.raises(tunelab.ConfigError,
+                       match=r"objective.metric: 'val_recall_cat' is not logged"):
+        tunelab.tune(tiny_study(tmp_path, fresh_store=True,
+                                **{"objective.metric": "val_recall_cat"}),
                      in_process=True)
     assert not (tmp_path / "mlruns" / "mlflow.db").exists()
