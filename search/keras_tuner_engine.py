@@ -47,8 +47,10 @@ class EngineError(ValueError):
 
 # -- the space -------------------------------------------------------------------------------
 def _same_type(values) -> bool:
+    """Whether ``hp.Choice`` can carry the values themselves. Booleans travel as indices:
+    KerasTuner hands a boolean choice back as 0 / 1 (``batch_norm=1 is invalid``)."""
     kinds = {type(v) for v in values}
-    return len(kinds) == 1 and kinds <= {int, float, str, bool}
+    return len(kinds) == 1 and kinds <= {int, float, str}
 
 
 def check_space(space: Any) -> SearchSpace:

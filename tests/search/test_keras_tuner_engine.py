@@ -26,6 +26,11 @@ def test_space_maps_onto_keras_tuner_and_back():
     declare(space, hp)
     assert set(hp.values) == {"learning_rate", "n_base", "dropout", "batch_norm", "mixed",
                               "dense_units"}
+    # KerasTuner's own values decode to booleans, whichever it draws (it used to hand the
+    # model builder 0 / 1: "batch_norm=1 is invalid")
+    for index, want in enumerate([True, False]):
+        hp.values["batch_norm"] = hp.get("batch_norm") if index == 0 else 1
+        assert decode(space, hp.values)["batch_norm"] is want
     hp.values.update({"mixed": 1, "dropout": 0.30000000000000004, "n_base": 12})
     params = decode(space, hp.values)
     assert params["mixed"] == "auto" and params["dense_units"] == 32
