@@ -45,7 +45,11 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
 
+import warnings  # noqa: E402
+
 import numpy as np  # noqa: E402
+
+warnings.filterwarnings("ignore", message="Add type hints")  # MLflow, on import of pyfunc
 
 REPO = Path(__file__).resolve().parents[1]
 # the shared data beside the checkout (../shared/data), or beside a worktree's parent folder
@@ -57,18 +61,10 @@ DATASETS = {"digits": "digits",
 TUNELAB_METHODS = ("best_validation", "gap_penalized", "rule", "confirm_mean", "confirm_lcb",
                    "ensemble")
 REFERENCES = ("kt-hyperband", "kt-random")
-SPACE = {
-    "learning_rate": {"low": 1.0e-4, "high": 1.0e-2, "log": True},
-    "batch_size": [32, 64],
-    "n_base": [8, 16, 32],
-    "dense_units": [32, 64],
-    "dropout": {"low": 0.0, "high": 0.5},
-    "optimizer": ["adam", "rmsprop"],
-    "class_weight": ["balanced", "none"],
-    # no boolean choices: tunelab's KerasTuner engine hands them to the builder as 0 / 1
-    "width_shift": {"low": 0.0, "high": 0.1},
-    "rotation": {"low": 0, "high": 15},
-}
+# --quick only: a space small enough for seconds of digits
+QUICK_SPACE = {"learning_rate": {"low": 1.0e-3, "high": 1.0e-2, "log": True},
+               "batch_size": [128], "n_base": [4], "dense_units": [16],
+               "batch_norm": [True, False], "optimizer": ["adam", "rmsprop"]}
 
 
 # -- data and scores ------------------------------------------------------------------------
@@ -145,20 +141,26 @@ class Probe:
 # -- runs -----------------------------------------------------------------------------------
 def study_config(name: str, tag: str, seed: int, tmp: Path, args, engine: str = "optuna",
                  kt_kind: str = "hyperband"):
+    """The study a user gets from ``tunelab tune --dataset <file> --timeout <seconds>``
+    (tunelab's defaults for that data: ``config.lab_defaults`` on the .npz files), with
+    tracking off, a throw-away storage, and the benchmark's own selection (``rule``: it
+    confirms at the 70% cut itself). Flags given to the benchmark override the defaults."""
     from tunelab.config import config_from_dict
 
-    binary = name != "digits"
-    raw = {"study_name": f"{tag}-s{seed}", "model": "lenet",
-           "dataset": {"source": DATASETS[name], "image_size": args.image_size},
-           "space": SPACE if binary else {k: v for k, v in SPACE.items()
-                                          if k not in ("width_shift", "rotation")},
-           "n_trials": args.n_trials, "timeout": args.seconds, "max_epochs": args.max_epochs,
-           "early_stopping": {"patience": args.patience}, "seed": seed, "tracking": False,
-           "objective": {"metric": "val_auc" if binary else "val_accuracy"},
-           "storage": str(tmp / tag / "optuna.journal"), "checkpoints": {"keep_top": 0},
-           "engine": engine, "selection": {"method": "rule"}}
+    raw = {"study_name": f"{tag}-s{seed}",
+           "dataset": {"source": DATASETS[name], "image_size": args.image_size or "auto"},
+           "n_trials": args.n_trials, "timeout": args.seconds, "seed": seed,
+           "tracking": False, "storage": str(tmp / tag / "optuna.journal"),
+           "checkpoints": {"keep_top": 0}, "engine": engine, "selection": {"method": "rule"}}
+    if args.max_epochs is not None:
+        raw["max_epochs"] = args.max_epochs
+    if args.patience is not None:
+        raw["early_stopping"] = {"patience": args.patience}
+    if args.quick:
+        raw["space"] = QUICK_SPACE
     if engine == "optuna":
-        raw["pruner"] = {"kind": args.pruner}
+        if args.pruner is not None:
+            raw["pruner"] = {"kind": args.pruner}
     else:
         raw["keras_tuner"] = {"kind": kt_kind, "factor": 3,
                               "hyperband_iterations": 1 if args.n_trials else 1000,
@@ -197,18 +199,44 @@ def pick_entry(method: str, number: int | None, estimate: float | None, probe: P
             "drop": None if estimate is None else estimate - s["auc"], **(extra or {})}
 
 
-def run_seed(name: str, seed: int, args, tmp: Path) -> list[dict]:
+def run_seed(name: str, seed: int, args, tmp: Path,
+             parts: tuple[str, ...] = ("tunelab", *REFERENCES)) -> list[dict]:
+    from tunelab import wiring
+    from tunelab.search.selection import records_from_study
+    from tunelab.search.selection_methods import choose
+
+    data, holdout = carve(name, seed, args.image_size)
+    print(f"[{name} seed {seed}] {len(data.train)} train / {len(data.val)} val / "
+          f"{len(holdout)} hold-out, input {data.input_shape}", flush=True)
+    out = []
+    if "tunelab" in parts:
+        out += run_tunelab(name, seed, args, tmp, data, holdout)
+    # references on the same budget and hold-out
+    for ref, kind in (("kt-hyperband", "hyperband"), ("kt-random", "random")):
+        if ref not in args.references or ref not in parts:
+            continue
+        cfg = study_config(name, ref, seed, tmp, args, engine="keras-tuner", kt_kind=kind)
+        p = Probe(holdout, data.val, data.n_classes)
+        st, _ = search(cfg, data, p, args.seconds)
+        rule = wiring.objective_rule(cfg)
+        recs = [r for r in records_from_study(st, rule.metric) if r.number in p.holdout_probs]
+        c = choose(recs, "best_validation", rule)
+        out.append(pick_entry(ref, c.chosen and c.chosen.number, c.chosen and c.chosen.value,
+                              p, holdout, seed, extra={"n_trials": len(recs)}))
+    for e in out:
+        e.update(dataset=name, seed=seed)
+    return out
+
+
+def run_tunelab(name: str, seed: int, args, tmp: Path, data, holdout) -> list[dict]:
+    """One tunelab study shared by every tunelab selection method."""
     from tunelab import wiring
     from tunelab.search.confirm import confirm_candidates
     from tunelab.search.selection import records_from_study
     from tunelab.search.selection_methods import choose, select_by_method
     from tunelab.tracking.clinical_metrics import fit_threshold
 
-    data, holdout = carve(name, seed, args.image_size)
-    print(f"[{name} seed {seed}] {len(data.train)} train / {len(data.val)} val / "
-          f"{len(holdout)} hold-out, input {data.input_shape}", flush=True)
     out = []
-    # tunelab: one study shared by every selection method
     config = study_config(name, "tunelab", seed, tmp, args)
     rule = wiring.objective_rule(config)
     probe = Probe(holdout, data.val, data.n_classes)
@@ -229,7 +257,10 @@ def run_seed(name: str, seed: int, args, tmp: Path) -> list[dict]:
     confirm_candidates(study, rule=rule, data=data, model=config.model,
                        training=wiring.training_settings(config), seed=seed,
                        top=args.confirm_top, kind="seeds", runs=args.confirm_seeds,
-                       records=early, log=lambda m: None)
+                       records=early, log=lambda m: None,
+                       # equal wall time: no confirmation run starts after the budget (as in
+                       # `tune`); --quick's budget is trials, not time
+                       deadline=None if args.quick else started + args.seconds)
     confirm_seconds = time.time() - t0
     early_numbers = {r.number for r in early}
     confirmed = [r for r in records_from_study(study, rule.metric) if r.number in early_numbers]
@@ -265,19 +296,6 @@ def run_seed(name: str, seed: int, args, tmp: Path) -> list[dict]:
             if e["method"] == args.default:
                 e["threshold"] = t
                 e["acc_at_threshold"] = at["acc"]
-    # references on the same budget and hold-out
-    for ref, kind in (("kt-hyperband", "hyperband"), ("kt-random", "random")):
-        if ref not in args.references:
-            continue
-        cfg = study_config(name, ref, seed, tmp, args, engine="keras-tuner", kt_kind=kind)
-        p = Probe(holdout, data.val, data.n_classes)
-        st, _ = search(cfg, data, p, args.seconds)
-        recs = [r for r in records_from_study(st, rule.metric) if r.number in p.holdout_probs]
-        c = choose(recs, "best_validation", rule)
-        out.append(pick_entry(ref, c.chosen and c.chosen.number, c.chosen and c.chosen.value,
-                              p, holdout, seed, extra={"n_trials": len(recs)}))
-    for e in out:
-        e.update(dataset=name, seed=seed)
     return out
 
 
@@ -303,6 +321,11 @@ def summary(rows: list[dict], settings: str) -> str:
                   "hold-out AUC) | per-seed AUC 95% CI |", "|---|---|---|---|---|---|"]
         for method in (*TUNELAB_METHODS, *REFERENCES):
             rs = [r for r in mine if r["method"] == method]
+            none = [r["seed"] for r in rows if r["dataset"] == name and r["method"] == method
+                    and r.get("trial") is None and "auc" not in r]
+            if none:
+                lines.append(f"| {method} | no pick for seed(s) {', '.join(map(str, none))} "
+                             "| | | | |")
             if not rs:
                 continue
             cis = "; ".join(f"[{r['auc_ci'][0]:.3f}, {r['auc_ci'][1]:.3f}]" for r in rs
@@ -327,6 +350,20 @@ def summary(rows: list[dict], settings: str) -> str:
     return "\n".join(lines)
 
 
+def run_child(argv: list[str] | None, name: str, seed: int, part: str, out: Path) -> list[dict]:
+    """One study in a fresh interpreter: the same flags, one (dataset, seed, part)."""
+    import subprocess
+
+    result = out / f"part-{name}-{seed}-{part}.json"
+    result.unlink(missing_ok=True)
+    flags = list(sys.argv[1:] if argv is None else argv)
+    subprocess.run([sys.executable, __file__, *flags, "--child", name, str(seed), part],
+                   check=True)
+    rows = json.loads(result.read_text())
+    result.unlink()
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke test: digits, seconds")
@@ -336,10 +373,11 @@ def main(argv: list[str] | None = None) -> None:
                         help="targets on 3-5; defaults were to be chosen on 0-2")
     parser.add_argument("--seconds", type=float, default=600.0, help="wall budget per method")
     parser.add_argument("--n-trials", type=int, default=None)
-    parser.add_argument("--max-epochs", type=int, default=20)
-    parser.add_argument("--patience", type=int, default=5)
-    parser.add_argument("--pruner", default="median")
-    parser.add_argument("--image-size", type=int, default=None, help="default: native")
+    parser.add_argument("--max-epochs", type=int, default=None, help="default: tunelab's")
+    parser.add_argument("--patience", type=int, default=None, help="default: tunelab's")
+    parser.add_argument("--pruner", default=None, help="default: tunelab's (median)")
+    parser.add_argument("--image-size", type=int, default=None,
+                        help="default: tunelab's (native for .npz)")
     parser.add_argument("--reserve", type=float, default=0.3)
     parser.add_argument("--confirm-top", type=int, default=3)
     parser.add_argument("--confirm-seeds", type=int, default=2)
@@ -347,6 +385,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--references", nargs="*", default=list(REFERENCES))
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" /
                                              "selection_quality"))
+    parser.add_argument("--in-one-process", action="store_true",
+                        help="run every study in this process (default: each study in a "
+                             "fresh one, so no run pays for an earlier one's leaks)")
+    parser.add_argument("--child", nargs=3, metavar=("DATASET", "SEED", "PART"),
+                        help=argparse.SUPPRESS)  # one study, rows to --out/part-*.json
     args = parser.parse_args(argv)
     if args.quick:
         global N_BOOT
@@ -355,21 +398,36 @@ def main(argv: list[str] | None = None) -> None:
         args.max_epochs, args.patience, args.image_size, args.confirm_top = 2, 1, 8, 2
         args.confirm_seeds, args.references, args.pruner = 1, ["kt-hyperband"], "none"
         args.reserve = 0.0  # every trial may be confirmed: the budget is trials here
-        SPACE.update(n_base=[4], dense_units=[16], batch_size=[128])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.child:
+        name, seed, part = args.child[0], int(args.child[1]), args.child[2]
+        with tempfile.TemporaryDirectory(prefix="tunelab-selq-") as tmp:
+            rows = run_seed(name, seed, args, Path(tmp), parts=(part,))
+        (out / f"part-{name}-{seed}-{part}.json").write_text(json.dumps(rows, indent=1))
+        return None
     began = time.time()
     rows: list[dict] = []
+    parts = ("tunelab", *[r for r in REFERENCES if r in args.references])
     with tempfile.TemporaryDirectory(prefix="tunelab-selq-") as tmp:
         for name in args.datasets:
             for seed in args.seeds:
-                rows += run_seed(name, seed, args, Path(tmp) / f"{name}-{seed}")
+                if args.in_one_process:
+                    rows += run_seed(name, seed, args, Path(tmp) / f"{name}-{seed}")
+                else:
+                    for part in parts:
+                        rows += run_child(argv, name, seed, part, out)
                 (out / "results.json").write_text(json.dumps({"rows": rows}, indent=1))
     total = time.time() - began
-    settings = (f"{args.seconds:g} s per method, max_epochs {args.max_epochs}, patience "
-                f"{args.patience}, pruner {args.pruner}, image size "
-                f"{args.image_size or 'native'}, confirm top {args.confirm_top} x "
-                f"{args.confirm_seeds} seeds in {args.reserve:.0%} of the budget; "
+    cfg = study_config(args.datasets[0], "tunelab", 0, out, args)
+    settings = (f"{args.seconds:g} s per method; tunelab's defaults for the data "
+                f"(config.lab_defaults) unless flagged: objective {cfg.objective.metric}, "
+                f"model {cfg.model}, max_epochs {cfg.max_epochs}, patience "
+                f"{cfg.early_stopping.patience}, pruner {cfg.pruner.kind} (warm-up "
+                f"{cfg.pruner.n_warmup_steps} epochs), image size "
+                f"{args.image_size or 'native'}, space {', '.join(cfg.space)}; confirm top "
+                f"{args.confirm_top} x {args.confirm_seeds} seeds in {args.reserve:.0%} of the "
+                f"budget; each study in a fresh process: {not args.in_one_process}; "
                 f"total run time {total / 60:.1f} min")
     text = summary(rows, settings)
     (out / "summary.md").write_text(text)

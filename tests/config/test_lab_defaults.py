@@ -1,0 +1,53 @@
+"""On a lab's own data (any source but the bundled digits) the keys a user leaves out take
+``config.lab_defaults()``; digits keeps its defaults; a stored study keeps its own values."""
+
+from tunelab.config import config_from_dict, default_space, lab_defaults, load_config
+from tunelab.identity import merge_stored
+
+NPZ = "/data/breastmnist.npz"  # the config never opens the file
+
+
+def test_a_lab_dataset_gets_the_lab_defaults():
+    config = load_config(None, {"dataset.source": NPZ})
+    lab = lab_defaults()
+    assert config.objective.metric == "val_auc"
+    assert config.space == lab["space"]
+    assert {"class_weight", "rotation", "width_shift", "horizontal_flip"} <= set(config.space)
+    assert config.space["learning_rate"]["low"] == 1e-5 and "loss" not in config.space
+    assert (config.max_epochs, config.early_stopping.patience) == (30, 6)
+    assert (config.pruner.kind, config.pruner.n_warmup_steps) == ("median", 5)
+    assert config.study_name == "breastmnist-lenet"
+
+
+def test_digits_keeps_its_defaults():
+    config = load_config(None, {})
+    assert config.objective.metric == "val_accuracy" and config.space == default_space()
+    assert (config.max_epochs, config.early_stopping.patience) == (15, 5)
+    assert config.pruner.n_warmup_steps == 2
+
+
+def test_keys_the_user_gives_win_and_sections_merge():
+    mine = {"learning_rate": [1e-3], "n_base": [4]}
+    config = load_config(None, {"dataset.source": NPZ, "objective.kind": "penalized",
+                                "max_epochs": 4, "space": mine,
+                                "pruner": {"kind": "none"}})
+    assert (config.objective.kind, config.objective.metric) == ("penalized", "val_auc")
+    assert config.max_epochs == 4 and config.space == mine
+    assert config.pruner.kind == "none" and config.pruner.n_warmup_steps == 5
+    # a model list searches the families over the lab space
+    config = load_config(None, {"dataset.source": NPZ, "model": ["lenet", "alexnet"]})
+    assert config.space["model"] == ["lenet", "alexnet"] and "class_weight" in config.space
+
+
+def test_a_stored_study_keeps_the_defaults_it_was_made_with():
+    """A study created before these defaults (digits-style space, val_accuracy) resumed with
+    just its dataset keeps every stored value: a change of defaults never alters it."""
+    before = config_from_dict({"dataset": {"source": NPZ}, "space": default_space(),
+                               "objective": {"metric": "val_accuracy"}, "max_epochs": 15,
+                               "early_stopping": {"patience": 5},
+                               "pruner": {"n_startup_trials": 3, "n_warmup_steps": 2}})
+    merged = merge_stored(before.to_dict(), {"dataset": {"source": NPZ}},
+                          study_name=before.study_name, storage=None)
+    resumed = config_from_dict(merged)
+    assert resumed.objective.metric == "val_accuracy" and resumed.space == default_space()
+    assert (resumed.max_epochs, resumed.pruner.n_warmup_steps) == (15, 2)
