@@ -161,3 +161,30 @@ def fail_own_running(study: optuna.Study, reason: str) -> list[int]:
         except Exception:
             pass
     return failed
+
+
+def fail_orphans_of_stop(study: optuna.Study, reason: str) -> list[int]:
+    """After a stop (Ctrl-C, SIGTERM), once its workers have exited: fail the RUNNING trials
+    whose owner on this host is gone, with ``reason`` (``KeyboardInterrupt: ...`` makes
+    their MLflow runs end KILLED). A worker that the stop caught where it could not record
+    its trial's end would otherwise leave the trial and its run RUNNING until the next
+    process that checks the budget. Trials of live processes and of other hosts are left
+    alone; nothing is retried (an interrupted trial is not, either)."""
+    failed = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        owner = trial.system_attrs.get(OWNER) or {}
+        if owner.get("host") != socket.gethostname() or owner.get("pid") is None:
+            continue
+        started = process_started(int(owner["pid"]))
+        alive = started is not None and (owner.get("started") is None
+                                         or abs(started - float(owner["started"])) <= 1)
+        if alive:
+            continue
+        try:
+            study._storage.set_trial_user_attr(trial._trial_id, "reason", reason)
+            study._storage.set_trial_user_attr(trial._trial_id, "state", "FAILED")
+            if study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):
+                failed.append(trial.number)
+        except (optuna.exceptions.UpdateFinishedTrialError, KeyError, RuntimeError):
+            continue  # it ended meanwhile
+    return failed

@@ -414,6 +414,14 @@ def _run_worker_processes(config: StudyConfig, tracking_uri: str, deadline: floa
                                    "trial failed, see the reasons above")
     except KeyboardInterrupt as interrupt:
         _stop_workers(running, interrupt)
+        from tunelab.search.liveness import fail_orphans_of_stop
+
+        kind = "Terminated" if isinstance(interrupt, Terminated) else "KeyboardInterrupt"
+        orphans = fail_orphans_of_stop(study, f"{kind}: stopped; its worker exited before "
+                                              "it recorded the trial's end")
+        if orphans:
+            print(f"tunelab: trial(s) {', '.join(map(str, orphans))} marked failed: the stop "
+                  "caught their worker before it recorded them", file=sys.stderr, flush=True)
         raise
     finally:
         for proc in running:

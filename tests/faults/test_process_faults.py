@@ -161,6 +161,32 @@ def test_reaper_fails_a_dead_owners_trial_and_retries_it_once(tmp_path):
     assert len([t for t in study.trials if t.state.name == "WAITING"]) == 1  # the other retry
 
 
+def test_after_a_stop_the_parent_fails_its_exited_workers_trials_only(tmp_path):
+    """``tune``'s parent, once a stop's workers have exited, fails a trial whose owner on
+    this host is gone (KILLED wording for its run, no retry); a live owner's trial and
+    another host's stay RUNNING."""
+    import socket
+    import subprocess
+
+    from tunelab.search.liveness import OWNER, fail_orphans_of_stop
+    from tunelab.search.study import ended_trials
+
+    study = _study(tmp_path)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    owners = [{"host": socket.gethostname(), "pid": gone.pid, "started": 1.0},
+              {"host": socket.gethostname(), "pid": os.getpid(), "started": None},
+              {"host": "elsewhere", "pid": gone.pid, "started": 1.0}]
+    for owner in owners:
+        trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+        study._storage.set_trial_system_attr(trial._trial_id, OWNER, owner)
+    assert fail_orphans_of_stop(study, "KeyboardInterrupt: stopped") == [0]
+    assert [t.state.name for t in study.trials] == ["FAIL", "RUNNING", "RUNNING"]
+    assert ended_trials(study) == {0: "KILLED"}
+    assert not [t for t in study.trials if t.state.name == "WAITING"]
+    assert fail_orphans_of_stop(study, "KeyboardInterrupt: stopped") == []
+
+
 def test_heartbeat_thread_beats_without_epochs(tmp_path):
     from tunelab.search.liveness import HEARTBEAT, OWNER, OwnerHooks
 
