@@ -59,7 +59,7 @@ DATASETS = {"digits": "digits",
             "breastmnist": str(SHARED / "breastmnist.npz"),
             "pneumoniamnist": str(SHARED / "pneumoniamnist.npz")}
 TUNELAB_METHODS = ("best_validation", "gap_penalized", "rule", "confirm_mean", "confirm_lcb",
-                   "ensemble")
+                   "ensemble", "cv_from_start")
 REFERENCES = ("kt-hyperband", "kt-random")
 # --quick only: a space small enough for seconds of digits
 QUICK_SPACE = {"learning_rate": {"low": 1.0e-3, "high": 1.0e-2, "log": True},
@@ -137,10 +137,15 @@ class Probe:
         self.finished[record.number] = time.time()
         return None
 
+    def save_out_of_fold(self, study, record, out_of_fold):
+        """A cross-validated trial keeps no model (the cv part retrains its pick)."""
+        self.finished[record.number] = time.time()
+        return None
+
 
 # -- runs -----------------------------------------------------------------------------------
 def study_config(name: str, tag: str, seed: int, tmp: Path, args, engine: str = "optuna",
-                 kt_kind: str = "hyperband"):
+                 kt_kind: str = "hyperband", cv_folds: int = 1):
     """The study a user gets from ``tunelab tune --dataset <file> --timeout <seconds>``
     (tunelab's defaults for that data: ``config.lab_defaults`` on the .npz files), with
     tracking off, a throw-away storage, and the benchmark's own selection (``rule``: it
@@ -148,7 +153,8 @@ def study_config(name: str, tag: str, seed: int, tmp: Path, args, engine: str = 
     from tunelab.config import config_from_dict
 
     raw = {"study_name": f"{tag}-s{seed}",
-           "dataset": {"source": DATASETS[name], "image_size": args.image_size or "auto"},
+           "dataset": {"source": DATASETS[name], "image_size": args.image_size or "auto",
+                       "cv_folds": cv_folds},
            "n_trials": args.n_trials, "timeout": args.seconds, "seed": seed,
            "tracking": False, "storage": str(tmp / tag / "optuna.journal"),
            "checkpoints": {"keep_top": 0}, "engine": engine, "selection": {"method": "rule"}}
@@ -211,6 +217,8 @@ def run_seed(name: str, seed: int, args, tmp: Path,
     out = []
     if "tunelab" in parts:
         out += run_tunelab(name, seed, args, tmp, data, holdout)
+    if "tunelab-cv" in parts:
+        out += run_tunelab_cv(name, seed, args, tmp, data, holdout)
     # references on the same budget and hold-out
     for ref, kind in (("kt-hyperband", "hyperband"), ("kt-random", "random")):
         if ref not in args.references or ref not in parts:
@@ -226,6 +234,41 @@ def run_seed(name: str, seed: int, args, tmp: Path,
     for e in out:
         e.update(dataset=name, seed=seed)
     return out
+
+
+def run_tunelab_cv(name: str, seed: int, args, tmp: Path, data, holdout) -> list[dict]:
+    """Cross-validated selection from the start: every trial is a ``--cv-folds``-fold CV on
+    train + validation (``dataset.cv_folds``), the pick is the best CV mean, and its model is
+    what ``tunelab register`` makes of it: retrained on the whole pool for the folds' mean
+    best epoch (that retraining's time is reported, outside the budget, as register's is)."""
+    from tunelab import wiring
+    from tunelab.models import Head
+    from tunelab.models.training import predict_proba
+    from tunelab.registering import retrain
+    from tunelab.search.selection import records_from_study
+    from tunelab.search.selection_methods import choose
+
+    config = study_config(name, "tunelab-cv", seed, tmp, args, cv_folds=args.cv_folds)
+    rule = wiring.objective_rule(config)
+    probe = Probe(holdout, data.val, data.n_classes)
+    study, started = search(config, data, probe, args.seconds)
+    records = records_from_study(study, rule.metric)
+    c = choose(records, "best_validation", rule)
+    if c.chosen is None:
+        return [{"method": "cv_from_start", "trial": None, "n_trials": len(records)}]
+    t0 = time.time()
+    model, meta = retrain(config, data, c.chosen)
+    probs = predict_proba(model, Head(meta["loss"], data.n_classes), holdout.x)
+    return [pick_entry("cv_from_start", c.chosen.number, c.chosen.value, probe, holdout, seed,
+                       probs=probs, extra={"n_trials": len(records),
+                                           "retrain_seconds": round(time.time() - t0, 1),
+                                           "cv_folds": args.cv_folds})]
+
+
+def smallest_val_class(name: str, args) -> int:
+    """Images of the smallest class in the searched validation split (seed 0's carving)."""
+    data, _ = carve(name, 0, args.image_size)
+    return int(np.bincount(data.val.y, minlength=data.n_classes).min())
 
 
 def run_tunelab(name: str, seed: int, args, tmp: Path, data, holdout) -> list[dict]:
@@ -383,6 +426,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--confirm-seeds", type=int, default=2)
     parser.add_argument("--default", default="confirm_mean")
     parser.add_argument("--references", nargs="*", default=list(REFERENCES))
+    parser.add_argument("--cv-folds", type=int, default=3,
+                        help="cv_from_start: folds per trial, run where the validation split "
+                             "has fewer than 50 images of its smallest class (0: never)")
+    parser.add_argument("--parts", nargs="+", default=None,
+                        choices=["tunelab", "tunelab-cv", *REFERENCES],
+                        help="the studies to run (default: all that apply)")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" /
                                              "selection_quality"))
     parser.add_argument("--in-one-process", action="store_true",
@@ -408,12 +457,16 @@ def main(argv: list[str] | None = None) -> None:
         return None
     began = time.time()
     rows: list[dict] = []
-    parts = ("tunelab", *[r for r in REFERENCES if r in args.references])
     with tempfile.TemporaryDirectory(prefix="tunelab-selq-") as tmp:
         for name in args.datasets:
+            parts = args.parts or (
+                "tunelab", *(["tunelab-cv"] if args.cv_folds >= 2
+                             and smallest_val_class(name, args) < 50 else []),
+                *[r for r in REFERENCES if r in args.references])
             for seed in args.seeds:
                 if args.in_one_process:
-                    rows += run_seed(name, seed, args, Path(tmp) / f"{name}-{seed}")
+                    rows += run_seed(name, seed, args, Path(tmp) / f"{name}-{seed}",
+                                     parts=parts)
                 else:
                     for part in parts:
                         rows += run_child(argv, name, seed, part, out)
