@@ -70,7 +70,8 @@ class LoggedModel:
     model_uri: str
 
 
-def log_model(*, tracking_uri: str, experiment_name: str, keras_path: str | Path,
+def log_model(*, tracking_uri: str, experiment_name: str,
+              keras_path: str | Path | Sequence[str | Path],
               meta: Mapping[str, Any], input_example: np.ndarray, tags: Mapping[str, Any],
               metrics: Mapping[str, float], report: Mapping[str, Any]) -> LoggedModel:
     """A registration run with the pyfunc model and the report, in the study's
@@ -78,7 +79,9 @@ def log_model(*, tracking_uri: str, experiment_name: str, keras_path: str | Path
     experiment and runs by tags (``tags`` may carry ``TRIAL_RUN_TAG``, ``STUDY_RUN_TAG``).
 
     ``report`` maps artifact names to figures (``.png``), text (``.txt``) or dicts
-    (``.json``)."""
+    (``.json``). ``keras_path``: one .keras file (an ``ImageClassifier``), or a list of
+    several (an ``EnsembleClassifier`` of those members, in that order)."""
+    members = [keras_path] if isinstance(keras_path, (str, Path)) else list(keras_path)
     uri = resolve_tracking_uri(tracking_uri)
     client = MlflowClient(uri)
     mlflow.set_tracking_uri(uri)
@@ -115,9 +118,15 @@ def log_model(*, tracking_uri: str, experiment_name: str, keras_path: str | Path
             # Pickle the wrapper by value: the model then loads without tunelab installed.
             cloudpickle.register_pickle_by_value(pyfunc_model)
             try:
+                if len(members) == 1:
+                    python_model = pyfunc_model.ImageClassifier()
+                    artifacts = {"model": str(members[0])}
+                else:
+                    python_model = pyfunc_model.EnsembleClassifier()
+                    artifacts = {f"model_{i}": str(p) for i, p in enumerate(members)}
                 info = mlflow.pyfunc.log_model(
-                    name="model", python_model=pyfunc_model.ImageClassifier(),
-                    artifacts={"model": str(keras_path), "meta": str(meta_path)},
+                    name="model", python_model=python_model,
+                    artifacts={**artifacts, "meta": str(meta_path)},
                     signature=pyfunc_model.signature(meta["class_names"],
                                                      bool(meta.get("calibration"))),
                     input_example=input_example, pip_requirements=pip_requirements())

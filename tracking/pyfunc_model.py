@@ -210,10 +210,15 @@ class ImageClassifier(mlflow.pyfunc.PythonModel):
 
 
 class EnsembleClassifier(ImageClassifier):
-    """Several members' averaged probabilities as one model (an ensemble of the top
-    confirmed candidates). Artifacts: ``model_0``, ``model_1``, ... (.keras files) and
-    ``meta`` (as ``ImageClassifier``'s, plus per-member ``losses``); the threshold, when
-    stored, applies to the averaged probabilities."""
+    """Several members' averaged probabilities as one model (``tunelab register --ensemble
+    K``: the top K confirmed candidates). Artifacts: ``model_0``, ``model_1``, ... (.keras
+    files) and ``meta`` (as ``ImageClassifier``'s, with ``losses``: each member's loss).
+
+    Its *outputs* are the mean of the members' probabilities, so everything downstream
+    treats it as one softmax model (``meta["loss"]`` is ``categorical_crossentropy``): the
+    stored calibration is fitted on those outputs (temperature on their logarithm) and the
+    stored threshold applies to the calibrated mean; without a calibration the columns are
+    the raw mean, named ``score_<class>``."""
 
     def __init__(self, models: Sequence[Any] = (), meta: Mapping[str, Any] | None = None):
         super().__init__(None, meta)
@@ -226,22 +231,27 @@ class EnsembleClassifier(ImageClassifier):
             self.meta = json.load(f)
         names = sorted((k for k in context.artifacts if k.startswith("model_")),
                        key=lambda k: int(k.split("_")[1]))
-        self.models = [keras.saving.load_model(context.artifacts[k], compile=False)
-                       for k in names]
+        self.models = [keras.saving.load_model(context.artifacts[k], compile=False,
+                                               safe_mode=True) for k in names]
 
     def member_probabilities(self, x: np.ndarray) -> np.ndarray:
         losses = self.meta.get("losses") or [self.meta["loss"]] * len(self.models)
         return np.stack([probabilities(m.predict(x, batch_size=256, verbose=0), loss)
                          for m, loss in zip(self.models, losses, strict=True)])
 
-    def predict(self, context, model_input, params=None) -> pd.DataFrame:
+    def outputs(self, model_input) -> np.ndarray:
+        """The mean of the members' probabilities of raw 8-bit images."""
         x = prepare_images(model_input, self.meta["input_shape"])
-        probs = self.member_probabilities(x).mean(axis=0)
+        return self.member_probabilities(x).mean(axis=0)
+
+    def predict(self, context, model_input, params=None) -> pd.DataFrame:
+        mean = self.outputs(model_input)
+        calibration = self.meta.get("calibration") or {}
+        calibrated = "calibrator" in calibration
+        probs = calibrated_probabilities(mean, calibration) if calibrated else mean
         names = list(self.meta["class_names"])
-        # members' probabilities are not calibrated as one model: "score_" columns; a stored
-        # operating point (meta["calibration"]["threshold"]) applies to their mean
-        frame = pd.DataFrame(probs, columns=probability_columns(names, calibrated=False))
-        frame.insert(0, "label", [names[i] for i in decide(probs, self.meta.get("calibration"))])
+        frame = pd.DataFrame(probs, columns=probability_columns(names, calibrated))
+        frame.insert(0, "label", [names[i] for i in decide(probs, calibration or None)])
         return frame
 
 

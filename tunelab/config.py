@@ -175,6 +175,9 @@ class RegistryConfig:
     # validation split: accuracy | youden | {sensitivity: 0.9}; null: 0.5 (argmax)
     threshold: Any = None
     bootstrap_resamples: int = 2000  # stratified, seeded bootstrap of the evaluation intervals
+    # k >= 2: register the mean of the top k confirmed candidates' probabilities as one model
+    # (confirm_* selection; tunelab register --ensemble k); 1: the single pick
+    ensemble: int = 1
 
 
 @dataclass(frozen=True)
@@ -732,6 +735,7 @@ def _check_selection(config: StudyConfig) -> None:
     _positive("checkpoints.keep_top", config.checkpoints.keep_top, allow_zero=True)
     _positive("registry.gradcam_images_per_class", config.registry.gradcam_images_per_class)
     _positive("registry.bootstrap_resamples", config.registry.bootstrap_resamples)
+    _positive("registry.ensemble", config.registry.ensemble)
     _check_threshold_rule(config.registry.threshold)
 
     sel = config.selection

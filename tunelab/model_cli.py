@@ -38,6 +38,10 @@ def add_parsers(sub) -> None:
     reg.add_argument("--force", action="store_true",
                      help="move 'champion' even to a worse version; with no trial passing the "
                      "rule, register the best objective")
+    reg.add_argument("--ensemble", type=int, metavar="K", default=None,
+                     help="register the mean of the top K confirmed candidates' probabilities "
+                     "as one model (K >= 2; a confirm_* selection); default registry.ensemble "
+                     "(1: the single pick)")
 
     ev = sub.add_parser(
         "evaluate", help="clinical evaluation of a registered model on a test split",
@@ -129,7 +133,12 @@ def run(args: argparse.Namespace) -> int:
         registering.print_selection(selection)
         return 0 if selection.chosen is not None else 3
     if args.command == "register":
-        registering.register(args.name, args.study_name, args.storage, force=args.force)
+        if args.ensemble is not None and args.ensemble < 1:
+            from tunelab.config import ConfigError
+
+            raise ConfigError(f"--ensemble: {args.ensemble} must be >= 1")
+        registering.register(args.name, args.study_name, args.storage, force=args.force,
+                             ensemble=args.ensemble)
         return 0
     if args.command == "evaluate":
         registering.evaluate_model(args.model_uri, args.dataset, args.split,

@@ -182,14 +182,42 @@ def retrain(config: StudyConfig, data, record):
                          feature_cache_dir=feature_cache_dir(config))
 
 
+def ensemble_members(config: StudyConfig, selection, k: int, out=None) -> list:
+    """The records of the top ``k`` confirmed candidates of ``selection`` (best first), or
+    [] for a single model: ``k`` < 2, or (said on ``out``) fewer than 2 confirmed."""
+    out = out or sys.stdout
+    if k < 2:
+        return []
+    if (config.dataset.cv_folds or 1) > 1:
+        raise ConfigError("--ensemble / registry.ensemble: a cross-validated study's trials "
+                          "keep no single model each to average; register the single pick")
+    choice = selection.choice
+    members = [c.record for c in choice.candidates][:k] if (
+        choice is not None and choice.confirmed) else []
+    if len(members) < 2:
+        print(f"tunelab: --ensemble {k}: {len(members)} confirmed candidate(s) (selection."
+              f"method {config.selection.method!r}); registering the single pick",
+              file=out)
+        return []
+    if len(members) < k:
+        print(f"tunelab: --ensemble {k}: only {len(members)} confirmed candidates; the "
+              f"ensemble has {len(members)} members", file=out)
+    return members
+
+
 def register(name: str, study_name: str | None = None, storage: str | None = None, *,
-             force: bool = False, out=None) -> Registration:
+             force: bool = False, ensemble: int | None = None, out=None) -> Registration:
     """Select, produce, log and register the trial's model; move ``champion`` if it is no
-    worse than the current champion on this study's validation images (or ``force``)."""
+    worse than the current champion on this study's validation images (or ``force``).
+
+    ``ensemble`` (default ``registry.ensemble``): k >= 2 registers the mean of the top k
+    confirmed candidates' probabilities as one model (``EnsembleClassifier``), calibrated
+    and thresholded on the validation images as one model; the version's trial is its
+    first member, Grad-CAM shows that member."""
 
     from tunelab.models.gradcam import gradcam_examples
     from tunelab.tracking import model_registry, plots
-    from tunelab.tracking.pyfunc_model import ImageClassifier
+    from tunelab.tracking.pyfunc_model import EnsembleClassifier, ImageClassifier
 
     out = out or sys.stdout
     opened = open_finished_study(study_name, storage)
@@ -202,13 +230,37 @@ def register(name: str, study_name: str | None = None, storage: str | None = Non
         record = selection.best_by_objective
         print(f"tunelab: --force: no trial passes the rule; registering trial "
               f"{record.number}, the best objective", file=out)
+    members = ensemble_members(config, selection, config.registry.ensemble
+                               if ensemble is None else ensemble, out)
+    if members:
+        record = members[0]
     data = load_data(config)
-    model, meta, source, keras_path = trial_model(config, data, record)
-    if meta.get("data_fingerprint") not in (None, data.fingerprint()):
-        raise ConfigError(f"the data of study {config.study_name!r} changed since trial "
-                          f"{record.number} was trained (fingerprint {data.fingerprint()} != "
-                          f"{meta['data_fingerprint']}); restore the data or run a new study")
+    built = []
+    for member in members or [record]:
+        model, meta, source, keras_path = trial_model(config, data, member)
+        if meta.get("data_fingerprint") not in (None, data.fingerprint()):
+            raise ConfigError(f"the data of study {config.study_name!r} changed since trial "
+                              f"{member.number} was trained (fingerprint "
+                              f"{data.fingerprint()} != {meta['data_fingerprint']}); restore "
+                              "the data or run a new study")
+        built.append((model, meta, source, keras_path))
+    model, meta, source, keras_path = built[0]  # the single model, or the first member
     meta = {**meta, "trial": record.number, "study": config.study_name}
+    if members:  # one softmax-like model: its outputs are the members' mean probabilities
+        numbers = [m.number for m in members]
+        meta = {**meta, "loss": "categorical_crossentropy",
+                "losses": [b[1]["loss"] for b in built], "members": numbers,
+                "member_params": [dict(m.params) for m in members]}
+        origins = "; ".join(f"trial {m.number}: {b[2]}"
+                            for m, b in zip(members, built, strict=True))
+        source = (f"ensemble of trials {', '.join(map(str, numbers))} (mean of their "
+                  f"probabilities; {origins})")
+    models = [b[0] for b in built]
+
+    def predictor(meta_now):
+        return (EnsembleClassifier(models, meta_now) if members
+                else ImageClassifier(model, meta_now))
+
     raw_val = to_uint8(data.val.x)
     # Calibration and the operating point travel inside the model. They are fitted out of
     # sample: on the validation outputs, or, for a model retrained on train + validation,
@@ -218,10 +270,10 @@ def register(name: str, study_name: str | None = None, storage: str | None = Non
         calibration = fit_model_calibration(config, data, oof.y, oof.outputs, meta,
                                             fitted_on="out-of-fold predictions")
     else:
-        calibration = fit_model_calibration(config, data, data.val.y, ImageClassifier(
-            model, meta).outputs(raw_val), meta, fitted_on="validation")
+        calibration = fit_model_calibration(config, data, data.val.y, predictor(
+            meta).outputs(raw_val), meta, fitted_on="validation")
     meta["calibration"] = calibration.to_dict()
-    candidate = ImageClassifier(model, meta)
+    candidate = predictor(meta)
     val_accuracy = model_registry.accuracy(candidate, raw_val, data.val.y, data.class_names)
     test_metrics: dict[str, float] = {}
     if data.test is not None:  # evaluated once, here; never seen by selection
@@ -229,7 +281,7 @@ def register(name: str, study_name: str | None = None, storage: str | None = Non
             candidate, to_uint8(data.test.x), data.test.y, data.class_names),
             "test_images": float(len(data.test))}
         if calibration.threshold is not None:  # the operating point against argmax
-            at_argmax = ImageClassifier(model, {**meta, "calibration": {
+            at_argmax = predictor({**meta, "calibration": {
                 **meta["calibration"], "threshold": None}})
             test_metrics["test_accuracy_argmax"] = model_registry.accuracy(
                 at_argmax, to_uint8(data.test.x), data.test.y, data.class_names)
@@ -268,21 +320,26 @@ def register(name: str, study_name: str | None = None, storage: str | None = Non
             layer_name=config.registry.gradcam_layer)
         report["gradcam.png"] = plots.gradcam_figure(
             images, cams, titles, n_cols=max(per_class, 2) * 2,
-            title=f"Grad-CAM ({layer}), trial {record.number}")
+            title=f"Grad-CAM ({layer}), trial {record.number}"
+                  + (" (the ensemble's first member)" if members else ""))
     except ValueError as err:  # an MLP has no conv layer; a bad layer name is reported
         if config.registry.gradcam_layer:
             raise ConfigError(str(err)) from None
         report["gradcam.txt"] = f"no Grad-CAM: {err}"
 
     with tempfile.TemporaryDirectory(prefix="tunelab-model-") as tmp:
-        if keras_path is None:
-            keras_path = Path(tmp) / "model.keras"
-            model.save(keras_path)
+        paths = []
+        for i, (m, _, _, path) in enumerate(built):
+            if path is None:
+                path = Path(tmp) / f"model_{i}.keras"
+                m.save(path)
+            paths.append(path)
         summary = record.extra.get("summary") or {}
         metrics = {"val_accuracy": val_accuracy, **test_metrics,
                    **{k: v for k, v in summary.items() if isinstance(v, (int, float))}}
         trial_attrs = opened.study.trials[record.number].user_attrs
         tags = {"tunelab.study": config.study_name, "tunelab.trial": record.number,
+                **({"tunelab.ensemble": meta["members"]} if members else {}),
                 "data_fingerprint": data.fingerprint(), "class_names": list(data.class_names),
                 "model_source": source,
                 # links back to the study's runs (the registration run lives in its own
@@ -291,9 +348,11 @@ def register(name: str, study_name: str | None = None, storage: str | None = Non
                 model_registry.STUDY_RUN_TAG: opened.study.user_attrs.get(
                     "mlflow_parent_run_id")}
         logged = model_registry.log_model(
-            tracking_uri=uri, experiment_name=config.study_name, keras_path=keras_path,
+            tracking_uri=uri, experiment_name=config.study_name,
+            keras_path=paths if members else paths[0],
             meta={k: meta[k] for k in ("loss", "class_names", "input_shape", "trial", "study",
-                                       "model", "params", "calibration")},
+                                       "model", "params", "calibration", "losses", "members",
+                                       "member_params") if k in meta},
             input_example=raw_val[:2], tags=tags, metrics=metrics, report=report)
     version_tags = {**tags, "objective": record.value, "val_metric": record.metric,
                     "gap_accuracy": record.gap, "overfitting": record.overfitting,
@@ -308,7 +367,9 @@ def register(name: str, study_name: str | None = None, storage: str | None = Non
         model_registry.tag_version(uri, name, version, {"tunelab.champion_refused": compared})
     reg = Registration(name, version, record.number, move, compared, val_accuracy,
                        test_metrics, source, logged.run_id)
-    print(f"registered {name} version {version} from trial {record.number} ({source})\n"
+    print(f"registered {name} version {version} from "
+          + (f"an ensemble of trials {', '.join(map(str, meta['members']))}"
+             if members else f"trial {record.number}") + f" ({source})\n"
           f"compared: {compared}\n"
           + (f"alias {model_registry.CHAMPION!r} -> version {version}" if move else
              f"alias {model_registry.CHAMPION!r} stays on version {current.version} (the new "

@@ -104,3 +104,56 @@ def test_budget_split_between_search_and_confirmation():
     assert search_deadline(timed, 1000.0) == pytest.approx(1000.0 - 180.0)
     rule_only = load_config(None, {"timeout": 600, "selection": {"method": "rule"}})
     assert search_deadline(rule_only, 1000.0) == 1000.0 and trial_budget(rule_only) == 20
+
+
+def test_register_an_ensemble_of_the_confirmed_candidates(study, capsys):
+    """`register --ensemble 2`: one pyfunc model whose probabilities are the stored
+    calibration applied to the mean of the two confirmed candidates' probabilities, with the
+    candidates' own weights, loadable by MLflow alone; `evaluate` takes it as one model."""
+    import json
+
+    import mlflow
+    import numpy as np
+
+    from tunelab.models.model_files import load_checkpoint
+    from tunelab.registering import evaluate_model, register, to_uint8
+    from tunelab.tracking.pyfunc_model import (
+        EnsembleClassifier,
+        calibrated_probabilities,
+        prepare_images,
+        probabilities,
+    )
+    from tunelab.wiring import checkpoint_store
+
+    _, raw = study
+    opened = open_finished_study("tiny", raw["storage"])
+    ranked = [c.record.number for c in best("tiny", raw["storage"]).choice.candidates][:2]
+    reg = register("tiny-ensemble", "tiny", raw["storage"], ensemble=2)
+    assert f"an ensemble of trials {ranked[0]}, {ranked[1]}" in capsys.readouterr().out
+    client = MlflowClient(raw["tracking_uri"])
+    version = client.get_model_version("tiny-ensemble", reg.version)
+    assert json.loads(version.tags["tunelab.ensemble"]) == ranked
+    mlflow.set_tracking_uri(raw["tracking_uri"])
+    loaded = mlflow.pyfunc.load_model(f"models:/tiny-ensemble/{reg.version}")
+    inner = loaded.unwrap_python_model()
+    assert isinstance(inner, EnsembleClassifier) and len(inner.models) == 2
+    data = load_data(opened.config)
+    images = to_uint8(data.val.x[:25])
+    frame = loaded.predict(images)
+    x = prepare_images(images, inner.meta["input_shape"])
+    members = []
+    for number, model in zip(ranked, inner.models, strict=True):
+        path = checkpoint_store(opened.config).path(number)
+        if path.is_file():  # the member is the trial's own checkpoint
+            kept, _ = load_checkpoint(path, compile=False)
+            np.testing.assert_allclose(model.predict(x, verbose=0),
+                                       kept.predict(x, verbose=0), atol=1e-6)
+        members.append(probabilities(model.predict(x, verbose=0), inner.meta["losses"][0]))
+    by_hand = calibrated_probabilities(np.mean(members, axis=0), inner.meta["calibration"])
+    columns = [f"prob_{c}" for c in data.class_names]
+    np.testing.assert_allclose(frame[columns].to_numpy(), by_hand, atol=1e-5)
+    assert list(frame["label"]) == [data.class_names[i] for i in by_hand.argmax(axis=1)]
+    result = evaluate_model(f"models:/tiny-ensemble/{reg.version}", split="val",
+                            tracking_uri=raw["tracking_uri"], study_name="tiny",
+                            storage=raw["storage"])
+    assert result.evaluation.report["split"]["n"] == len(data.val)
