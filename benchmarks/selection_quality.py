@@ -301,9 +301,11 @@ def run_tunelab(name: str, seed: int, args, tmp: Path, data, holdout) -> list[di
                        training=wiring.training_settings(config), seed=seed,
                        top=args.confirm_top, kind="seeds", runs=args.confirm_seeds,
                        records=early, log=lambda m: None,
-                       # equal wall time: no confirmation run starts after the budget (as in
-                       # `tune`); --quick's budget is trials, not time
-                       deadline=None if args.quick else started + args.seconds)
+                       # equal wall time: no confirmation run starts after the reserve (the
+                       # methods pick among the trials of the first (1 - reserve) x budget,
+                       # as `tune` would have stopped its search there); --quick's budget is
+                       # trials, not time
+                       deadline=None if args.quick else t0 + args.seconds * args.reserve)
     confirm_seconds = time.time() - t0
     early_numbers = {r.number for r in early}
     confirmed = [r for r in records_from_study(study, rule.metric) if r.number in early_numbers]
