@@ -385,6 +385,15 @@ def summary(rows: list[dict], settings: str) -> str:
                 f"{r['confirm_seconds']} of {r['confirm_budget']} reserved" for r in timed)
                 + "; trials (all / by the early cut): " + ", ".join(
                 f"{r['n_trials']}/{r['n_early']}" for r in timed)]
+        counts = []
+        for method, what in (("confirm_mean", "tunelab"), ("cv_from_start", "tunelab-cv"),
+                             ("kt-hyperband", "kt-hyperband"), ("kt-random", "kt-random")):
+            ns = [r["n_trials"] for r in rows if r["dataset"] == name and r["method"] == method
+                  and "n_trials" in r]
+            if ns:
+                counts.append(f"{what} {', '.join(map(str, ns))}")
+        if counts:
+            lines.append("trials completed per study (per seed): " + "; ".join(counts))
         thr = [r for r in mine if "acc_at_threshold" in r]
         if thr:
             lines.append("decision threshold (accuracy rule, fitted on validation) on the "
