@@ -151,13 +151,15 @@ def config_for(method: str, seed: int, tmp: Path, *, seconds: float, n_trials: i
         "dataset": {"source": source, "image_size": image_size},
         "space": SPACE, "n_trials": n_trials, "timeout": seconds, "max_epochs": max_epochs,
         "early_stopping": {"patience": 3}, "seed": seed, "tracking": tracking,
+        # pinned: on an .npz the keys left out would take the lab defaults (config.py)
+        "objective": {"metric": "val_accuracy"},
         "storage": str(tmp / method / "optuna.journal"),
         "tracking_uri": f"sqlite:///{tmp / method / 'mlflow.db'}",
         "checkpoints": {"keep_top": 0}, "engine": engine,
     }
     if engine == "optuna":
         raw["sampler"] = {"kind": kind}
-        raw["pruner"] = {"kind": pruner}
+        raw["pruner"] = {"kind": pruner, "n_startup_trials": 3, "n_warmup_steps": 2}
     else:
         raw["keras_tuner"] = {"kind": kind, "factor": 3,
                               "hyperband_iterations": 1 if n_trials else 1000,

@@ -107,6 +107,8 @@ def study(tmp: Path, name: str, *, tracking: bool, seed: int, n_trials: int, epo
                   "n_base": [4, 8], "dense_units": [16, 32], "batch_size": 64},
         "n_trials": n_trials, "max_epochs": epochs, "early_stopping": {"enabled": False},
         "pruner": {"kind": pruner, "n_startup_trials": 1, "n_warmup_steps": 0},
+        # pinned: on an .npz the keys left out would take the lab defaults (config.py)
+        "objective": {"metric": "val_accuracy"},
         "seed": seed, "tracking": tracking, "checkpoints": {"keep_top": 0},
         "storage": str(tmp / name / "optuna.journal"),
         "tracking_uri": f"sqlite:///{tmp / 'mlflow.db'}",
