@@ -169,3 +169,12 @@ def test_orchestration_quick(tmp_path):
     assert "data_loaded -> trial_ask" in tunelab["gap_breakdown"]["worker recycles"]
     assert 0 < number_after("tunelab wall / hand-glued loop wall =", out) < float("inf")
     assert "| **wall / steady epoch compute** |" in (tmp_path / "summary.md").read_text()
+
+
+def test_validation_pass_quick():
+    out = run_quick("validation_pass.py")
+    row = re.search(r"^16x16x1\s+288\s+([0-9.]+)\s+([0-9.]+)\s+([0-9.]+)$", out, re.M)
+    assert row, out[-2000:]
+    predict_ms, batches_ms, ratio = map(float, row.groups())
+    assert predict_ms > 0 and batches_ms > 0 and ratio == pytest.approx(
+        predict_ms / batches_ms, rel=0.05)
