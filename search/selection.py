@@ -198,6 +198,10 @@ class Selection:
             return (f"selected trial {chosen.number} by {choice.method}: {choice.reason}; "
                     f"confirmed {self.rule.metric} {c.mean:.4f}{spread} over {c.n} "
                     f"{c.kind} run(s) (search score {_num(chosen.value)})")
+        if chosen is not None and choice is not None and choice.chosen is not None \
+                and choice.chosen.number == chosen.number:
+            return (f"selected trial {chosen.number} by {choice.method}: {choice.reason} "
+                    f"({self.rule.metric} {_num(chosen.metric)}, gap {_num(chosen.gap)})")
         if chosen is None:
             return (f"no trial qualifies: every complete {front}trial has a gap above "
                     f"{self.rule.gap_tolerance:g}, rising validation loss, a violated "

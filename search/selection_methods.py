@@ -199,16 +199,21 @@ def trusted_pool(selection: Selection) -> list[TrialRecord]:
 def select_by_method(records: Iterable[TrialRecord], rule: ObjectiveRule, method: str = "rule",
                      *, top: int = 3, z: float = 1.0) -> Selection:
     """``selection.select`` (verdicts and reasons for every trial), then ``method`` over the
-    trials it trusts. A confirmation method without confirmations keeps the rule's pick and
-    says "not confirmed"."""
+    trials it trusts (every eligible trial when it trusts none). A confirmation method
+    without confirmations keeps the rule's pick and says "not confirmed"; when the rule
+    trusts no trial (on a small lab set every gap may exceed the tolerance), it takes the
+    best eligible objective instead of no pick, and says so."""
     base = select(records, rule)
     if method == "rule" or rule.multi:
         return base
     pool = trusted_pool(base)
     choice = choose(pool, method, rule, confirmations=confirmations_from_records(pool),
                     top=top, z=z)
-    if choice.chosen is None or (method.startswith("confirm") and not choice.confirmed):
+    if choice.chosen is None or (method.startswith("confirm") and not choice.confirmed
+                                 and base.chosen is not None):
         return dataclasses.replace(base, choice=choice)
+    # (not confirmed while the rule trusts no trial: the method's fallback, the best eligible
+    # objective, rather than no pick at all; its reason says "not confirmed")
     number = choice.chosen.number
     verdicts = []
     for v in base.verdicts:

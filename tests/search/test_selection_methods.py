@@ -118,3 +118,17 @@ def test_ensemble_probabilities_are_the_mean_of_its_members():
     a = [[0.9, 0.1], [0.2, 0.8]]
     b = [[0.5, 0.5], [0.4, 0.6]]
     np.testing.assert_allclose(ensemble_mean([a, b]), [[0.7, 0.3], [0.3, 0.7]])
+
+
+def test_unconfirmed_pick_when_the_rule_trusts_no_trial():
+    """Every gap above the tolerance (a small lab set) and no confirmation yet: a confirm_*
+    method falls back to the best eligible objective, not to no pick, and says why."""
+    from tunelab.search.selection_methods import select_by_method
+
+    records = [TrialRecord(0, 0.90, 0.90, 0.20), TrialRecord(1, 0.95, 0.95, 0.30)]
+    assert select(records, RULE).chosen is None
+    picked = select_by_method(records, RULE, "confirm_mean")
+    assert picked.chosen.number == 1 and not picked.choice.confirmed
+    assert "by confirm_mean: not confirmed" in picked.explanation()
+    assert "gap 0.3000" in picked.explanation()
+    assert select_by_method(records, RULE, "rule").chosen is None
