@@ -403,16 +403,10 @@ def plot(runs: list[dict], out: Path) -> list[Path]:
 def run_child(argv: list[str] | None, ds: str, seed: int, method: str, out: Path) -> dict:
     """One run in a fresh interpreter (same flags), so no run pays for an earlier one's
     graphs, leaks and caches."""
-    import subprocess
+    from fresh_process import run_in_fresh_process  # beside this script
 
-    result = out / f"run-{ds}-{seed}-{method}.json"
-    result.unlink(missing_ok=True)
-    flags = list(sys.argv[1:] if argv is None else argv)
-    subprocess.run([sys.executable, __file__, *flags, "--child", ds, str(seed), method],
-                   check=True)
-    run = json.loads(result.read_text())
-    result.unlink()
-    return run
+    return run_in_fresh_process(__file__, argv, [ds, str(seed), method],
+                                out / f"run-{ds}-{seed}-{method}.json")
 
 
 def main(argv: list[str] | None = None) -> None:

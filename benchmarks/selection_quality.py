@@ -406,16 +406,10 @@ def summary(rows: list[dict], settings: str) -> str:
 
 def run_child(argv: list[str] | None, name: str, seed: int, part: str, out: Path) -> list[dict]:
     """One study in a fresh interpreter: the same flags, one (dataset, seed, part)."""
-    import subprocess
+    from fresh_process import run_in_fresh_process  # beside this script
 
-    result = out / f"part-{name}-{seed}-{part}.json"
-    result.unlink(missing_ok=True)
-    flags = list(sys.argv[1:] if argv is None else argv)
-    subprocess.run([sys.executable, __file__, *flags, "--child", name, str(seed), part],
-                   check=True)
-    rows = json.loads(result.read_text())
-    result.unlink()
-    return rows
+    return run_in_fresh_process(__file__, argv, [name, str(seed), part],
+                                out / f"part-{name}-{seed}-{part}.json")
 
 
 def main(argv: list[str] | None = None) -> None:
