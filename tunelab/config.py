@@ -736,6 +736,10 @@ def _check_selection(config: StudyConfig) -> None:
     _positive("registry.gradcam_images_per_class", config.registry.gradcam_images_per_class)
     _positive("registry.bootstrap_resamples", config.registry.bootstrap_resamples)
     _positive("registry.ensemble", config.registry.ensemble)
+    if config.registry.ensemble > 1 and (config.dataset.cv_folds or 1) > 1:
+        raise ConfigError(f"registry.ensemble: {config.registry.ensemble} with dataset.cv_folds "
+                          f"{config.dataset.cv_folds}: a cross-validated study's trials keep no "
+                          "single model each to average; set registry.ensemble: 1")
     _check_threshold_rule(config.registry.threshold)
 
     sel = config.selection

@@ -51,3 +51,15 @@ def test_a_stored_study_keeps_the_defaults_it_was_made_with():
     resumed = config_from_dict(merged)
     assert resumed.objective.metric == "val_accuracy" and resumed.space == default_space()
     assert (resumed.max_epochs, resumed.pruner.n_warmup_steps) == (15, 2)
+
+
+def test_registry_ensemble_is_checked_before_anything_runs():
+    import pytest
+
+    from tunelab.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"registry.ensemble: 0 must be > 0"):
+        load_config(None, {"registry.ensemble": 0})
+    with pytest.raises(ConfigError, match=r"registry.ensemble: 3 with dataset.cv_folds 3"):
+        load_config(None, {"registry.ensemble": 3, "dataset.cv_folds": 3})
+    assert load_config(None, {"registry.ensemble": 3}).registry.ensemble == 3
