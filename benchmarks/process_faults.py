@@ -372,9 +372,21 @@ def main() -> int:
     with contextlib.nullcontext() if args.no_hog else cpu_hog():
         for name in args.cases:
             results = []
-            for _ in range(repeats):
+            for i in range(repeats):
+                root = Path(tempfile.mkdtemp(
+                    prefix=f"tunelab-faults-{name.replace('@', '-').replace(' ', '')}-"))
                 try:
-                    results.append(run_case(name))
+                    result = run_case(name, root)
+                    results.append(result)
+                    (root / "output.txt").write_text(result.get("out", ""))
+                    bad = [k for k in ("trials lost", "runs left RUNNING", "duplicated runs",
+                                       "replayed parameter sets") if result.get(k)]
+                    if "Traceback" in result.get("out", ""):
+                        bad.append("traceback")
+                    print(f"  {name} {i + 1}/{repeats}: exit {result['exit code']}, "
+                          f"{result['seconds to recover']} s"
+                          + (f", MISS ({', '.join(bad)}) kept in {root}" if bad else ""),
+                          flush=True)
                 except Exception as err:  # a case that cannot even start is a miss
                     results.append({"exit code": f"error: {err}"[:60], "trials lost": 1,
                                     "runs left RUNNING": 0, "duplicated runs": 0,

@@ -67,6 +67,8 @@ class Objective:
     no_repeats: bool = False  # grid: never train a grid point twice (retries aside)
     #: raises to stop (the shell's stop-signal check): before every trial, after every batch
     stop_check: Callable[[], None] | None = None
+    #: the block a trial's work runs in (``TrialLifecycle.stop_guard``)
+    stop_guard: Callable[[], Any] | None = None
     _lifecycle: TrialLifecycle | None = field(default=None, init=False, repr=False)
 
     @property
@@ -79,7 +81,7 @@ class Objective:
                 metric=self.metric, direction=self.direction, seed=self.seed, rule=self.rule,
                 checkpoints=self.checkpoints, feature_cache_dir=self.feature_cache_dir,
                 cv_folds=self.cv_folds, tensorboard=self.tensorboard,
-                stop_check=self.stop_check)
+                stop_check=self.stop_check, stop_guard=self.stop_guard)
             hooks = list(self.hooks)
             if self.heartbeat_interval:
                 hooks.append(OwnerHooks(self.heartbeat_interval))

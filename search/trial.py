@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -210,6 +211,9 @@ class TrialLifecycle:
     cv_folds: int = 1  # > 1: every trial is k-fold cross-validation (crossval.py)
     tensorboard: bool = False
     stop_check: Callable[[], None] | None = None  # raises to stop; called after every batch
+    #: a context manager factory the trial's work runs inside: the shell's, where a stop
+    #: signal waits for ``stop_check`` instead of landing inside TensorFlow
+    stop_guard: Callable[[], Any] | None = None
 
     def __post_init__(self):
         self.rule = self.rule or ObjectiveRule(self.metric, self.direction)
@@ -229,7 +233,17 @@ class TrialLifecycle:
         """Train ``params`` as ``trial``; raises ``optuna.TrialPruned``, ``TrialDiverged`` or
         the trial's own error after recording it. ``model``: already built (and seeded) by
         the caller (KerasTuner's hypermodel); ``prune``: report epochs and stop when the
-        study's pruner says so (otherwise only report)."""
+        study's pruner says so (otherwise only report). Runs inside ``stop_guard``: a stop
+        signal is raised by ``stop_check`` at a batch's end, never inside TensorFlow; one
+        that comes after the last batch lets the trial record its end first."""
+        guard = self.stop_guard() if self.stop_guard is not None else nullcontext()
+        with guard:
+            return self._run(trial, params, prune=prune, model=model, callbacks=callbacks,
+                             initial_epoch=initial_epoch, max_epochs=max_epochs)
+
+    def _run(self, trial: optuna.Trial, params: Mapping[str, Any], *, prune: bool,
+             model: Any, callbacks: Sequence[Any], initial_epoch: int,
+             max_epochs: int | None) -> TrialOutcome:
         from tunelab.models.training import model_summary, predict_proba, reset_session
 
         plan = self.plan(trial.number, params)

@@ -25,6 +25,8 @@ COPY_WINDOW = 20.0
 _last_stop = [float("-inf")]
 #: the interrupt the first stop signal raised: (class, message), or None
 _stopped: list[tuple[type[KeyboardInterrupt], str] | None] = [None]
+#: open ``stops_deferred`` blocks: while > 0, a stop is recorded but not raised
+_deferring = [0]
 
 
 def _on_stop(signum, frame) -> None:
@@ -42,8 +44,35 @@ def _on_stop(signum, frame) -> None:
     _last_stop[0] = now
     _stopped[0] = ((Terminated, f"signal {signum} (SIGTERM)") if signum == signal.SIGTERM
                    else (KeyboardInterrupt, ""))
+    if _deferring[0]:  # inside a trial: raised at the next check (a batch's end)
+        return
     kind, message = _stopped[0]
     raise kind(message)
+
+
+@contextlib.contextmanager
+def stops_deferred():
+    """Inside the block a stop signal is recorded, not raised; ``raise_if_stopped`` raises it
+    at the next check (training checks after every batch, the trial loop before every trial).
+
+    Why: a handler's ``KeyboardInterrupt`` lands at any bytecode, also inside Python code
+    that TensorFlow's C++ calls back (tracing a model's first step calls ``__import__``
+    from ``nest.flatten``). There the interrupt does not propagate: C++ sees "a result with
+    an exception set", and the step fails with an unrelated error ("Could not pack
+    sequence..."), so the trial ended FAILED with a traceback on the terminal instead of
+    KILLED, or its process died before it recorded anything (the RUNNING trial after a
+    Ctrl-C at a worker recycle, issue #14). Trials run their TensorFlow work inside this
+    block; the stop then waits at most until the current batch ends."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _deferring[0] += 1
+    try:
+        yield
+    finally:
+        _deferring[0] -= 1
 
 
 def raise_if_stopped() -> None:

@@ -215,7 +215,7 @@ def make_objective(config: StudyConfig, data, tracker, n_trials: int | None,
     ``progress`` receives its trials' events (``search/progress.py``), ``worker`` names this
     process in them."""
     from tunelab.search import Objective
-    from tunelab.signals import raise_if_stopped
+    from tunelab.signals import raise_if_stopped, stops_deferred
 
     return Objective(model_name=config.model, space=config.search_space, data=data,
                      training=training_settings(config), metric=config.objective.metric,
@@ -227,4 +227,4 @@ def make_objective(config: StudyConfig, data, tracker, n_trials: int | None,
                      cv_folds=config.dataset.cv_folds or 1, worker=worker,
                      heartbeat_interval=config.heartbeat_interval,
                      no_repeats=config.sampler.kind == "grid",
-                     stop_check=raise_if_stopped)
+                     stop_check=raise_if_stopped, stop_guard=stops_deferred)

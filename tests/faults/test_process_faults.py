@@ -343,6 +343,51 @@ def test_a_ctrl_c_swallowed_by_a_finalizer_still_stops_training():
     assert batches == [0], "training went on after the stop"
 
 
+def test_a_stop_during_tracing_waits_for_the_batch_end_inside_a_trial():
+    """The Ctrl-C at a worker recycle: the SIGINT landed while the trial's first step was
+    being traced, inside Python code that TensorFlow's C++ called back, and came out as
+    "SystemError: ... returned a result with an exception set" and a ValueError from
+    ``tape.gradient``: the trial FAILED with a traceback, or its worker died with it
+    RUNNING. Inside ``stops_deferred`` (where trials run) the signal is only recorded, and
+    the batch check raises it once the traced step has run."""
+    import signal
+
+    import keras
+    import numpy as np
+
+    from tunelab import signals
+    from tunelab.models.training import BatchCheck
+
+    armed = []
+
+    class SignalsWhileTraced(keras.layers.Layer):
+        def call(self, x):  # Python runs this while the step is traced
+            if armed and not armed[0]:
+                armed[0] = True
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.05)  # the handler runs here, inside the traced call
+            return x
+
+    batches = []
+    signals.handle_stop_signals()
+    try:
+        model = keras.Sequential([keras.Input((4,)), SignalsWhileTraced(),
+                                  keras.layers.Dense(2)])
+        model.compile("sgd", "mse")
+        count = keras.callbacks.LambdaCallback(
+            on_train_batch_end=lambda batch, logs: batches.append(batch))
+        armed.append(False)  # from the fit's first trace on
+        with signals.stops_deferred(), pytest.raises(KeyboardInterrupt):
+            model.fit(np.zeros((64, 4)), np.zeros((64, 2)), batch_size=8, epochs=3, verbose=0,
+                      callbacks=[count, BatchCheck(signals.raise_if_stopped)])
+        assert signals._deferring[0] == 0 and armed == [True]
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signals._stopped[0] = None
+    assert batches == [0], "the stop was raised inside the traced step, not at its end"
+
+
 def test_a_stop_while_a_trial_is_created_waits_for_its_owner(tmp_path):
     """A stop at the end of the append that creates a trial raised inside Optuna's ask: the
     trial stayed RUNNING with no owner, and the interrupted study left it so. It now waits
