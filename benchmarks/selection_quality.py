@@ -231,8 +231,9 @@ def run_seed(name: str, seed: int, args, tmp: Path,
         c = choose(recs, "best_validation", rule)
         out.append(pick_entry(ref, c.chosen and c.chosen.number, c.chosen and c.chosen.value,
                               p, holdout, seed, extra={"n_trials": len(recs)}))
+    smallest = int(np.bincount(data.val.y, minlength=data.n_classes).min())
     for e in out:
-        e.update(dataset=name, seed=seed)
+        e.update(dataset=name, seed=seed, smallest_val=smallest)
     return out
 
 
@@ -355,6 +356,36 @@ def med_range(values: list[float]) -> str:
     return f"{med:.3f} ({min(values):.3f}-{max(values):.3f})"
 
 
+def default_line(mine: list[dict]) -> list[str]:
+    """tunelab's default method on this data (``dataset.cv_folds`` and ``selection.method``
+    auto: cv_from_start when the validation split's smallest class has fewer than
+    ``CV_AUTO_BELOW`` images, else confirm_mean) against the issue's targets."""
+    from tunelab.config import CV_AUTO_BELOW
+
+    smallest = [r["smallest_val"] for r in mine if r.get("smallest_val") is not None]
+    if not smallest:
+        return []
+    default = "cv_from_start" if min(smallest) < CV_AUTO_BELOW else "confirm_mean"
+    ours = [r for r in mine if r["method"] == default]
+    hb = [r for r in mine if r["method"] == "kt-hyperband"]
+    if not ours:
+        return [f"tunelab's default on this data: {default} (not run here)"]
+
+    def med(rs, key):
+        vals = [r[key] for r in rs if r.get(key) is not None]
+        return statistics.median(vals) if vals else None
+
+    text = (f"**tunelab's default on this data: {default}** (the validation split's smallest "
+            f"class has {min(smallest)} images; cross-validated trials below "
+            f"{CV_AUTO_BELOW}): median hold-out AUC {med(ours, 'auc'):.3f}, accuracy "
+            f"{med(ours, 'acc'):.3f}, drop {med(ours, 'drop'):.3f} (target <= 0.03)")
+    if hb:
+        ahead = med(ours, "auc") > med(hb, "auc") and med(ours, "acc") > med(hb, "acc")
+        text += (f"; KerasTuner Hyperband {med(hb, 'auc'):.3f} / {med(hb, 'acc'):.3f}: "
+                 f"{'ahead in both' if ahead else 'NOT ahead in both'}")
+    return ["", text]
+
+
 def summary(rows: list[dict], settings: str) -> str:
     lines = [f"settings: {settings}", ""]
     for name in sorted({r["dataset"] for r in rows}):
@@ -394,6 +425,7 @@ def summary(rows: list[dict], settings: str) -> str:
                 counts.append(f"{what} {', '.join(map(str, ns))}")
         if counts:
             lines.append("trials completed per study (per seed): " + "; ".join(counts))
+        lines += default_line(mine)
         thr = [r for r in mine if "acc_at_threshold" in r]
         if thr:
             lines.append("decision threshold (accuracy rule, fitted on validation) on the "

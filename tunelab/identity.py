@@ -66,7 +66,7 @@ def config_identity(config: StudyConfig) -> dict[str, Any]:
             "objective": {"metric": config.objective.metric, "direction": config.direction,
                           "kind": config.objective.kind},
             "image_size": config.dataset.image_size, "color_mode": config.dataset.color_mode,
-            "cv_folds": config.dataset.cv_folds or 1, "engine": config.engine}
+            "cv_folds": config.dataset.folds, "engine": config.engine}
 
 
 def data_identity(config: StudyConfig, data) -> dict[str, Any]:

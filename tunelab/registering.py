@@ -174,7 +174,7 @@ def retrain(config: StudyConfig, data, record):
     seed = record.extra.get("seed")
     seed = config.seed + record.number if seed is None else int(seed)
     pooled = None
-    if (config.dataset.cv_folds or 1) > 1:
+    if config.dataset.folds > 1:
         best_epoch = (record.extra.get("summary") or {}).get("best_epoch") or record.best_epoch
         pooled = round(best_epoch or config.max_epochs)
     return retrain_trial(record.params, number=record.number, seed=seed, model=config.model,
@@ -188,7 +188,7 @@ def ensemble_members(config: StudyConfig, selection, k: int, out=None) -> list:
     out = out or sys.stdout
     if k < 2:
         return []
-    if (config.dataset.cv_folds or 1) > 1:
+    if config.dataset.folds > 1:
         raise ConfigError("--ensemble / registry.ensemble: a cross-validated study's trials "
                           "keep no single model each to average; register the single pick")
     choice = selection.choice
@@ -431,7 +431,7 @@ def trial_out_of_fold(config: StudyConfig, data, record, out=None):
             if oof.fingerprint == data.fingerprint() and np.array_equal(oof.y, pool_y[oof.rows]):
                 return oof
             why = f"{path} was made from other data (fingerprint {oof.fingerprint})"
-    n_folds = int(config.dataset.cv_folds or 1)
+    n_folds = intconfig.dataset.folds
     print(f"tunelab: trial {record.number}: its out-of-fold predictions are not kept ({why});"
           f" training its {n_folds} folds again to calibrate out of sample", file=out)
     seed = record.extra.get("seed")
@@ -479,7 +479,7 @@ def split_description(config: StudyConfig, data) -> str:
     parts.append(f"validation: a stratified {d.validation_fraction:.0%} of the rest"
                  if kind not in ("npz",) or d.validation_fraction else "validation: the "
                  "source's own split")
-    if (d.cv_folds or 1) > 1:
+    if d.folds > 1:
         parts.append(f"selection by stratified {d.cv_folds}-fold cross-validation on train + "
                      "validation")
     return "; ".join(parts) + f" (seed {config.seed}; never used by selection: test)"

@@ -47,7 +47,7 @@ def study_data(study_name: str | None, storage: str | None, tracking_uri: str | 
                 "data": f"{config.dataset.source} (test_fraction "
                         f"{config.dataset.test_fraction:g}, validation_fraction "
                         f"{config.dataset.validation_fraction:g}, cv_folds "
-                        f"{config.dataset.cv_folds or 1})"}
+                        f"{config.dataset.folds})"}
     reasons = [f"trial {v.record.number} (rank {v.rank}): {v.reason}"
                for v in selection.verdicts[:10]]
     uri = tracking_uri or opened.tracking_uri

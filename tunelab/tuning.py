@@ -28,6 +28,7 @@ from tunelab.wiring import (
     load_data,
     make_objective,
     open_study,
+    resolve_for_data,
     search_deadline,
     study_selection,
     trial_budget,
@@ -140,6 +141,7 @@ def tune(config: StudyConfig | str | Path | Mapping[str, Any] | None = None, *,
     accept = tuple(check_accept_keys(accept_changes))
     config, stored = resolve_study(config, overrides)
     data = load_data(config)
+    config = resolve_for_data(config, data)  # dataset.cv_folds / selection.method: auto
     from tunelab.models.timeline import mark  # Keras is loaded by now
 
     mark("data_loaded")
@@ -275,6 +277,7 @@ def study_header(config: StudyConfig, data, already: int, n_trials: int | None,
         f"{data.n_classes} classes",
         f"  image size {data.info.get('image_size_rule', '?')}, "
         f"{data.input_shape[-1]} channel(s)",
+        *([f"  {data.info['auto_rule']}"] if data.info.get("auto_rule") else []),
         f"  storage {config.storage_url}",
         f"  tracking {tracking_uri}"])
 

@@ -104,7 +104,7 @@ def _check_folds(config: StudyConfig, data: Dataset) -> None:
     from tunelab.models.data.folds import fold_rows, pool_labels
     from tunelab.models.data.sources import DataError
 
-    k = config.dataset.cv_folds or 1
+    k = config.dataset.folds
     if k < 2:
         return
     y, groups = pool_labels(data)

@@ -86,6 +86,22 @@ def load_data(config: StudyConfig):
     return data
 
 
+def resolve_for_data(config: StudyConfig, data) -> StudyConfig:
+    """``config`` with ``dataset.cv_folds: auto`` and ``selection.method: auto`` decided for
+    ``data`` (``config.resolve_auto``: by the validation split's smallest class); the
+    decision's line goes to ``data.info["auto_rule"]`` for the study header. Called once,
+    before the study is created: the stored config holds the decision, so a resumed study,
+    its workers, ``best`` and ``register`` never decide again."""
+    from tunelab.config import resolve_auto
+
+    counts = data.class_counts().get("val") or {}
+    smallest = min(counts.values()) if counts else 0
+    config, line = resolve_auto(config, smallest)
+    if line:
+        data.info["auto_rule"] = line
+    return config
+
+
 def training_settings(config: StudyConfig):
     """``models.training.TrainingSettings`` from the config (trial parameters go on top)."""
     from tunelab.models.training import TrainingSettings
@@ -128,7 +144,7 @@ def checkpoint_store(config: StudyConfig):
 def trial_epochs(config: StudyConfig) -> int:
     """Epochs a trial may train: with cross-validation, counted across its folds (pruning
     steps and progress lines count them that way)."""
-    return config.max_epochs * (config.dataset.cv_folds or 1)
+    return config.max_epochs * config.dataset.folds
 
 
 def trial_budget(config: StudyConfig) -> int | None:
@@ -155,7 +171,9 @@ def study_selection(study, config: StudyConfig):
     from tunelab.search.selection_methods import select_study
 
     s = config.selection
-    return select_study(study, objective_rule(config), s.method, top=s.confirm_top, z=s.z)
+    method = s.method if s.method != "auto" else (  # a config never resolved (tune does)
+        "best_validation" if config.dataset.folds > 1 else "confirm_mean")
+    return select_study(study, objective_rule(config), method, top=s.confirm_top, z=s.z)
 
 
 def confirm(study, config: StudyConfig, data, deadline: float | None, tracker=None) -> dict:
@@ -224,7 +242,7 @@ def make_objective(config: StudyConfig, data, tracker, n_trials: int | None,
                      tensorboard=config.tensorboard, rule=objective_rule(config),
                      checkpoints=checkpoint_store(config),
                      feature_cache_dir=feature_cache_dir(config),
-                     cv_folds=config.dataset.cv_folds or 1, worker=worker,
+                     cv_folds=config.dataset.folds, worker=worker,
                      heartbeat_interval=config.heartbeat_interval,
                      no_repeats=config.sampler.kind == "grid",
                      stop_check=raise_if_stopped, stop_guard=stops_deferred)

@@ -63,3 +63,42 @@ def test_registry_ensemble_is_checked_before_anything_runs():
     with pytest.raises(ConfigError, match=r"registry.ensemble: 3 with dataset.cv_folds 3"):
         load_config(None, {"registry.ensemble": 3, "dataset.cv_folds": 3})
     assert load_config(None, {"registry.ensemble": 3}).registry.ensemble == 3
+
+
+def test_cross_validation_is_decided_by_the_validation_splits_smallest_class():
+    """``dataset.cv_folds: auto`` and ``selection.method: auto`` (a lab's data): 3-fold
+    trials picked by their CV mean when the validation split's smallest class has fewer
+    than 50 images (BreastMNIST's 15 malignant), else plain trials and confirm_mean."""
+    from tunelab.config import CV_AUTO_BELOW, resolve_auto
+
+    config = load_config(None, {"dataset.source": NPZ})
+    assert (config.dataset.cv_folds, config.selection.method) == ("auto", "auto")
+    assert config.dataset.folds == 1  # undecided: no folds yet
+    small, why = resolve_auto(config, CV_AUTO_BELOW - 1)
+    assert (small.dataset.cv_folds, small.selection.method) == (3, "best_validation")
+    assert "smallest class has 49 images, fewer than 50" in why
+    large, why = resolve_auto(config, CV_AUTO_BELOW)
+    assert (large.dataset.cv_folds, large.selection.method) == (1, "confirm_mean")
+    # what the user sets wins; the KerasTuner engine and an ensemble train no folds
+    mine, _ = resolve_auto(load_config(None, {"dataset.source": NPZ, "dataset.cv_folds": 5,
+                                              "selection.method": "rule"}), 10)
+    assert (mine.dataset.cv_folds, mine.selection.method) == (5, "rule")
+    for keys in ({"engine": "keras-tuner"}, {"registry.ensemble": 3}):
+        other, why = resolve_auto(load_config(None, {"dataset.source": NPZ, **keys}), 10)
+        assert other.dataset.cv_folds == 1 and other.selection.method == "confirm_mean", why
+    # digits has nothing auto
+    digits = load_config(None, {})
+    assert resolve_auto(digits, 10) == (digits, "")
+
+
+def test_a_study_stores_its_decision_and_resumes_with_it():
+    """The stored config holds the resolved folds: a resume (whose data might now decide
+    otherwise) keeps them, so a study never changes its trials' kind."""
+    from tunelab.config import resolve_auto
+
+    created, _ = resolve_auto(load_config(None, {"dataset.source": NPZ}), 15)
+    merged = merge_stored(created.to_dict(), {"dataset": {"source": NPZ}},
+                          study_name=created.study_name, storage=None)
+    resumed = config_from_dict(merged)
+    assert (resumed.dataset.cv_folds, resumed.selection.method) == (3, "best_validation")
+    assert resolve_auto(resumed, 500) == (resumed, "")

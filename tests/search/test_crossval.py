@@ -309,3 +309,31 @@ def test_frozen_features_are_computed_once_for_the_pool(tmp_path, monkeypatch):
                       ["cross-validation pool: disk"] + ["cross-validation pool: memory"] * 2]
     assert feature_cache.STATS == {"computed": 1, "memory": 4, "loaded": 1}
     assert len(list(tmp_path.glob("features-*.npy"))) == 1
+
+
+def test_a_lab_npz_with_a_small_validation_class_gets_cross_validated_trials(tmp_path, capsys):
+    """The lab default (``dataset.cv_folds: auto``): a validation split with 4 images of its
+    smallest class makes every trial a 3-fold CV, picked by the CV mean; the header says
+    why, and the study stores the decision."""
+    rng = np.random.default_rng(0)
+    path = tmp_path / "lab.npz"
+    train_y, val_y = np.arange(60) % 3 == 0, np.array([1] * 4 + [0] * 16)
+    np.savez(path, train_images=rng.integers(0, 255, (60, 8, 8), dtype="uint8"),
+             train_labels=train_y.astype("int64"),
+             val_images=rng.integers(0, 255, (20, 8, 8), dtype="uint8"),
+             val_labels=val_y.astype("int64"))
+    storage = str(tmp_path / "optuna.journal")
+    study = tunelab.tune({"dataset": {"source": str(path), "cache_dir": str(tmp_path / "c")},
+                          "n_trials": 1, "max_epochs": 1, "tracking": False,
+                          "storage": storage, "checkpoints": {"dir": str(tmp_path / "ck")},
+                          "space": {"learning_rate": [1e-3], "n_base": [4],
+                                    "batch_size": [16]}}, in_process=True)
+    header = capsys.readouterr().out
+    assert ("3-fold cross-validation on train + validation (dataset.cv_folds auto: the "
+            "validation split's smallest class has 4 images, fewer than 50)") in header
+    assert "selection best_validation (selection.method auto)" in header
+    stored = study.user_attrs["config"]
+    assert stored["dataset"]["cv_folds"] == 3
+    assert stored["selection"]["method"] == "best_validation"
+    (trial,) = study.trials
+    assert trial.user_attrs["summary"]["cv_folds"] == 3.0
