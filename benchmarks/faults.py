@@ -19,6 +19,7 @@ CLI (`python -m tunelab ...` subprocesses) and returns one row:
     python benchmarks/faults.py --quick          # the cases that need no trained study
     python benchmarks/faults.py --case empty-study-file --case cifar10-pickle-payload
     python benchmarks/faults.py --list
+    python benchmarks/faults.py --process [--quick]     # the process faults (process_faults.py)
     python benchmarks/faults.py --shared-data /path/to/shared/data   # BreastMNIST as other data
 
 The last line of the output is the rows as JSON. A new case is a function ``case_x(ctx)``
@@ -485,7 +486,18 @@ def main() -> int:
     parser.add_argument("--shared-data", type=Path, default=SHARED_DATA,
                         help="folder with breastmnist.npz for the reused-name case (default "
                         "../shared/data; without it a tiny synthetic .npz)")
+    parser.add_argument("--process", nargs=argparse.REMAINDER,
+                        help="the process faults instead (issue #14: SIGKILL and SIGTERM "
+                             "mid-trial, Ctrl-C at each point under load, concurrent starts, "
+                             "resume; one row per case, each 20 times): the arguments after "
+                             "it go to benchmarks/process_faults.py (--quick, --repeats N, "
+                             "--cases ...)")
     args = parser.parse_args()
+    if args.process is not None:
+        import subprocess
+
+        return subprocess.call([sys.executable, str(Path(__file__).with_name(
+            "process_faults.py")), *args.process])
     if args.list:
         for name, (_, quick) in CASES.items():
             print(f"{name}{'  (quick)' if quick else ''}")
