@@ -137,6 +137,9 @@ class BatchCheck(keras.callbacks.Callback):
     def on_test_batch_end(self, batch, logs=None):  # a large validation split, each epoch
         self._check()
 
+    def on_predict_batch_end(self, batch, logs=None):
+        self._check()
+
 
 class EpochHook(keras.callbacks.Callback):
     """Adds the learning rate to the epoch logs, then hands them to a plain function."""

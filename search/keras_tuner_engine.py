@@ -273,6 +273,8 @@ class _TunelabTunerMixin:
 
         from tunelab.models.training import reset_session
 
+        if self._objective.stop_check is not None:  # a stop deferred past the last trial's end
+            self._objective.stop_check()
         study = self._study
         values = trial.hyperparameters.values
         params = decode(self._space, values)

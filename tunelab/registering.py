@@ -431,7 +431,7 @@ def trial_out_of_fold(config: StudyConfig, data, record, out=None):
             if oof.fingerprint == data.fingerprint() and np.array_equal(oof.y, pool_y[oof.rows]):
                 return oof
             why = f"{path} was made from other data (fingerprint {oof.fingerprint})"
-    n_folds = intconfig.dataset.folds
+    n_folds = config.dataset.folds
     print(f"tunelab: trial {record.number}: its out-of-fold predictions are not kept ({why});"
           f" training its {n_folds} folds again to calibrate out of sample", file=out)
     seed = record.extra.get("seed")

@@ -41,11 +41,12 @@ def _on_stop(signum, frame) -> None:
     now = time.monotonic()
     if now - _last_stop[0] < COPY_WINDOW:
         return
+    again = _stopped[0] is not None  # a stop after the window: the first one is stuck
     _last_stop[0] = now
     _stopped[0] = ((Terminated, f"signal {signum} (SIGTERM)") if signum == signal.SIGTERM
                    else (KeyboardInterrupt, ""))
-    if _deferring[0]:  # inside a trial: raised at the next check (a batch's end)
-        return
+    if _deferring[0] and not again:  # inside a trial: raised at the next check (a batch's
+        return  # end); a second stop, 20 s after the first, raises wherever the trial is
     kind, message = _stopped[0]
     raise kind(message)
 

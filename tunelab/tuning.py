@@ -241,7 +241,11 @@ def tune(config: StudyConfig | str | Path | Mapping[str, Any] | None = None, *,
                       f"{display.refresh_seconds:.3f} s, "
                       f"{100 * display.refresh_seconds / max(1e-9, time.time() - started):.2f}% "
                       "of the study's time", flush=True)
-        # the top candidates measured again, here in the parent, within the budget
+        # the top candidates measured again, here in the parent, within the budget (not
+        # after a stop deferred past the last trial's end: KerasTuner's search returns then)
+        from tunelab.signals import raise_if_stopped
+
+        raise_if_stopped()
         confirm(study, config, data, deadline, tracker)
     except KeyboardInterrupt as interrupt:
         status = "KILLED"

@@ -92,13 +92,13 @@ def validate_against_data(config: StudyConfig, data: Dataset) -> None:
     for model_name, view in views:
         _check_model(model_name, view, data)
     _check_data_knobs(config, data)
-    _check_folds(config, data)
+    check_folds(config, data)
     if config.tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise ConfigError("tensorboard: true needs the tensorboard package; "
                           "pip install 'tunelab[tensorboard]'")
 
 
-def _check_folds(config: StudyConfig, data: Dataset) -> None:
+def check_folds(config: StudyConfig, data: Dataset) -> None:
     """With ``dataset.cv_folds``, the folds exist: enough images of every class, and enough
     groups with ``dataset.group_pattern``."""
     from tunelab.models.data.folds import fold_rows, pool_labels

@@ -96,7 +96,19 @@ def resolve_for_data(config: StudyConfig, data) -> StudyConfig:
 
     counts = data.class_counts().get("val") or {}
     smallest = min(counts.values()) if counts else 0
-    config, line = resolve_auto(config, smallest)
+    auto = config.dataset.cv_folds == "auto"
+    resolved, line = resolve_auto(config, smallest)
+    if auto and resolved.dataset.folds > 1:
+        from tunelab.validation import check_folds
+
+        try:  # too few images of a class (or groups) for the folds: plain trials
+            check_folds(resolved, data)
+        except ConfigError as err:
+            resolved, _ = resolve_auto(config, 1 << 30)
+            reason = str(err).split(";")[0].removeprefix("dataset.cv_folds: ")
+            line = (f"no cross-validation (dataset.cv_folds auto: {reason}); selection "
+                    f"{resolved.selection.method} (selection.method auto)")
+    config = resolved
     if line:
         data.info["auto_rule"] = line
     return config

@@ -102,3 +102,22 @@ def test_a_study_stores_its_decision_and_resumes_with_it():
     resumed = config_from_dict(merged)
     assert (resumed.dataset.cv_folds, resumed.selection.method) == (3, "best_validation")
     assert resolve_auto(resumed, 500) == (resumed, "")
+
+
+def test_too_few_images_for_the_folds_means_plain_trials():
+    """A validation split small enough for ``auto`` folds, but a class with fewer images in
+    train + validation than folds: plain trials (not a refusal), and the header says why."""
+    import numpy as np
+
+    from tunelab.models.data import Dataset, Split
+    from tunelab.wiring import resolve_for_data
+
+    def split(labels):
+        labels = np.array(labels)
+        return Split(np.zeros((len(labels), 4, 4, 1), dtype="float32"), labels)
+
+    data = Dataset("tiny", ("a", "b"), split([0] * 10 + [1]), split([0] * 5 + [1]), None)
+    config = resolve_for_data(load_config(None, {"dataset.source": NPZ}), data)
+    assert (config.dataset.cv_folds, config.selection.method) == (1, "confirm_mean")
+    assert data.info["auto_rule"].startswith(
+        "no cross-validation (dataset.cv_folds auto: 3 folds need at least 3 images")

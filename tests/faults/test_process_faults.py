@@ -388,6 +388,30 @@ def test_a_stop_during_tracing_waits_for_the_batch_end_inside_a_trial():
     assert batches == [0], "the stop was raised inside the traced step, not at its end"
 
 
+def test_a_second_stop_after_the_copy_window_raises_inside_a_trial():
+    """A deferred stop waits for a batch's end; where none comes (a long predict, a blocked
+    tracking call), the next stop after the copy window (``tune`` repeats it) raises at
+    once, as before the deferral."""
+    import signal
+
+    from tunelab import signals
+
+    signals.handle_stop_signals()
+    try:
+        with signals.stops_deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)  # recorded, not raised
+            assert signals._stopped[0] is not None
+            signals._last_stop[0] -= signals.COPY_WINDOW + 1  # the window has passed
+            with pytest.raises(KeyboardInterrupt):
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.05)
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signals._stopped[0] = None
+
+
 def test_a_stop_while_a_trial_is_created_waits_for_its_owner(tmp_path):
     """A stop at the end of the append that creates a trial raised inside Optuna's ask: the
     trial stayed RUNNING with no owner, and the interrupted study left it so. It now waits

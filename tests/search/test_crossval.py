@@ -337,3 +337,25 @@ def test_a_lab_npz_with_a_small_validation_class_gets_cross_validated_trials(tmp
     assert stored["selection"]["method"] == "best_validation"
     (trial,) = study.trials
     assert trial.user_attrs["summary"]["cv_folds"] == 3.0
+
+
+def test_a_missing_out_of_fold_file_is_made_again_by_training_the_folds(cv_study, tmp_path):
+    """``register`` calibrates out of fold; without the kept file (another machine, a trial
+    outside the top checkpoints) it trains the trial's folds again and says so."""
+    import dataclasses
+    import io
+
+    from tunelab.config import load_config
+    from tunelab.registering import trial_out_of_fold
+    from tunelab.search.selection import records_from_study
+
+    _, raw, study = cv_study
+    config = load_config(None, raw)
+    config = dataclasses.replace(config, checkpoints=dataclasses.replace(
+        config.checkpoints, dir=str(tmp_path / "elsewhere")))
+    data = load_data(config)
+    record = records_from_study(study, config.objective.metric)[0]
+    said = io.StringIO()
+    oof = trial_out_of_fold(config, data, record, out=said)
+    assert "is missing" in said.getvalue() and "training its 3 folds again" in said.getvalue()
+    assert sorted(set(oof.fold.tolist())) == [0, 1, 2] and oof.fingerprint == data.fingerprint()
