@@ -429,7 +429,7 @@ def summary(rows: list[dict], settings: str) -> str:
         thr = [r for r in mine if "acc_at_threshold" in r]
         if thr:
             lines.append("decision threshold (accuracy rule, fitted on validation) on the "
-                         "default pick, hold-out accuracy at threshold vs argmax: " + ", ".join(
+                         f"{thr[0]['method']} pick, hold-out accuracy at threshold vs argmax: " + ", ".join(
                              f"{r['acc_at_threshold']:.3f} vs {r['acc']:.3f} "
                              f"(t={r['threshold']:.2f})" for r in thr))
         lines.append("")
