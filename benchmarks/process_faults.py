@@ -77,6 +77,12 @@ def _ignore_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+def _default_sigint() -> None:
+    # a terminal's foreground job gets SIGINT at its default, whatever this benchmark was
+    # started with (`nohup ... &` in a script ignores it, and children inherit that)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_tune(root: Path, *flags: str, sigint_ignored: bool = False) -> subprocess.Popen:
     """``python -m tunelab tune study.yaml FLAGS`` in its own process group (a terminal's
     foreground job), output merged. ``sigint_ignored``: started the way a non-interactive
@@ -86,7 +92,7 @@ def start_tune(root: Path, *flags: str, sigint_ignored: bool = False) -> subproc
     return subprocess.Popen([sys.executable, "-m", "tunelab", "tune", "study.yaml", *flags],
                             cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True, env=env,
-                            preexec_fn=_ignore_sigint if sigint_ignored else None)
+                            preexec_fn=_ignore_sigint if sigint_ignored else _default_sigint)
 
 
 def trials(root: Path, name: str = "faults") -> list:
@@ -351,6 +357,8 @@ CASES = {"sigkill-mid-trial": sigkill_mid_trial, "sigterm-mid-trial": sigterm_mi
          **{f"ctrl-c@{p}": (lambda root, p=p: ctrl_c(root, p)) for p in CTRL_C_POINTS},
          "ctrl-c@first-epoch, SIGINT inherited ignored":
              lambda root: ctrl_c(root, "first-epoch", sigint_ignored=True),
+         "ctrl-c@start-up, SIGINT inherited ignored":
+             lambda root: ctrl_c(root, "start-up", sigint_ignored=True),
          "concurrent-starts": concurrent_starts, "resume": resume}
 
 
@@ -383,6 +391,8 @@ def main() -> int:
                                        "replayed parameter sets") if result.get(k)]
                     if "Traceback" in result.get("out", ""):
                         bad.append("traceback")
+                    if result.get("missed") and not bad:
+                        bad.append("exit code or time")
                     print(f"  {name} {i + 1}/{repeats}: exit {result['exit code']}, "
                           f"{result['seconds to recover']} s"
                           + (f", MISS ({', '.join(bad)}) kept in {root}" if bad else ""),

@@ -16,9 +16,10 @@ quiet.library_defaults()  # before anything loads TensorFlow
 import sys  # noqa: E402
 
 if __import__("os").path.basename(sys.argv[0] if sys.argv else "") in ("-m", "tunelab"):
-    from tunelab.signals import quiet_interrupts_at_startup  # noqa: E402
+    from tunelab.signals import quiet_interrupts_at_startup, stop_handlers_early  # noqa: E402
 
     quiet_interrupts_at_startup()  # Ctrl-C while the CLI imports: exit 130, no traceback
+    stop_handlers_early(sys.argv[1:])  # tune / worker: before the imports, not after them
 
 from tunelab.config import ConfigError, StudyConfig, load_config  # noqa: E402
 

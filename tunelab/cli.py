@@ -133,10 +133,16 @@ def exit_now(code: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     quiet.configure(args.verbose)  # before TensorFlow, absl or MLflow load (Optuna has)
-    from tunelab.signals import exit_code, handle_stop_signals
+    from tunelab.signals import (
+        STOPPABLE_COMMANDS,
+        exit_code,
+        handle_stop_signals,
+        stop_handlers_installed,
+    )
 
-    if args.command in ("tune", "worker"):
-        handle_stop_signals()  # SIGTERM is handled like Ctrl-C (exit 143)
+    if args.command in STOPPABLE_COMMANDS and not stop_handlers_installed():
+        handle_stop_signals()  # SIGTERM is handled like Ctrl-C (exit 143); the CLI's
+        # entry has installed them already (``stop_handlers_early``): a stop since stays
     try:
         if args.command == "tune":
             return _tune(args)

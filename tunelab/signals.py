@@ -151,5 +151,24 @@ def _quiet_interrupt_hook(kind, value, tb) -> None:
     sys.__excepthook__(kind, value, tb)
 
 
+#: the commands whose processes handle stop signals themselves (``handle_stop_signals``)
+STOPPABLE_COMMANDS = ("tune", "worker")
+
+
+def stop_handlers_early(args: list[str]) -> None:
+    """``tune`` and ``worker``: the stop handlers from the package's first line on, not from
+    ``main`` (after the imports and the argument parsing, a second or more on a loaded
+    machine). A process started with SIGINT ignored (a background job of a script: ``tunelab
+    tune ... &``, or under ``nohup``) ignored a Ctrl-C in that window and trained the whole
+    study (issue #14, ctrl-c@start-up)."""
+    command = next((a for a in args if not a.startswith("-")), None)
+    if command in STOPPABLE_COMMANDS:
+        handle_stop_signals()
+
+
+def stop_handlers_installed() -> bool:
+    return signal.getsignal(signal.SIGINT) is _on_stop
+
+
 def quiet_interrupts_at_startup() -> None:
     sys.excepthook = _quiet_interrupt_hook

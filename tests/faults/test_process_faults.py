@@ -412,6 +412,28 @@ def test_a_second_stop_after_the_copy_window_raises_inside_a_trial():
         signals._stopped[0] = None
 
 
+def test_tune_started_with_sigint_ignored_stops_on_a_ctrl_c_right_after_its_first_import():
+    """A background job of a script (``tunelab tune ... &``, ``nohup``) starts with SIGINT
+    ignored, and a Ctrl-C before ``main`` installed the handler was ignored: the study
+    trained to the end (ctrl-c@start-up, 2 of 3 runs). The handler now comes with the
+    package's first import, for ``tune`` and ``worker``."""
+    import signal
+    import subprocess
+
+    code = ("import sys; sys.argv = ['tunelab', 'tune']; import tunelab, os, signal, time; "
+            "os.kill(os.getpid(), signal.SIGINT); time.sleep(10); print('not stopped')")
+    other = code.replace("'tune']", "'best']")
+    ignored = lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)  # noqa: E731
+    done = subprocess.run([sys.executable, "-c", code], preexec_fn=ignored,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 130 and "not stopped" not in done.stdout, done
+    assert "Traceback" not in done.stderr
+    # other commands keep what they inherited
+    kept = subprocess.run([sys.executable, "-c", other.replace("time.sleep(10)", "0")],
+                          preexec_fn=ignored, capture_output=True, text=True, timeout=60)
+    assert kept.returncode == 0 and "not stopped" in kept.stdout, kept
+
+
 def test_a_stop_while_a_trial_is_created_waits_for_its_owner(tmp_path):
     """A stop at the end of the append that creates a trial raised inside Optuna's ask: the
     trial stayed RUNNING with no owner, and the interrupted study left it so. It now waits
