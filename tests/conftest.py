@@ -58,7 +58,8 @@ def tiny_study(tmp_path: Path, *, fresh_store: bool = False, **overrides) -> dic
     raw = {
         "study_name": "tiny",
         "model": "lenet",
-        "dataset": {"source": "digits", "image_size": 8},
+        # cv_folds pinned: a lab source (dataset.source override) would get `auto` folds
+        "dataset": {"source": "digits", "image_size": 8, "cv_folds": 1},
         "space": {"learning_rate": {"low": 1e-3, "high": 1e-2, "log": True},
                   "n_base": [4, 8], "batch_size": 128, "dense_units": 16},
         "n_trials": 3,

@@ -35,7 +35,8 @@ def lab_folder(tmp_path_factory):
 
 def _study(tmp_path, folder, **overrides):
     raw = {"study_name": "lab-sized", "dataset": {"source": str(folder), "image_size": 128,
-                                                  "cache_dir": str(tmp_path / "cache")},
+                                                  "cache_dir": str(tmp_path / "cache"),
+                                                  "cv_folds": 1},
            "n_trials": 1, "max_epochs": 1, "pruner": {"kind": "none"}, "tracking": False,
            "storage": str(tmp_path / "optuna.journal")}
     raw.update(overrides)
@@ -62,7 +63,7 @@ def test_alexnet_base_8_on_128x128_grey_images(tmp_path, lab_folder):
 def test_vgg16_transfer_at_its_224_input_size_caches_the_features(tmp_path, lab_folder):
     raw = _study(tmp_path, lab_folder, model="vgg16_transfer", n_trials=2,
                  dataset={"source": str(lab_folder), "image_size": 224,
-                          "cache_dir": str(tmp_path / "cache")},
+                          "cache_dir": str(tmp_path / "cache"), "cv_folds": 1},
                  space={"weights": None, "dense_units": 16, "batch_size": 16,
                         "learning_rate": [1e-3, 1e-4]}, sampler={"kind": "grid"})
     study = tunelab.tune(raw, in_process=True)

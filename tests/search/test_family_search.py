@@ -181,7 +181,7 @@ def test_trials_share_cached_backbone_features(tmp_path, monkeypatch):
     feature_cache.clear_memory()
     raw = tiny_study(tmp_path, model="vgg16_transfer", n_trials=2,
                      dataset={"source": str(_tiny_npz(tmp_path / "tiny.npz")), "image_size": 8,
-                              "cache_dir": str(tmp_path / "cache")},
+                              "cache_dir": str(tmp_path / "cache"), "cv_folds": 1},
                      space={"weights": None, "dense_units": [8, 16], "batch_size": 16,
                             "learning_rate": {"low": 1e-3, "high": 1e-2, "log": True}})
     study = tunelab.tune(raw, in_process=True)
