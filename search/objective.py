@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from contextlib import nullcontext
 from typing import Any
 
 import optuna
@@ -175,9 +176,15 @@ def run_trials(study: optuna.Study, objective: Objective, *, n_trials: int | Non
             return "deadline"
         if max_trials_here is not None and done_here >= max_trials_here:
             return "recycle"
+        guard = objective.stop_guard() if objective.stop_guard is not None else nullcontext()
         try:
             timeline.mark("trial_ask")
-            study.optimize(objective, n_trials=1, catch=(TrialFailed,))
+            # Optuna's ask and tell inside the guard too: a stop delivered at the end of the
+            # journal append of a tell raised inside Optuna's _run_trial, which then failed
+            # with UnboundLocalError and a traceback; now it waits for the next check (the
+            # objective's first, a batch's end, or this loop's top once the tell is stored)
+            with guard:
+                study.optimize(objective, n_trials=1, catch=(TrialFailed,))
             timeline.mark("trial_end")  # after Optuna stored the trial's state
         except KeyboardInterrupt as interrupt:
             fail_own_running(study, f"{type(interrupt).__name__}: interrupted")
