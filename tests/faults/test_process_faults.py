@@ -343,7 +343,23 @@ def test_a_ctrl_c_swallowed_by_a_finalizer_still_stops_training():
     assert batches == [0], "training went on after the stop"
 
 
-def test_a_stop_during_tracing_waits_for_the_batch_end_inside_a_trial():
+@pytest.fixture
+def stop_handlers():
+    """tunelab's stop handlers in this process for the test, Python's own after it."""
+    import signal
+
+    from tunelab import signals
+
+    signals.handle_stop_signals()
+    try:
+        yield signals
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signals._stopped[0] = None
+
+
+def test_a_stop_during_tracing_waits_for_the_batch_end_inside_a_trial(stop_handlers):
     """The Ctrl-C at a worker recycle: the SIGINT landed while the trial's first step was
     being traced, inside Python code that TensorFlow's C++ called back, and came out as
     "SystemError: ... returned a result with an exception set" and a ValueError from
@@ -355,7 +371,6 @@ def test_a_stop_during_tracing_waits_for_the_batch_end_inside_a_trial():
     import keras
     import numpy as np
 
-    from tunelab import signals
     from tunelab.models.training import BatchCheck
 
     armed = []
@@ -369,47 +384,34 @@ def test_a_stop_during_tracing_waits_for_the_batch_end_inside_a_trial():
             return x
 
     batches = []
-    signals.handle_stop_signals()
-    try:
-        model = keras.Sequential([keras.Input((4,)), SignalsWhileTraced(),
-                                  keras.layers.Dense(2)])
-        model.compile("sgd", "mse")
-        count = keras.callbacks.LambdaCallback(
-            on_train_batch_end=lambda batch, logs: batches.append(batch))
-        armed.append(False)  # from the fit's first trace on
-        with signals.stops_deferred(), pytest.raises(KeyboardInterrupt):
-            model.fit(np.zeros((64, 4)), np.zeros((64, 2)), batch_size=8, epochs=3, verbose=0,
-                      callbacks=[count, BatchCheck(signals.raise_if_stopped)])
-        assert signals._deferring[0] == 0 and armed == [True]
-    finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        signals._stopped[0] = None
+    signals = stop_handlers
+    model = keras.Sequential([keras.Input((4,)), SignalsWhileTraced(), keras.layers.Dense(2)])
+    model.compile("sgd", "mse")
+    count = keras.callbacks.LambdaCallback(
+        on_train_batch_end=lambda batch, logs: batches.append(batch))
+    armed.append(False)  # from the fit's first trace on
+    with signals.stops_deferred(), pytest.raises(KeyboardInterrupt):
+        model.fit(np.zeros((64, 4)), np.zeros((64, 2)), batch_size=8, epochs=3, verbose=0,
+                  callbacks=[count, BatchCheck(signals.raise_if_stopped)])
+    assert signals._deferring[0] == 0 and armed == [True]
     assert batches == [0], "the stop was raised inside the traced step, not at its end"
 
 
-def test_a_second_stop_after_the_copy_window_raises_inside_a_trial():
+def test_a_second_stop_after_the_copy_window_raises_inside_a_trial(stop_handlers):
     """A deferred stop waits for a batch's end; where none comes (a long predict, a blocked
     tracking call), the next stop after the copy window (``tune`` repeats it) raises at
     once, as before the deferral."""
     import signal
 
-    from tunelab import signals
-
-    signals.handle_stop_signals()
-    try:
-        with signals.stops_deferred():
+    signals = stop_handlers
+    with signals.stops_deferred():
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)  # recorded, not raised
+        assert signals._stopped[0] is not None
+        signals._last_stop[0] -= signals.COPY_WINDOW + 1  # the window has passed
+        with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(0.05)  # recorded, not raised
-            assert signals._stopped[0] is not None
-            signals._last_stop[0] -= signals.COPY_WINDOW + 1  # the window has passed
-            with pytest.raises(KeyboardInterrupt):
-                os.kill(os.getpid(), signal.SIGINT)
-                time.sleep(0.05)
-    finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        signals._stopped[0] = None
+            time.sleep(0.05)
 
 
 def test_tune_started_with_sigint_ignored_stops_on_a_ctrl_c_right_after_its_first_import():
