@@ -233,8 +233,28 @@ def run_seed(name: str, seed: int, args, tmp: Path,
                               p, holdout, seed, extra={"n_trials": len(recs)}))
     smallest = int(np.bincount(data.val.y, minlength=data.n_classes).min())
     for e in out:
-        e.update(dataset=name, seed=seed, smallest_val=smallest)
+        e.update(dataset=name, seed=seed, smallest_val=smallest, seconds=args.seconds)
     return out
+
+
+def part_of(row: dict) -> str:
+    """The study (``--parts``) a row came from."""
+    method = row["method"]
+    if method in REFERENCES:
+        return method
+    return "tunelab-cv" if method == "cv_from_start" else "tunelab"
+
+
+def earlier_rows(out: Path, seconds: float) -> tuple[list[dict], float]:
+    """``--resume``: the rows an earlier run left in ``out/results.json`` at the same budget
+    (a run stopped part-way, or one session's share of a run longer than a session), and
+    the seconds that run had taken."""
+    path = out / "results.json"
+    if not path.exists():
+        return [], 0.0
+    saved = json.loads(path.read_text())
+    rows = [r for r in saved["rows"] if r.get("seconds") == seconds]
+    return rows, float(saved.get("total_seconds", 0.0)) if rows else 0.0
 
 
 def run_tunelab_cv(name: str, seed: int, args, tmp: Path, data, holdout) -> list[dict]:
@@ -428,10 +448,11 @@ def summary(rows: list[dict], settings: str) -> str:
         lines += default_line(mine)
         thr = [r for r in mine if "acc_at_threshold" in r]
         if thr:
+            pairs = ", ".join(f"{r['acc_at_threshold']:.3f} vs {r['acc']:.3f} "
+                              f"(t={r['threshold']:.2f})" for r in thr)
             lines.append("decision threshold (accuracy rule, fitted on validation) on the "
-                         f"{thr[0]['method']} pick, hold-out accuracy at threshold vs argmax: " + ", ".join(
-                             f"{r['acc_at_threshold']:.3f} vs {r['acc']:.3f} "
-                             f"(t={r['threshold']:.2f})" for r in thr))
+                         f"{thr[0]['method']} pick, hold-out accuracy at threshold vs "
+                         f"argmax: {pairs}")
         lines.append("")
     return "\n".join(lines)
 
@@ -471,6 +492,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="the studies to run (default: all that apply)")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" /
                                              "selection_quality"))
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the rows --out/results.json holds for this budget and run "
+                             "only the (dataset, seed, part) studies it lacks")
     parser.add_argument("--in-one-process", action="store_true",
                         help="run every study in this process (default: each study in a "
                              "fresh one, so no run pays for an earlier one's leaks)")
@@ -493,7 +517,16 @@ def main(argv: list[str] | None = None) -> None:
         (out / f"part-{name}-{seed}-{part}.json").write_text(json.dumps(rows, indent=1))
         return None
     began = time.time()
-    rows: list[dict] = []
+    rows, earlier = earlier_rows(out, args.seconds) if args.resume else ([], 0.0)
+    done = {(r["dataset"], r["seed"], part_of(r)) for r in rows}
+    if rows:
+        print(f"--resume: {len(rows)} rows of {len(done)} studies kept from "
+              f"{out / 'results.json'} ({earlier / 60:.1f} min)", flush=True)
+
+    def save(**more) -> None:
+        (out / "results.json").write_text(json.dumps(
+            {"rows": rows, "total_seconds": earlier + time.time() - began, **more}, indent=1))
+
     with tempfile.TemporaryDirectory(prefix="tunelab-selq-") as tmp:
         for name in args.datasets:
             parts = args.parts or (
@@ -501,14 +534,16 @@ def main(argv: list[str] | None = None) -> None:
                              and smallest_val_class(name, args) < 50 else []),
                 *[r for r in REFERENCES if r in args.references])
             for seed in args.seeds:
-                if args.in_one_process:
+                todo = tuple(p for p in parts if (name, seed, p) not in done)
+                if args.in_one_process and todo:
                     rows += run_seed(name, seed, args, Path(tmp) / f"{name}-{seed}",
-                                     parts=parts)
-                else:
-                    for part in parts:
+                                     parts=todo)
+                elif todo:
+                    for part in todo:
                         rows += run_child(argv, name, seed, part, out)
-                (out / "results.json").write_text(json.dumps({"rows": rows}, indent=1))
-    total = time.time() - began
+                        save()  # after every study: a stopped run keeps what it measured
+                save()
+    total = earlier + time.time() - began
     cfg = study_config(args.datasets[0], "tunelab", 0, out, args)
     settings = (f"{args.seconds:g} s per method; tunelab's defaults for the data "
                 f"(config.lab_defaults) unless flagged: objective {cfg.objective.metric}, "
@@ -521,8 +556,7 @@ def main(argv: list[str] | None = None) -> None:
                 f"total run time {total / 60:.1f} min")
     text = summary(rows, settings)
     (out / "summary.md").write_text(text)
-    (out / "results.json").write_text(json.dumps({"rows": rows, "settings": settings,
-                                                  "total_seconds": total}, indent=1))
+    save(settings=settings)
     print(text)
     print(f"total run time {total:.0f} s", flush=True)
 
