@@ -82,10 +82,15 @@ class CheckpointStore:
         return path
 
     def _keep_with(self, study: optuna.Study, record: TrialRecord) -> set[int]:
-        """The trials to keep once ``record`` (maybe not stored as finished yet) counts."""
+        """The trials to keep once ``record`` (maybe not stored as finished yet) counts, and
+        every trial still running: another worker saves its trial's file before Optuna
+        stores the trial as finished, so a prune ranking only finished trials would delete
+        it (the next save after that trial's end ranks it)."""
         others = [r for r in records_from_study(study, self.rule.metric)
                   if r.number != record.number]
-        return self.top_numbers([*others, record])
+        running = {t.number for t in study.get_trials(
+            deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))}
+        return self.top_numbers([*others, record]) | (running - {record.number})
 
     def top_numbers(self, records: list[TrialRecord]) -> set[int]:
         """Trusted trials first (in rank order), then the others."""
