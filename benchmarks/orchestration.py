@@ -471,6 +471,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="BreastMNIST .npz (default: ../shared/data/breastmnist.npz)")
     parser.add_argument("--cases", nargs="+", choices=KINDS, default=list(KINDS),
                         help="which cases to run per dataset (default: all three)")
+    parser.add_argument("--default-only", action="store_true",
+                        help="only `tunelab tune` with no arguments (the default study's "
+                             "phases; issue #16 asks it under 3 minutes)")
     parser.add_argument("--no-default", action="store_true",
                         help="skip the run of the default study (no arguments)")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per case")
@@ -510,7 +513,7 @@ def main(argv: list[str] | None = None) -> None:
         tmp = Path(tmp)
         runs = []
         for dataset, (source, size) in datasets.items():
-            for kind in args.cases:
+            for kind in () if args.default_only else args.cases:
                 folder = tmp / f"{dataset}-{kind}"
                 folder.mkdir()
                 if kind == "tunelab":
