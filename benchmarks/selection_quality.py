@@ -125,20 +125,27 @@ class Probe:
         self.holdout, self.val, self.n_classes = holdout, val, n_classes
         self.holdout_probs: dict[int, np.ndarray] = {}
         self.val_probs: dict[int, np.ndarray] = {}
+        self.outputs: dict[int, tuple[str, np.ndarray, np.ndarray]] = {}
+        self.out_of_fold: dict[int, object] = {}
         self.finished: dict[int, float] = {}
 
     def save(self, study, record, model, meta):
         from tunelab.models import Head
-        from tunelab.models.training import predict_proba
 
         head = Head(meta["loss"], self.n_classes)
-        self.holdout_probs[record.number] = predict_proba(model, head, self.holdout.x)
-        self.val_probs[record.number] = predict_proba(model, head, self.val.x)
+        hold = model.predict(self.holdout.x, batch_size=256, verbose=0)
+        val = model.predict(self.val.x, batch_size=256, verbose=0)
+        self.holdout_probs[record.number] = head.probabilities(hold)
+        self.val_probs[record.number] = head.probabilities(val)
+        # raw head outputs, for the calibration and threshold `register` fits
+        self.outputs[record.number] = (meta["loss"], val, hold)
         self.finished[record.number] = time.time()
         return None
 
     def save_out_of_fold(self, study, record, out_of_fold):
-        """A cross-validated trial keeps no model (the cv part retrains its pick)."""
+        """A cross-validated trial keeps no model (the cv part retrains its pick); its
+        out-of-fold predictions are kept, as the checkpoint store keeps them."""
+        self.out_of_fold[record.number] = out_of_fold
         self.finished[record.number] = time.time()
         return None
 
@@ -193,6 +200,29 @@ def search(config, data, probe, seconds: float) -> tuple[object, float]:
             hyperband_iterations=kt.hyperband_iterations, directory=kt.directory,
             overwrite=True), deadline=started + seconds)
     return study, started
+
+
+THRESHOLD_RULES = ("accuracy", "youden")
+
+
+def threshold_scores(fit_y, fit_outputs, loss: str, hold_y, hold_outputs) -> dict:
+    """The decision threshold as ``tunelab register`` fits it: temperature calibration and
+    each rule of ``registry.threshold`` fitted on out-of-sample outputs (validation, or the
+    out-of-fold predictions of a cross-validated trial), then the hold-out accuracy of the
+    calibrated model at that threshold, beside its accuracy at argmax."""
+    from tunelab.tracking.evaluation import fit_calibration
+
+    out = {}
+    for rule in THRESHOLD_RULES:
+        cal = fit_calibration(fit_y, fit_outputs, loss=loss, method="temperature",
+                              threshold=rule, fitted_on="benchmark")
+        pred = cal.predict(hold_outputs)
+        out[rule] = {"threshold": float(cal.threshold.threshold),
+                     "acc": float((pred == hold_y).mean())}
+    # a temperature keeps the argmax: the model's own decision without a threshold
+    argmax = cal.probabilities(hold_outputs).argmax(axis=1)
+    out["argmax"] = {"acc": float((argmax == hold_y).mean())}
+    return out
 
 
 def pick_entry(method: str, number: int | None, estimate: float | None, probe: Probe,
@@ -264,7 +294,6 @@ def run_tunelab_cv(name: str, seed: int, args, tmp: Path, data, holdout) -> list
     best epoch (that retraining's time is reported, outside the budget, as register's is)."""
     from tunelab import wiring
     from tunelab.models import Head
-    from tunelab.models.training import predict_proba
     from tunelab.registering import retrain
     from tunelab.search.selection import records_from_study
     from tunelab.search.selection_methods import choose
@@ -279,11 +308,18 @@ def run_tunelab_cv(name: str, seed: int, args, tmp: Path, data, holdout) -> list
         return [{"method": "cv_from_start", "trial": None, "n_trials": len(records)}]
     t0 = time.time()
     model, meta = retrain(config, data, c.chosen)
-    probs = predict_proba(model, Head(meta["loss"], data.n_classes), holdout.x)
-    return [pick_entry("cv_from_start", c.chosen.number, c.chosen.value, probe, holdout, seed,
+    hold = model.predict(holdout.x, batch_size=256, verbose=0)
+    probs = Head(meta["loss"], data.n_classes).probabilities(hold)
+    entry = pick_entry("cv_from_start", c.chosen.number, c.chosen.value, probe, holdout, seed,
                        probs=probs, extra={"n_trials": len(records),
                                            "retrain_seconds": round(time.time() - t0, 1),
-                                           "cv_folds": args.cv_folds})]
+                                           "cv_folds": args.cv_folds})
+    oof = probe.out_of_fold.get(c.chosen.number)
+    if data.n_classes == 2 and oof is not None:
+        entry["thresholds"] = threshold_scores(oof.y, oof.outputs, meta["loss"], holdout.y,
+                                               hold)
+        entry["thresholds_fitted_on"] = "out-of-fold predictions"
+    return [entry]
 
 
 def smallest_val_class(name: str, args) -> int:
@@ -298,7 +334,6 @@ def run_tunelab(name: str, seed: int, args, tmp: Path, data, holdout) -> list[di
     from tunelab.search.confirm import confirm_candidates
     from tunelab.search.selection import records_from_study
     from tunelab.search.selection_methods import choose, select_by_method
-    from tunelab.tracking.clinical_metrics import fit_threshold
 
     out = []
     config = study_config(name, "tunelab", seed, tmp, args)
@@ -352,16 +387,14 @@ def run_tunelab(name: str, seed: int, args, tmp: Path, data, holdout) -> list[di
                               extra={"members": members, **timing}))
     else:
         out.append({"method": "ensemble", "trial": None})
-    # the decision threshold on the default pick (binary only)
+    # the decision threshold on the default pick (binary only), as register fits it
     if default_pick is not None and data.n_classes == 2:
-        t = fit_threshold(data.val.y, probe.val_probs[default_pick.number][:, 1],
-                          "accuracy").threshold
-        at = scores(holdout.y, probe.holdout_probs[default_pick.number], threshold=t,
-                    n_boot=0)
+        loss, val_out, hold_out = probe.outputs[default_pick.number]
+        fitted = threshold_scores(data.val.y, val_out, loss, holdout.y, hold_out)
         for e in out:
             if e["method"] == args.default:
-                e["threshold"] = t
-                e["acc_at_threshold"] = at["acc"]
+                e["thresholds"] = fitted
+                e["thresholds_fitted_on"] = "validation"
     return out
 
 
@@ -406,6 +439,28 @@ def default_line(mine: list[dict]) -> list[str]:
     return ["", text]
 
 
+def threshold_lines(mine: list[dict]) -> list[str]:
+    """Hold-out accuracy of each default candidate's pick at argmax and at each
+    ``registry.threshold`` rule (calibrated, fitted out of sample as register does)."""
+    lines = []
+    for method in ("cv_from_start", "confirm_mean"):
+        rs = [r for r in mine if r["method"] == method and "thresholds" in r]
+        if not rs:
+            continue
+        cells = []
+        for rule in ("argmax", *THRESHOLD_RULES):
+            accs = [r["thresholds"][rule]["acc"] for r in rs]
+            n_ok = sum(r["thresholds"][rule]["acc"] >= r["thresholds"]["argmax"]["acc"]
+                       for r in rs)
+            wins = "" if rule == "argmax" else f", >= argmax in {n_ok} of {len(rs)}"
+            cells.append(f"{rule} {med_range(accs)}{wins}")
+        lines.append(f"decision threshold on the {method} pick (fitted on "
+                     f"{rs[0]['thresholds_fitted_on']}, calibrated), hold-out accuracy: "
+                     + "; ".join(cells) + " (seeds " + ", ".join(str(r["seed"]) for r in rs)
+                     + ")")
+    return lines
+
+
 def summary(rows: list[dict], settings: str) -> str:
     lines = [f"settings: {settings}", ""]
     for name in sorted({r["dataset"] for r in rows}):
@@ -446,13 +501,7 @@ def summary(rows: list[dict], settings: str) -> str:
         if counts:
             lines.append("trials completed per study (per seed): " + "; ".join(counts))
         lines += default_line(mine)
-        thr = [r for r in mine if "acc_at_threshold" in r]
-        if thr:
-            pairs = ", ".join(f"{r['acc_at_threshold']:.3f} vs {r['acc']:.3f} "
-                              f"(t={r['threshold']:.2f})" for r in thr)
-            lines.append("decision threshold (accuracy rule, fitted on validation) on the "
-                         f"{thr[0]['method']} pick, hold-out accuracy at threshold vs "
-                         f"argmax: {pairs}")
+        lines += threshold_lines(mine)
         lines.append("")
     return "\n".join(lines)
 
