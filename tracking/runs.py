@@ -24,6 +24,8 @@ from . import plots, ui
 from .store import artifact_root, first_use_lock, package_versions, resolve_tracking_uri
 from .writer import BackgroundWriter, shared_writer
 
+MAX_METRICS_PER_CALL = 1000  # MLflow's log_batch limit
+
 STUDY_TAG = "tunelab.study"
 TRIAL_TAG = "tunelab.trial"
 ROLE_TAG = "tunelab.role"
@@ -97,6 +99,18 @@ class _Run:
             metrics=[Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()
                      if isinstance(v, (int, float))],
             tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()])
+
+    @_guarded
+    def log_history(self, history: Mapping[str, Sequence[float]]) -> None:
+        """Every epoch's metrics (epochs from 1, as trials log them) in as few round trips
+        as MLflow's batch limit allows: one call per value took about 5 s for a 15-epoch
+        history on a SQLite store."""
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, step) for k, values in history.items()
+                 for step, v in enumerate(values, start=1)]
+        for i in range(0, len(items), MAX_METRICS_PER_CALL):
+            self.client.log_batch(self.run_id, metrics=items[i:i + MAX_METRICS_PER_CALL],
+                                  synchronous=True)
 
     @_guarded
     def log_figure(self, fig, name: str, dpi: int = 110) -> None:
@@ -383,9 +397,7 @@ class StudyTracker:
             run.log_params({"seed": entry.get("seed"), "trial": number})
             run.log_metrics({k: float(v) for k, v in entry.items()
                              if isinstance(v, (int, float)) and k not in ("index", "seed")})
-            for key, values in history.items():
-                for step, value in enumerate(values, start=1):  # epochs from 1, as trials
-                    self.client.log_metric(run_id, key, float(value), step=step)
+            run.log_history(history)
             run.end("FINISHED")
             return run_id
         except Exception as err:

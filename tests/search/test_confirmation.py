@@ -52,6 +52,10 @@ def test_confirmations_nest_under_their_trial_runs(study):
         assert run.data.tags["mlflow.parentRunId"] == \
             opened.study.trials[number].user_attrs["mlflow_run_id"]
         assert "score" in run.data.metrics
+        # the retraining's curves, one point per epoch from 1 (logged in batches)
+        curve = client.get_metric_history(run.info.run_id, "val_accuracy")
+        assert [m.step for m in curve] == list(range(1, len(curve) + 1)) and curve
+        assert len(client.get_metric_history(run.info.run_id, "loss")) == len(curve)
 
 
 def test_best_shows_mean_and_spread_or_not_confirmed(study, capsys):
