@@ -20,7 +20,16 @@ from typing import Any
 from mlflow.entities import Metric, Param
 
 from . import plots
-from .runs import MAX_PARAM_LENGTH, PARENT_TAG, ROLE_TAG, STUDY_TAG, StudyTracker, study_run_id
+from .runs import (
+    MAX_METRICS_PER_CALL,
+    MAX_PARAM_LENGTH,
+    PARENT_TAG,
+    ROLE_TAG,
+    STUDY_TAG,
+    StudyTracker,
+    history_metrics,
+    study_run_id,
+)
 
 ROLE = "ablation"
 ID_TAG = "tunelab.ablation.id"
@@ -29,7 +38,6 @@ VARIANT_TAG = "tunelab.ablation.variant"
 KNOBS_TAG = "tunelab.ablation.knobs"
 SEED_TAG = "tunelab.ablation.seed"
 BASE_TAG = "tunelab.ablation.base"
-MAX_METRICS_PER_CALL = 1000  # MLflow's log_batch limit
 
 
 class AblationTracker:
@@ -78,8 +86,7 @@ class AblationTracker:
             self._call(name, self.client.log_batch, run_id, synchronous=True,
                        params=items[i:i + 100])
         now = int(time.time() * 1000)
-        metrics = [Metric(key, float(v), now, step) for key, vs in history.items()
-                   for step, v in enumerate(vs, start=1)]  # steps as a trial run's: epochs from 1
+        metrics = history_metrics(history, now)
         metrics += [Metric(k, float(v), now, 0) for k, v in summary.items()
                     if isinstance(v, (int, float))]
         for i in range(0, len(metrics), MAX_METRICS_PER_CALL):

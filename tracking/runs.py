@@ -26,6 +26,12 @@ from .writer import BackgroundWriter, shared_writer
 
 MAX_METRICS_PER_CALL = 1000  # MLflow's log_batch limit
 
+
+def history_metrics(history: Mapping[str, Sequence[float]], now: int) -> list[Metric]:
+    """A run's curves as MLflow metrics, one per epoch, steps from 1 as a trial run's."""
+    return [Metric(k, float(v), now, step) for k, values in history.items()
+            for step, v in enumerate(values, start=1)]
+
 STUDY_TAG = "tunelab.study"
 TRIAL_TAG = "tunelab.trial"
 ROLE_TAG = "tunelab.role"
@@ -105,9 +111,7 @@ class _Run:
         """Every epoch's metrics (epochs from 1, as trials log them) in as few round trips
         as MLflow's batch limit allows: one call per value took about 5 s for a 15-epoch
         history on a SQLite store."""
-        now = int(time.time() * 1000)
-        items = [Metric(k, float(v), now, step) for k, values in history.items()
-                 for step, v in enumerate(values, start=1)]
+        items = history_metrics(history, int(time.time() * 1000))
         for i in range(0, len(items), MAX_METRICS_PER_CALL):
             self.client.log_batch(self.run_id, metrics=items[i:i + MAX_METRICS_PER_CALL],
                                   synchronous=True)
