@@ -131,6 +131,18 @@ def exit_now(code: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:2] == ["worker", "--standby"]:  # started by `tune` before its study is ready
+        from tunelab.signals import exit_code
+        from tunelab.tuning import await_launch
+
+        try:
+            launched = await_launch()
+        except KeyboardInterrupt as interrupt:
+            return exit_code(interrupt)
+        if launched is None:
+            return 0
+        argv = launched
     args = build_parser().parse_args(argv)
     quiet.configure(args.verbose)  # before TensorFlow, absl or MLflow load (Optuna has)
     from tunelab.signals import (

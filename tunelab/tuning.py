@@ -127,19 +127,34 @@ def tune(config: StudyConfig | str | Path | Mapping[str, Any] | None = None, *,
     values, and a change of what the study measures (data, model, space, objective, ...) is
     refused unless named in ``accept_changes`` (``tunelab.identity``).
     """
+    from tunelab.identity import check_accept_keys
+
+    accept = tuple(check_accept_keys(accept_changes))
+    config, stored = resolve_study(config, overrides)
+    # the first workers import TensorFlow, Optuna and MLflow while this process loads the
+    # data, checks it and sets up the stores (issue #21: start-up off the critical path)
+    standby = None
+    if not in_process and config.engine != "keras-tuner" and config.overlap_recycle:
+        standby = StandbyWorkers.start(min(config.workers, config.n_trials or config.workers))
+    try:
+        return _tune_study(config, stored, accept, in_process, standby)
+    finally:
+        if standby is not None:
+            standby.close()
+
+
+def _tune_study(config: StudyConfig, stored: StoredStudy | None, accept: tuple[str, ...],
+                in_process: bool, standby: StandbyWorkers | None):
     from tunelab.identity import (
         ACCEPTED_ATTR,
         IDENTITY_ATTR,
         accepted_records,
         accepted_tags,
-        check_accept_keys,
         notice,
         resume_line,
         study_identity,
     )
 
-    accept = tuple(check_accept_keys(accept_changes))
-    config, stored = resolve_study(config, overrides)
     data = load_data(config)
     config = resolve_for_data(config, data)  # dataset.cv_folds / selection.method: auto
     from tunelab.models.timeline import mark  # Keras is loaded by now
@@ -233,7 +248,7 @@ def tune(config: StudyConfig | str | Path | Mapping[str, Any] | None = None, *,
                            progress=display.handle)
             else:
                 _run_worker_processes(config, tracking_uri, searching, started, n_trials,
-                                      display)
+                                      display, standby)
         finally:
             display.stop()
             if quiet.verbose() and display.live:
@@ -308,8 +323,106 @@ def _forward_output(stream, display) -> None:
             display.message(line)
 
 
+def _worker_environment() -> tuple[dict[str, str], list[str]]:
+    """The environment every local worker starts from, and the GPUs its slots take."""
+    from tunelab.gpus import visible_gpus
+
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+    return env, visible_gpus()
+
+
+class StandbyWorkers:
+    """Worker processes started before their study exists: each imports what a worker needs
+    (TensorFlow with the model families, Optuna, MLflow), then waits for its command line on
+    stdin (``tunelab worker --standby``). ``tune`` starts them first and launches them once
+    the data is checked and the stores are set up, so the workers' imports overlap the
+    parent's own start-up instead of following it. One never launched holds nothing (no
+    study, no run, no file): ``close`` kills it."""
+
+    def __init__(self, procs: dict[int, subprocess.Popen], pipe: tuple[int, int],
+                 env_gpus: tuple[dict[str, str], list[str]]) -> None:
+        self.procs = procs  # slot -> process not launched yet
+        self.pipe: tuple[int, int] | None = pipe  # the events pipe they share
+        self.env_gpus = env_gpus
+
+    @classmethod
+    def start(cls, n: int) -> StandbyWorkers:
+        from tunelab.gpus import worker_env
+        from tunelab.signals import stop_signals_blocked
+
+        env, gpus = _worker_environment()
+        read_fd, write_fd = os.pipe()
+        procs = {}
+        for slot in range(n):
+            with stop_signals_blocked():  # until the worker's own handler is in place
+                procs[slot] = subprocess.Popen(
+                    [sys.executable, "-m", "tunelab", "worker", STANDBY_FLAG],
+                    env=worker_env(env, slot, gpus), pass_fds=(write_fd,),
+                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                    errors="replace")
+        return cls(procs, (read_fd, write_fd), (env, gpus))
+
+    def take_pipe(self) -> tuple[int, int]:
+        """The events pipe's (read, write) ends, now the caller's to close."""
+        pipe, self.pipe = self.pipe, None
+        return pipe
+
+    def launch(self, slot: int, args: list[str]) -> subprocess.Popen | None:
+        """Hand slot's waiting process its command line (``worker ...``); None if none waits.
+        One that died while importing is returned too: its exit code tells."""
+        import json
+
+        proc = self.procs.pop(slot, None)
+        if proc is not None:
+            try:
+                proc.stdin.write(json.dumps(args) + "\n")
+                proc.stdin.close()
+            except OSError:  # it has exited; its output and exit code say why
+                pass
+        return proc
+
+    def close(self) -> None:
+        for proc in self.procs.values():
+            proc.kill()
+            proc.wait()
+            for stream in (proc.stdin, proc.stdout):
+                stream.close()
+        self.procs.clear()
+        if self.pipe is not None:
+            for fd in self.take_pipe():
+                os.close(fd)
+
+
+#: ``tunelab worker --standby``: a worker that waits for its command line on stdin
+STANDBY_FLAG = "--standby"
+
+
+def await_launch() -> list[str] | None:
+    """A standby worker (``StandbyWorkers``): import what a worker needs, then read its
+    command line (one JSON line) from stdin. None: stdin closed first (the ``tune`` process
+    ended before it needed this worker)."""
+    import json
+
+    from tunelab.models.timeline import mark  # Keras-free
+
+    mark("standby_start")
+    quiet.configure()  # as the worker's own main would, before the frameworks load
+    import tunelab.models.training  # noqa: F401  TensorFlow, Keras
+    import tunelab.search  # noqa: F401  Optuna
+    import tunelab.tracking  # noqa: F401  MLflow
+    from tunelab.models import build_model  # noqa: F401  every model family registered
+
+    mark("standby_ready")
+    line = sys.stdin.readline()
+    if not line.strip():
+        return None
+    mark("standby_launched")
+    return json.loads(line)
+
+
 def _run_worker_processes(config: StudyConfig, tracking_uri: str, deadline: float | None,
-                          started: float, n_trials: int | None, display) -> None:
+                          started: float, n_trials: int | None, display,
+                          standby: StandbyWorkers | None = None) -> None:
     """Keep ``config.workers`` worker processes busy until the budget is met; each exits
     after ``trials_per_process`` trials and is replaced by a fresh one. They send their
     trials' events to this process over one pipe; only this process draws."""
@@ -319,6 +432,7 @@ def _run_worker_processes(config: StudyConfig, tracking_uri: str, deadline: floa
     from tunelab.signals import raise_if_stopped, stop_signals_blocked
 
     server = None
+    read_fd, write_fd = standby.take_pipe() if standby is not None else os.pipe()
     if config.workers > 1 and tracking_uri.startswith("sqlite:"):
         # Several processes writing one SQLite file meet "database is locked": they talk to
         # one local tracking server instead, the only writer of the file.
@@ -328,10 +442,9 @@ def _run_worker_processes(config: StudyConfig, tracking_uri: str, deadline: floa
         print(f"tunelab: {config.workers} workers log through a local tracking server at "
               f"{server.url}", flush=True)
         tracking_uri = server.url
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
-    from tunelab.gpus import visible_gpus, worker_env
+    env, gpus = standby.env_gpus if standby is not None else _worker_environment()
+    from tunelab.gpus import worker_env
 
-    gpus = visible_gpus()
     if gpus:
         print(f"tunelab: {len(gpus)} GPU(s) {','.join(gpus)}: worker slots take them in turn "
               "(CUDA_VISIBLE_DEVICES), with memory growth on", flush=True)
@@ -341,8 +454,7 @@ def _run_worker_processes(config: StudyConfig, tracking_uri: str, deadline: floa
                "--max-trials", str(config.trials_per_process), "--started-at", str(started)]
     if deadline is not None:
         command += ["--deadline", str(deadline)]
-    read_fd, write_fd = os.pipe()  # every worker writes its events here (lines < PIPE_BUF)
-    command += ["--events-fd", str(write_fd)]
+    command += ["--events-fd", str(write_fd)]  # every worker's events (lines < PIPE_BUF)
     started_trials: dict[int, int] = {}  # worker index -> trials it has started
 
     def on_event(event) -> None:
@@ -363,10 +475,13 @@ def _run_worker_processes(config: StudyConfig, tracking_uri: str, deadline: floa
         extra = ["--worker-index", str(spawned)]
         if after is not None:
             extra += ["--after-pid", str(after.pid)]
-        with stop_signals_blocked():  # until the worker's own handler is in place
-            proc = subprocess.Popen(command + extra, env=worker_env(env, slot, gpus),
-                                    pass_fds=(write_fd,), stdout=subprocess.PIPE,
-                                    text=True, errors="replace")
+        proc = standby.launch(slot, command[3:] + extra) if (
+            standby is not None and after is None) else None
+        if proc is None:
+            with stop_signals_blocked():  # until the worker's own handler is in place
+                proc = subprocess.Popen(command + extra, env=worker_env(env, slot, gpus),
+                                        pass_fds=(write_fd,), stdout=subprocess.PIPE,
+                                        text=True, errors="replace")
         readers.append(threading.Thread(target=_forward_output,
                                         args=(proc.stdout, display), daemon=True))
         readers[-1].start()

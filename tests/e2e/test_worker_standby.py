@@ -1,0 +1,96 @@
+"""The first workers start before their study is ready (issue #21): ``tune`` starts them
+before it loads the data, so their TensorFlow, Optuna and MLflow imports overlap its own
+start-up (data, checks, stores, parent run); it hands them their command line once the
+study exists. One never launched (a config error, a stop) is killed and leaves nothing.
+Real ``tunelab tune`` subprocesses and worker processes, timed by the timeline marks."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+import yaml
+from conftest import tiny_study
+
+
+def _run(tmp_path, raw, timeout=900):
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(raw))
+    timeline = tmp_path / "timeline.jsonl"
+    env = {**os.environ, "TUNELAB_TIMELINE": str(timeline)}
+    proc = subprocess.run([sys.executable, "-m", "tunelab", "tune", "study.yaml"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+    marks = [json.loads(line) for line in timeline.read_text().splitlines()] \
+        if timeline.exists() else []
+    return proc, marks
+
+
+def _first(marks, event, pid=None):
+    return next(m["t"] for m in marks if m["event"] == event
+                and (pid is None or m["pid"] == pid))
+
+
+def test_the_first_worker_imports_while_tune_loads_the_data_then_trains(tmp_path):
+    raw = tiny_study(tmp_path, study_name="standby", n_trials=2, max_epochs=1)
+    proc, marks = _run(tmp_path, raw)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    parent = next(m["pid"] for m in marks if m["event"] == "process_start"
+                  and m.get("argv", [None])[0] == "tune")
+    worker = next(m["pid"] for m in marks if m["event"] == "standby_launched")
+    assert worker != parent
+    # started before the parent had its data, ready (TensorFlow and the families imported)
+    # before it was handed its command line, which came once the study and parent run
+    # existed; then it ran the study's trials
+    assert _first(marks, "process_start", worker) < _first(marks, "data_loaded", parent)
+    assert _first(marks, "standby_ready", worker) <= _first(marks, "standby_launched", worker)
+    assert sum(m["event"] == "trial_end" and m["pid"] == worker for m in marks) == 2, marks
+    assert "2 complete" in proc.stdout, proc.stdout[-2000:]
+
+
+def _standby_children_of(pid_marks_dir) -> list[psutil.Process]:
+    found = []
+    for p in psutil.process_iter(["cmdline", "cwd"]):
+        try:
+            if "--standby" in (p.info["cmdline"] or []) and p.info["cwd"] == str(pid_marks_dir):
+                found.append(p)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
+
+
+def test_a_config_error_after_the_start_leaves_no_standby_worker(tmp_path):
+    # VGG16 needs 32x32 images: refused by the checks against the data, after the standby
+    # worker has started (it was importing TensorFlow meanwhile)
+    raw = tiny_study(tmp_path, study_name="refused", model="vgg16")
+    raw["space"] = {"learning_rate": 1e-3, "batch_size": 128}
+    proc, marks = _run(tmp_path, raw)
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "needs images of at least 32x32" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    started = [m for m in marks if m["event"] == "process_start"
+               and m.get("argv") == ["worker", "--standby"]]
+    assert started, marks  # the standby worker did start (and was then killed)
+    deadline = time.time() + 10
+    while _standby_children_of(tmp_path) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not _standby_children_of(tmp_path)
+    assert not (tmp_path / "mlruns" / "optuna.journal").exists()  # no store was written
+
+
+@pytest.mark.parametrize("ready", [False, True], ids=["importing", "waiting"])
+def test_a_standby_worker_exits_quietly_when_its_stdin_closes(tmp_path, ready):
+    """The ``tune`` process died (SIGKILL): its standby worker reads end-of-file and exits 0,
+    with nothing on its stderr, whether it was still importing or already waiting."""
+    proc = subprocess.Popen([sys.executable, "-m", "tunelab", "worker", "--standby"],
+                            cwd=tmp_path, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    if ready:
+        time.sleep(15)
+    proc.stdin.close()
+    proc.stdin = None
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-2000:]
+    assert "Traceback" not in err, err[-2000:]
