@@ -12,6 +12,12 @@ What each knob silences (measured on tensorflow-cpu 2.21, MLflow 3.17, Optuna 5.
   a value the environment already had (``0`` in some images, or empty), so quiet mode
   raises it to at least 2. ``TF_ENABLE_ONEDNN_OPTS`` is left to the user: it changes
   numerics, not logging.
+- On a CPU where TensorFlow turns oneDNN on by itself (AVX512-VNNI, AVX-VNNI, AMX: seen on
+  tensorflow-cpu 2.21), ``import tensorflow`` prints absl's "All log messages before
+  absl::InitializeLog() ..." and oneDNN's "custom operations are on" from a library whose
+  logger reads ``TF_CPP_MIN_LOG_LEVEL`` only later, so the variable does not reach them:
+  quiet mode runs that import with file descriptor 2 in a temporary file and writes back
+  every line but absl's info and warning lines (``quiet_noisy_imports``). Errors stay.
 - ``MLFLOW_LOGGING_LEVEL=ERROR`` and the ``mlflow``/``alembic`` loggers: "Creating initial
   MLflow database tables", "Validating input example", the CloudPickle warning.
 - ``MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR=false``: the tqdm "Downloading artifacts" bars.
@@ -22,8 +28,10 @@ What each knob silences (measured on tensorflow-cpu 2.21, MLflow 3.17, Optuna 5.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -78,6 +86,7 @@ def configure(verbose_flag: bool | None = None) -> bool:
         return True
     os.environ.pop(VERBOSE_ENV, None)
     quiet_environment()
+    quiet_noisy_imports()
     for name in FRAMEWORK_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.showwarning = _show_own_warnings
@@ -98,3 +107,66 @@ def _show_own_warnings(message, category, filename, lineno, file=None, line=None
         out.flush()
     except (OSError, ValueError):
         pass
+
+
+#: top-level modules whose import writes C++ log lines that no setting reaches (above)
+NOISY_IMPORTS = ["tensorflow"]
+#: what quiet mode drops from such an import's stderr: absl's preamble, and its info and
+#: warning lines ("I0000 00:00:1796195721.213871    4033 port.cc:153] ..."); errors stay
+_NOISE = re.compile(r"WARNING: All log messages before absl::InitializeLog\(\) is called are "
+                    r"written to STDERR|[IW]\d{4} \d\d:\d\d:[\d.]+ +\d+ \S+:\d+\] .*")
+
+
+@contextlib.contextmanager
+def stderr_filtered():
+    """File descriptor 2 (C++ writes too) goes to a temporary file for the block; then every
+    line but ``_NOISE`` is written to the real stderr, in order."""
+    import tempfile
+
+    with tempfile.TemporaryFile() as held:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            try:
+                sys.stderr.flush()
+            except (OSError, ValueError):
+                pass
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            text = held.read().decode("utf-8", errors="replace")
+            kept = [line for line in text.splitlines(keepends=True)
+                    if not _NOISE.fullmatch(line.rstrip("\r\n"))]
+            if kept:
+                os.write(2, "".join(kept).encode("utf-8"))
+
+
+class _QuietImportFinder:
+    """On ``sys.meta_path``: the first import of a module in ``NOISY_IMPORTS`` runs inside
+    ``stderr_filtered``. Finds nothing itself: the module's own loader does the work."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname not in NOISY_IMPORTS or fullname in sys.modules:
+            return None
+        from importlib.machinery import PathFinder
+
+        spec = PathFinder.find_spec(fullname, path, target)
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return None
+        run = spec.loader.exec_module
+
+        def exec_module(module):
+            with stderr_filtered():
+                run(module)
+
+        spec.loader.exec_module = exec_module  # this loader object serves this module only
+        return spec
+
+
+def quiet_noisy_imports() -> None:
+    """Install ``_QuietImportFinder`` (once) unless every noisy module is imported already."""
+    if not any(isinstance(f, _QuietImportFinder) for f in sys.meta_path):
+        sys.meta_path.insert(0, _QuietImportFinder())
