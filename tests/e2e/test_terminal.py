@@ -44,7 +44,7 @@ TUNE_LINES = [
     r"browse the runs: tunelab server.*", LINK_LINE,
 ]
 BEST_LINES = [r"\d+ complete trial\(s\), ranked by .+", r"rank +trial +objective .+verdict",
-              r"[- ]+", r"\d+ +\d+ +[\d.]+ .+", r"selected trial \d+: .+"]
+              r"[- ]+", r"\d+ +\d+ +[\d.]+ .+", r"selected trial \d+( by \S+)?: .+"]
 REGISTER_LINES = [r"registered \S+ version \d+ from trial \d+ \(.+\)", r"compared: .+",
                   r"alias 'champion' -> version \d+", r"held-out test_accuracy: [\d.]+",
                   r"calibration: .+ fitted on \S+ \(\d+ images\); decision: .+"]
