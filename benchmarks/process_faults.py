@@ -20,9 +20,9 @@ runs for one trial), replayed parameter sets (two trials with the same hyperpara
 retries of a dead trial aside), seconds to recover (the rerun's wall time; for Ctrl-C and
 SIGTERM, the seconds from the signal to the exit).
 
-    python benchmarks/process_faults.py                 # each Ctrl-C point 20 times, the other cases once
+    python benchmarks/process_faults.py          # each Ctrl-C point 20 times, the rest once
     python benchmarks/process_faults.py --repeats 3 --cases ctrl-c@first-epoch
-    python benchmarks/process_faults.py --quick         # each case once
+    python benchmarks/process_faults.py --quick  # each case once
 """
 
 from __future__ import annotations

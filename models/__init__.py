@@ -2,8 +2,11 @@
 
 Each family is one module that registers its builders with ``@register_model``; they are
 imported (and so registered) the first time a public name of this package is used, so that
-``tunelab.models.data`` and ``tunelab.models.training_keys`` load without Keras (the config,
-the search space and the MLflow writer process import them). Pure Keras: no optuna, no mlflow.
+``tunelab.models.data`` and ``tunelab.models.training_keys`` load without them (the config,
+the search space and the MLflow writer process import them). The families and the registry
+load without Keras too (``models/lazy.py``): Keras loads when a model is built, so ``tune``'s
+checks of a config against its data cost no TensorFlow import. Pure Keras: no optuna, no
+mlflow.
 """
 
 from importlib import import_module
@@ -22,9 +25,8 @@ def __getattr__(name: str):
     if name not in _WHERE:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     if "tunelab.models.lenet" not in __import__("sys").modules:
-        for family in _FAMILIES:  # registers every family
+        for family in _FAMILIES:  # registers every family (Keras loads when one builds)
             import_module(f".{family}", __name__)
-        import_module(".timeline", __name__).mark("keras_imported")
     value = getattr(import_module(f".{_WHERE[name]}", __name__), name)
     globals()[name] = value
     return value

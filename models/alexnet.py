@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import keras
-from keras import layers
-
 from .dense_widths import widths
 from .heads import Head
 from .layers import conv_block, dense_stack, min_spatial_size
+from .lazy import keras, layers
 from .registry import register_model
 
 #: (filters as a multiple of n_base, pool after the block) for the five conv blocks.

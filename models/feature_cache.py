@@ -20,8 +20,9 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-import keras
 import numpy as np
+
+from .lazy import keras
 
 #: Bump when the preprocessing inside the model changes, so old feature files are not reused.
 FEATURES_VERSION = 1

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import keras
 import numpy as np
+
+from .lazy import keras
 
 BINARY_LOSSES = ("binary_crossentropy", "hinge")
 CATEGORICAL_LOSSES = ("categorical_crossentropy", "categorical_hinge")
@@ -31,27 +32,6 @@ def check_loss(loss: str, n_classes: int) -> None:
             f"loss {loss!r} needs exactly two classes but the data has {n_classes}; "
             f"use one of {', '.join(CATEGORICAL_LOSSES)}"
         )
-
-
-@keras.saving.register_keras_serializable(package="tunelab")
-class SignAccuracy(keras.metrics.MeanMetricWrapper):
-    """Accuracy for a tanh head trained with hinge loss on labels in {-1, 1}.
-
-    Keras' binary accuracy thresholds at 0.5 and would count every -1 label as wrong.
-    """
-
-    def __init__(self, name: str = "accuracy", dtype=None):
-        super().__init__(fn=_sign_match, name=name, dtype=dtype)
-
-    def get_config(self):
-        return {"name": self.name, "dtype": self.dtype}
-
-
-def _sign_match(y_true, y_pred):
-    y_true = keras.ops.cast(keras.ops.reshape(y_true, (-1,)), "float32")
-    y_pred = keras.ops.reshape(y_pred, (-1,))
-    predicted = keras.ops.where(y_pred >= 0, 1.0, -1.0)
-    return keras.ops.cast(keras.ops.equal(predicted, y_true), "float32")
 
 
 @dataclass(frozen=True)
@@ -79,6 +59,8 @@ class Head:
 
     def accuracy_metric(self) -> keras.metrics.Metric:
         if self.loss == "hinge":
+            from .custom_objects import SignAccuracy
+
             return SignAccuracy(name="accuracy")
         if self.loss == "binary_crossentropy":
             return keras.metrics.BinaryAccuracy(name="accuracy")
@@ -107,3 +89,11 @@ class Head:
         else:
             return outputs
         return np.stack([1.0 - p1, p1], axis=1)
+
+
+def __getattr__(name: str):
+    if name == "SignAccuracy":  # where Keras looks for a saved model's class by its module
+        from .custom_objects import SignAccuracy
+
+        return SignAccuracy
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

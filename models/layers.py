@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import keras
-from keras import layers
+from .lazy import keras, layers
 
 # Keras' 0.99 suits long training on big data; the labs' small sets see a few hundred steps
 # per trial, and moving statistics that lag that far make validation look like chance.

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import keras
-from keras import layers
-
 from .dense_widths import widths
 from .heads import Head
 from .layers import conv_block, dense_stack, min_spatial_size
+from .lazy import keras, layers
 from .registry import register_model
 
 #: Spatial layers of one block ("M" = 2x2 max-pool), for the minimum input size.

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import keras
-from keras import layers
-
 from .dense_widths import widths
 from .heads import Head
 from .layers import dense_stack
+from .lazy import keras, layers
 from .registry import register_model
 
 

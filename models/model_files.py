@@ -16,7 +16,7 @@ from typing import Any
 import keras
 
 from . import (
-    heads,  # noqa: F401  (registers SignAccuracy, needed to load compiled models)
+    custom_objects,  # noqa: F401  (registers SignAccuracy and BackboneInput: loading needs them)
     transfer,
 )
 

@@ -11,11 +11,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import keras
-from keras import layers
-
 from .heads import Head
 from .layers import BN_MOMENTUM, regularizer
+from .lazy import keras, layers
 from .registry import preset, register_model
 
 

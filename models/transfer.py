@@ -30,44 +30,23 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import keras
 import numpy as np
-from keras import layers
 
 from . import feature_cache
+from .backbones import BACKBONES
 from .data.dataset import Split
 from .data.folds import Fold
 from .dense_widths import widths
 from .heads import Head
 from .layers import dense_stack
+from .lazy import keras, layers
 from .registry import add_validators, preset, register_model
-from .training import TrainingSettings, TrainResult, make_optimizer, train
 
+if TYPE_CHECKING:
+    from .training import TrainingSettings, TrainResult
 
-@dataclass(frozen=True)
-class Backbone:
-    constructor: str  # attribute of keras.applications
-    module: str  # keras.applications.<module>.preprocess_input
-    min_size: int  # smallest image side the backbone accepts without its top
-
-
-#: Backbones by the name of their ``keras.applications`` constructor.
-BACKBONES: dict[str, Backbone] = {
-    "VGG16": Backbone("VGG16", "vgg16", 32),
-    "VGG19": Backbone("VGG19", "vgg19", 32),
-    "ResNet50": Backbone("ResNet50", "resnet", 32),
-    "ResNet101": Backbone("ResNet101", "resnet", 32),
-    "ResNet50V2": Backbone("ResNet50V2", "resnet_v2", 32),
-    "MobileNet": Backbone("MobileNet", "mobilenet", 32),
-    "MobileNetV2": Backbone("MobileNetV2", "mobilenet_v2", 32),
-    "EfficientNetB0": Backbone("EfficientNetB0", "efficientnet", 32),
-    "EfficientNetV2B0": Backbone("EfficientNetV2B0", "efficientnet_v2", 32),
-    "DenseNet121": Backbone("DenseNet121", "densenet", 32),
-    "InceptionV3": Backbone("InceptionV3", "inception_v3", 75),
-    "Xception": Backbone("Xception", "xception", 71),
-}
 
 #: Seed of a randomly initialized (``weights=None``) backbone: the same in every trial.
 RANDOM_BACKBONE_SEED = 1234
@@ -99,43 +78,8 @@ class TransferPlan:
         return f"file{feature_cache.file_hash(self.weights)}"
 
 
-def _preprocess_fn(backbone: str) -> Callable[[Any], Any]:
-    return getattr(keras.applications, BACKBONES[backbone].module).preprocess_input
-
-
 def resized_side(side: int, backbone: str) -> int:
     return max(int(side), BACKBONES[backbone].min_size)
-
-
-@keras.saving.register_keras_serializable(package="tunelab")
-class BackboneInput(layers.Layer):
-    """[0, 1] grey or RGB images -> the backbone's input: 3 channels, at least its smallest
-    side, 0-255, then the backbone's own ``preprocess_input``."""
-
-    def __init__(self, backbone: str, size: Sequence[int], **kwargs):
-        super().__init__(**kwargs)
-        if backbone not in BACKBONES:
-            raise ValueError(f"unknown backbone {backbone!r}; choose one of "
-                             f"{', '.join(BACKBONES)}")
-        self.backbone = backbone
-        self.size = (int(size[0]), int(size[1]))
-
-    def call(self, x):
-        channels = x.shape[-1]
-        if channels == 1:
-            x = keras.ops.repeat(x, 3, axis=-1)
-        elif channels != 3:
-            raise ValueError(f"a {self.backbone} backbone needs grey (1) or RGB (3) images, got "
-                             f"{channels} channels")
-        if tuple(x.shape[1:3]) != self.size:
-            x = keras.ops.image.resize(x, self.size, interpolation="bilinear")
-        return _preprocess_fn(self.backbone)(x * 255.0)
-
-    def compute_output_shape(self, input_shape):
-        return (input_shape[0], *self.size, 3)
-
-    def get_config(self):
-        return {**super().get_config(), "backbone": self.backbone, "size": list(self.size)}
 
 
 def load_backbone(backbone: str, weights: str | None, input_shape: tuple[int, int, int],
@@ -254,6 +198,8 @@ def _transfer(
     height, width, _ = input_shape
     size = (resized_side(height, backbone), resized_side(width, backbone))
     inputs = keras.Input(shape=input_shape, name="image")
+    from .custom_objects import BackboneInput
+
     x = BackboneInput(backbone, size, name="backbone_input")(inputs)
     base = load_backbone(backbone, weights, (*size, 3))
     base.trainable = False
@@ -371,6 +317,8 @@ def train_model(model: keras.Model, head: Head, data: Any, settings: TrainingSet
     keeps its unfrozen layers and reduced learning rate.
     ``TrainResult.extra`` says where the features came from and how many layers were unfrozen.
     """
+    from .training import TrainResult, make_optimizer, train
+
     plan = transfer_plan(model)
     if plan is None:
         return train(model, head, data, settings, callbacks=callbacks, on_epoch=on_epoch,
@@ -428,3 +376,11 @@ def train_model(model: keras.Model, head: Head, data: Any, settings: TrainingSet
             return TrainResult(history, len(history.get("loss", [])), True, result.reason,
                                extra)
     return TrainResult(history, len(history.get("loss", [])), extra=extra)
+
+
+def __getattr__(name: str):
+    if name == "BackboneInput":  # where Keras looks for a saved model's class by its module
+        from .custom_objects import BackboneInput
+
+        return BackboneInput
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -19,9 +19,8 @@ import os
 import sys
 from typing import Any
 
-import keras
-
 from .heads import Head
+from .lazy import keras
 from .registry import ModelSpec, add_resolver, register_spec, registered_spec
 
 _NOT_HYPERPARAMETERS = ("loss", "name")

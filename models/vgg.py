@@ -11,12 +11,10 @@ The last Conv2D is named ``Last_ConvLayer`` so Grad-CAM can find it.
 
 from __future__ import annotations
 
-import keras
-from keras import layers
-
 from .dense_widths import widths
 from .heads import Head
 from .layers import conv_block, dense_stack, min_spatial_size
+from .lazy import keras, layers
 from .registry import preset, register_model
 
 VGG_CFGS: dict[str, list[int | str]] = {

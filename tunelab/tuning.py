@@ -157,7 +157,7 @@ def _tune_study(config: StudyConfig, stored: StoredStudy | None, accept: tuple[s
 
     data = load_data(config)
     config = resolve_for_data(config, data)  # dataset.cv_folds / selection.method: auto
-    from tunelab.models.timeline import mark  # Keras is loaded by now
+    from tunelab.models.timeline import mark
 
     mark("data_loaded")
     identity = study_identity(config, data)
@@ -647,7 +647,7 @@ def run_worker(*, study_name: str, storage: str, tracking_uri: str | None = None
         worker_index = os.getpid()
     study = open_study(config, create=False, on_stale=on_stale, worker_index=worker_index)
     data = data if data is not None else load_data(config)
-    from tunelab.models.timeline import mark  # Keras is loaded by now
+    from tunelab.models.timeline import mark
 
     mark("data_loaded")
     uri = tracking_uri or study.user_attrs.get("tracking_uri") or config.resolved_tracking_uri
