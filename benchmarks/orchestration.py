@@ -270,8 +270,9 @@ def run_case(name: str, command: list[str], cwd: Path, timeline: Path, log: Path
     print(f"[{time.strftime('%H:%M:%S')}] {name}: {' '.join(command)}", flush=True)
     launch = time.time()
     with open(log, "w") as out:
-        proc = subprocess.run(command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
-                              timeout=timeout)
+        proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=out,
+                                stderr=subprocess.STDOUT)
+        samples = sample_memory(proc, timeout)
     end = time.time()
     if proc.returncode != 0:
         raise SystemExit(f"{name} exited with code {proc.returncode}; see {log}:\n"
@@ -279,7 +280,50 @@ def run_case(name: str, command: list[str], cwd: Path, timeline: Path, log: Path
     events = [json.loads(line) for line in timeline.read_text().splitlines() if line.strip()]
     me = os.getpid()
     return [{"t": launch, "pid": me, "event": "launch"}, *events,
-            {"t": end, "pid": me, "event": "exit"}]
+            {"t": end, "pid": me, "event": "exit", "memory": samples}]
+
+
+def sample_memory(proc: subprocess.Popen, timeout: float, every: float = 0.25) -> list:
+    """Until ``proc`` exits: [seconds, resident MB of it and all its descendants, worker
+    processes alive] every ``every`` s (a worker: ``tunelab worker``, a standby one too)."""
+    import psutil
+
+    began, samples = time.time(), []
+    root = psutil.Process(proc.pid)
+    while proc.poll() is None:
+        if time.time() - began > timeout:
+            proc.kill()
+            raise subprocess.TimeoutExpired(proc.args, timeout)
+        total, workers = 0, 0
+        try:
+            family = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            break
+        for p in family:
+            try:
+                total += p.memory_info().rss
+                workers += "worker" in p.cmdline()[:5]
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+        samples.append([round(time.time() - began, 2), round(total / 2**20, 1), workers])
+        time.sleep(every)
+    return samples
+
+
+def memory_summary(samples: list) -> dict:
+    """Peak resident memory of the case's processes; with worker processes, the peak while
+    two or more were alive (a recycle's overlap, or the standby beside the first) and while
+    at most one was."""
+    if not samples:
+        return {}
+    out = {"peak_mb": max(s[1] for s in samples)}
+    overlap = [s[1] for s in samples if s[2] >= 2]
+    single = [s[1] for s in samples if s[2] <= 1]
+    if any(s[2] for s in samples):
+        out["peak_overlap_mb"] = max(overlap) if overlap else None
+        out["peak_single_mb"] = max(single) if single else None
+        out["overlap_seconds"] = round(sum(0.25 for _ in overlap), 1)
+    return out
 
 
 # -- the analysis -----------------------------------------------------------------------------
@@ -380,6 +424,8 @@ def analyse(events: list[dict]) -> dict:
         "time_to_first_epoch": first_epoch - launch,
         "phases": seconds, "gap_counts": counts, "gap_breakdown": breakdown,
         "per_trial": per_trial,
+        "memory": memory_summary(next(e for e in events if e["event"] == "exit")
+                                 .get("memory", [])),
     }
 
 
@@ -445,9 +491,21 @@ def markdown(results: dict) -> str:
                        ("(wall - steady epoch compute) / trials",
                         lambda r: f"{r['overhead_per_trial']:.2f} s"),
                        ("**wall / steady epoch compute**",
-                        lambda r: f"**{r['wall_over_compute']:.2f}**")):
+                        lambda r: f"**{r['wall_over_compute']:.2f}**"),
+                       ("peak memory, all its processes", lambda r: _mb(r, "peak_mb")),
+                       ("peak memory while 2+ workers lived (s of it)",
+                        lambda r: _mb(r, "peak_overlap_mb")
+                        + (f" ({r['memory']['overlap_seconds']:.0f} s)"
+                           if r.get("memory", {}).get("peak_overlap_mb") else "")),
+                       ("peak memory while at most 1 worker lived",
+                        lambda r: _mb(r, "peak_single_mb"))):
         rows.append(f"| {label} | " + " | ".join(fmt(r) for *_, r in columns) + " |")
     return "\n".join(rows) + "\n"
+
+
+def _mb(r: dict, key: str) -> str:
+    value = r.get("memory", {}).get(key)
+    return f"{value:.0f} MB" if value else "-"
 
 
 def report(results: dict, out: Path | None) -> None:

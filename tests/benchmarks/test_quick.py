@@ -167,6 +167,12 @@ def test_orchestration_quick(tmp_path):
     assert tunelab["processes"] == 2 and tunelab["gap_counts"]["worker recycles"] == 1
     assert tunelab["phases"]["worker recycles"] > 0
     assert "data_loaded -> trial_ask" in tunelab["gap_breakdown"]["worker recycles"]
+    # memory sampled over the process tree: the successor overlapped its predecessor, and
+    # the peak is the larger of the two periods' peaks
+    memory = tunelab["memory"]
+    assert memory["peak_overlap_mb"] > 200 and memory["peak_single_mb"] > 200, memory
+    assert memory["peak_mb"] == max(memory["peak_overlap_mb"], memory["peak_single_mb"])
+    assert cases["hand-glued"]["memory"]["peak_mb"] > 200
     assert 0 < number_after("tunelab wall / hand-glued loop wall =", out) < float("inf")
     assert "| **wall / steady epoch compute** |" in (tmp_path / "summary.md").read_text()
 
