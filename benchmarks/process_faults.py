@@ -260,13 +260,6 @@ def _worker_pids(pid: int) -> set[int]:
         return set()
 
 
-def _has_tensorflow(pid: int) -> bool:
-    try:
-        return "tensorflow" in Path(f"/proc/{pid}/maps").read_text()
-    except OSError:
-        return False
-
-
 def ctrl_c(root: Path, point: str, *, sigint_ignored: bool = False) -> dict:
     """One SIGINT to the process group at ``point``; exit 130 within 15 s, no traceback."""
     study_file(root, n_trials=3, max_epochs=3 if point != "first-epoch" else 30,
@@ -276,8 +269,10 @@ def ctrl_c(root: Path, point: str, *, sigint_ignored: bool = False) -> dict:
     if point == "start-up":
         time.sleep(0.5)
         ready = proc.poll() is None
-    elif point == "data-loading":  # TensorFlow loads with the data pipeline
-        ready = wait_until(lambda: _has_tensorflow(proc.pid), 120, 0.05, proc)
+    elif point == "data-loading":
+        # tune starts its first (standby) worker just before it loads the data, and the
+        # worker imports TensorFlow meanwhile: the stop lands in both
+        ready = wait_until(lambda: bool(_worker_pids(proc.pid)), 120, 0.02, proc)
     elif point == "first-epoch":
         ready = wait_until(lambda: any(t.state.name == "RUNNING" for t in trials(root)), 300,
                            0.1, proc)

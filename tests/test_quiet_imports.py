@@ -67,3 +67,33 @@ def test_importing_tensorflow_in_quiet_mode_prints_nothing(tmp_path, module):
     result = _run(tmp_path, verbose=False, module=module)
     assert result.returncode == 0, result.stderr
     assert result.stderr == "", result.stderr
+
+
+def test_with_stderr_closed_the_import_runs_unfiltered(tmp_path):
+    (tmp_path / "noisy_fake.py").write_text("import os\nos.write(1, b'body ran\\n')\n")
+    code = (f"import sys; sys.path.insert(0, {str(tmp_path)!r}); from tunelab import quiet; "
+            "quiet.NOISY_IMPORTS.append('noisy_fake'); quiet.configure(False); "
+            "import noisy_fake; print('imported')")
+    result = subprocess.run(f"{sys.executable} -c \"{code}\" 2>&-", shell=True,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0
+    assert result.stdout == "body ran\nimported\n"
+
+
+def test_a_process_that_dies_importing_leaves_what_it_printed_for_tune(tmp_path):
+    """An abort inside the import (TensorFlow's LOG(FATAL), an unsupported CPU) would take
+    the held lines with it: they stay in the held file, and tune shows a dead worker's."""
+    (tmp_path / "noisy_fake.py").write_text(
+        "import os\nos.write(2, b'I0000 00:00:1.0 1 x.cc:1] info\\nF0000 00:00:1.0 1 "
+        "y.cc:2] Check failed: boom\\n')\nos.abort()\n")
+    code = (f"import sys; sys.path.insert(0, {str(tmp_path)!r}); from tunelab import quiet; "
+            "quiet.NOISY_IMPORTS.append('noisy_fake'); quiet.configure(False); "
+            "import noisy_fake")
+    proc = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == -6 and "boom" not in err
+    from tunelab.tuning import _died_importing
+
+    said = _died_importing(proc.pid)
+    assert "Check failed: boom" in said and said.startswith("; it died importing"), said
+    assert _died_importing(proc.pid) == ""  # read once, then removed

@@ -117,31 +117,56 @@ _NOISE = re.compile(r"WARNING: All log messages before absl::InitializeLog\(\) i
                     r"written to STDERR|[IW]\d{4} \d\d:\d\d:[\d.]+ +\d+ \S+:\d+\] .*")
 
 
-@contextlib.contextmanager
-def stderr_filtered():
-    """File descriptor 2 (C++ writes too) goes to a temporary file for the block; then every
-    line but ``_NOISE`` is written to the real stderr, in order."""
+def held_stderr_path(pid: int) -> Path:
+    """Where process ``pid`` holds its noisy import's stderr; left behind only if the process
+    died during the import (``tune`` shows a dead worker's)."""
     import tempfile
 
-    with tempfile.TemporaryFile() as held:
-        sys.stderr.flush()
+    return Path(tempfile.gettempdir()) / f"tunelab-import-stderr-{pid}.log"
+
+
+@contextlib.contextmanager
+def stderr_filtered():
+    """File descriptor 2 (C++ writes too) goes to a file for the block; then every line but
+    ``_NOISE`` is written to the real stderr, in order. Where the file cannot be made (a full
+    or read-only temp folder, fd 2 closed), the block runs unfiltered."""
+    path = held_stderr_path(os.getpid())
+    held = saved = None
+    try:
+        if sys.stderr is not None:
+            sys.stderr.flush()
+        held = open(path, "w+b")
         saved = os.dup(2)
-        os.dup2(held.fileno(), 2)
+    except (OSError, ValueError):
+        if held is not None:
+            held.close()
+            path.unlink(missing_ok=True)
+        held = None
+    if held is None:
+        yield
+        return
+    os.dup2(held.fileno(), 2)
+    try:
+        yield
+    finally:
         try:
-            yield
-        finally:
-            try:
+            if sys.stderr is not None:
                 sys.stderr.flush()
-            except (OSError, ValueError):
-                pass
-            os.dup2(saved, 2)
-            os.close(saved)
-            held.seek(0)
-            text = held.read().decode("utf-8", errors="replace")
-            kept = [line for line in text.splitlines(keepends=True)
-                    if not _NOISE.fullmatch(line.rstrip("\r\n"))]
-            if kept:
+        except (OSError, ValueError):
+            pass
+        os.dup2(saved, 2)
+        os.close(saved)
+        held.seek(0)
+        text = held.read().decode("utf-8", errors="replace")
+        held.close()
+        path.unlink(missing_ok=True)
+        kept = [line for line in text.splitlines(keepends=True)
+                if not _NOISE.fullmatch(line.rstrip("\r\n"))]
+        if kept:
+            try:
                 os.write(2, "".join(kept).encode("utf-8"))
+            except OSError:  # stderr gone (a closed pipe): nothing to show it on
+                pass
 
 
 class _QuietImportFinder:

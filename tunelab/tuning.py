@@ -134,9 +134,11 @@ def tune(config: StudyConfig | str | Path | Mapping[str, Any] | None = None, *,
     # the first workers import TensorFlow, Optuna and MLflow while this process loads the
     # data, checks it and sets up the stores (issue #21: start-up off the critical path)
     standby = None
-    if not in_process and config.engine != "keras-tuner" and config.overlap_recycle:
-        standby = StandbyWorkers.start(min(config.workers, config.n_trials or config.workers))
+    left = config.n_trials - stored.n_trials if config.n_trials and stored else config.n_trials
     try:
+        if (not in_process and config.engine != "keras-tuner" and config.overlap_recycle
+                and (left is None or left > 0)):
+            standby = StandbyWorkers.start(min(config.workers, left or config.workers))
         return _tune_study(config, stored, accept, in_process, standby)
     finally:
         if standby is not None:
@@ -351,16 +353,19 @@ class StandbyWorkers:
         from tunelab.signals import stop_signals_blocked
 
         env, gpus = _worker_environment()
-        read_fd, write_fd = os.pipe()
-        procs = {}
-        for slot in range(n):
-            with stop_signals_blocked():  # until the worker's own handler is in place
-                procs[slot] = subprocess.Popen(
-                    [sys.executable, "-m", "tunelab", "worker", STANDBY_FLAG],
-                    env=worker_env(env, slot, gpus), pass_fds=(write_fd,),
-                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                    errors="replace")
-        return cls(procs, (read_fd, write_fd), (env, gpus))
+        standby = cls({}, os.pipe(), (env, gpus))
+        try:
+            for slot in range(n):
+                with stop_signals_blocked():  # until the worker's own handler is in place
+                    standby.procs[slot] = subprocess.Popen(
+                        [sys.executable, "-m", "tunelab", "worker", STANDBY_FLAG],
+                        env=worker_env(env, slot, gpus), pass_fds=(standby.pipe[1],),
+                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                        errors="replace")
+        except BaseException:
+            standby.close()
+            raise
+        return standby
 
     def take_pipe(self) -> tuple[int, int]:
         """The events pipe's (read, write) ends, now the caller's to close."""
@@ -373,20 +378,35 @@ class StandbyWorkers:
         import json
 
         proc = self.procs.pop(slot, None)
-        if proc is not None:
-            try:
+        if proc is None:
+            return None
+        try:
+            if proc.poll() is None:
                 proc.stdin.write(json.dumps(args) + "\n")
                 proc.stdin.close()
-            except OSError:  # it has exited; its output and exit code say why
+                return proc
+        except OSError:  # it exited meanwhile
+            pass
+        # died while it waited (it held nothing: no trial, no run): a fresh worker instead,
+        # whose own output says why if the cause was no accident
+        self._discard(proc)
+        return None
+
+    @staticmethod
+    def _discard(proc: subprocess.Popen) -> None:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        for stream in (proc.stdin, proc.stdout):
+            try:
+                stream.close()
+            except OSError:
                 pass
-        return proc
 
     def close(self) -> None:
+        """Kill the ones never launched and close the pipe if nobody took it (idempotent)."""
         for proc in self.procs.values():
-            proc.kill()
-            proc.wait()
-            for stream in (proc.stdin, proc.stdout):
-                stream.close()
+            self._discard(proc)
         self.procs.clear()
         if self.pipe is not None:
             for fd in self.take_pipe():
@@ -404,14 +424,18 @@ def await_launch() -> list[str] | None:
     import json
 
     from tunelab.models.timeline import mark  # Keras-free
+    from tunelab.signals import raise_if_stopped, stops_deferred
 
     mark("standby_start")
     quiet.configure()  # as the worker's own main would, before the frameworks load
-    import tunelab.models.training  # noqa: F401  TensorFlow, Keras
-    import tunelab.search  # noqa: F401  Optuna
-    import tunelab.tracking  # noqa: F401  MLflow
-    from tunelab.models import build_model  # noqa: F401  every model family registered
-
+    # a stop during the imports (Ctrl-C while `tune` loads the data) waits for their end:
+    # raised inside code that TensorFlow's C++ calls back, it would come out as another error
+    with stops_deferred():
+        import tunelab.models.training  # noqa: F401  TensorFlow, Keras
+        import tunelab.search  # noqa: F401  Optuna
+        import tunelab.tracking  # noqa: F401  MLflow
+        from tunelab.models import build_model  # noqa: F401  every model family registered
+    raise_if_stopped()
     mark("standby_ready")
     line = sys.stdin.readline()
     if not line.strip():
@@ -431,8 +455,8 @@ def _run_worker_processes(config: StudyConfig, tracking_uri: str, deadline: floa
     from tunelab.search import counted_trials
     from tunelab.signals import raise_if_stopped, stop_signals_blocked
 
+    study = open_study(config, create=False)
     server = None
-    read_fd, write_fd = standby.take_pipe() if standby is not None else os.pipe()
     if config.workers > 1 and tracking_uri.startswith("sqlite:"):
         # Several processes writing one SQLite file meet "database is locked": they talk to
         # one local tracking server instead, the only writer of the file.
@@ -454,7 +478,9 @@ def _run_worker_processes(config: StudyConfig, tracking_uri: str, deadline: floa
                "--max-trials", str(config.trials_per_process), "--started-at", str(started)]
     if deadline is not None:
         command += ["--deadline", str(deadline)]
-    command += ["--events-fd", str(write_fd)]  # every worker's events (lines < PIPE_BUF)
+    # every worker's events (lines < PIPE_BUF); the standby workers hold its write end already
+    read_fd, write_fd = standby.take_pipe() if standby is not None else os.pipe()
+    command += ["--events-fd", str(write_fd)]
     started_trials: dict[int, int] = {}  # worker index -> trials it has started
 
     def on_event(event) -> None:
@@ -468,7 +494,6 @@ def _run_worker_processes(config: StudyConfig, tracking_uri: str, deadline: floa
     running: dict[subprocess.Popen, tuple[int, int, int]] = {}
     successors: dict[subprocess.Popen, subprocess.Popen] = {}  # a recycled worker's next one
     idle_exits = 0
-    study = open_study(config, create=False)
 
     def spawn(slot: int, counted: int, after: subprocess.Popen | None = None):
         nonlocal spawned
@@ -528,7 +553,7 @@ def _run_worker_processes(config: StudyConfig, tracking_uri: str, deadline: floa
                         f"a tunelab worker was stopped (exit code {proc.returncode})")
                 if proc.returncode != 0:
                     raise RuntimeError(f"a tunelab worker exited with code {proc.returncode}; "
-                                       "see its output above")
+                                       "see its output above" + _died_importing(proc.pid))
                 progressed = counted_trials(study) > before
                 idle_exits = 0 if progressed else idle_exits + 1
             if idle_exits > 2 * config.workers:
@@ -550,11 +575,25 @@ def _run_worker_processes(config: StudyConfig, tracking_uri: str, deadline: floa
             if proc.poll() is None:
                 proc.terminate()
                 proc.wait()
+        if standby is not None:  # the ones never launched hold the pipe's write end too
+            standby.close()
         os.close(write_fd)  # the readers end once every worker's copy is closed too
         for reader in readers:
             reader.join(timeout=5)
         if server is not None:
             server.stop()
+
+
+def _died_importing(pid: int) -> str:
+    """The stderr a worker held while it imported TensorFlow, if it died there (an abort
+    of TensorFlow's, an unsupported CPU): quiet mode had kept it off the terminal."""
+    held = quiet.held_stderr_path(pid)
+    try:
+        text = held.read_text(errors="replace").strip()
+        held.unlink()
+    except OSError:
+        return ""
+    return f"; it died importing TensorFlow, which printed:\n{text}" if text else ""
 
 
 STOPPED_CODES = (130, 143, -2, -15)  # a worker that exited after Ctrl-C or SIGTERM

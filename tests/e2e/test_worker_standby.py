@@ -48,6 +48,27 @@ def test_the_first_worker_imports_while_tune_loads_the_data_then_trains(tmp_path
     assert _first(marks, "standby_ready", worker) <= _first(marks, "standby_launched", worker)
     assert sum(m["event"] == "trial_end" and m["pid"] == worker for m in marks) == 2, marks
     assert "2 complete" in proc.stdout, proc.stdout[-2000:]
+    # the same command again: the budget is met, so no worker is started at all
+    (tmp_path / "timeline.jsonl").unlink()
+    again, marks = _run(tmp_path, raw)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert not [m for m in marks if m["event"] == "standby_start"], marks
+
+
+def test_a_standby_that_died_while_waiting_is_replaced_by_a_fresh_worker(tmp_path):
+    from tunelab.tuning import StandbyWorkers
+
+    standby = StandbyWorkers.start(1)
+    try:
+        proc = standby.procs[0]
+        proc.kill()  # the OOM killer, a user: it held nothing
+        proc.wait()
+        assert standby.launch(0, ["worker", "--help"]) is None
+        assert not standby.procs
+    finally:
+        standby.close()
+    read_fd, write_fd = standby.take_pipe() if standby.pipe else (None, None)
+    assert read_fd is None  # close() closed the pipe nobody took
 
 
 def _standby_children_of(pid_marks_dir) -> list[psutil.Process]:
