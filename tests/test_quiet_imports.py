@@ -92,8 +92,8 @@ def test_a_process_that_dies_importing_leaves_what_it_printed_for_tune(tmp_path)
     proc = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True)
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == -6 and "boom" not in err
-    from tunelab.tuning import _died_importing
+    from tunelab.tuning import died_importing
 
-    said = _died_importing(proc.pid)
+    said = died_importing(proc.pid)
     assert "Check failed: boom" in said and said.startswith("; it died importing"), said
-    assert _died_importing(proc.pid) == ""  # read once, then removed
+    assert died_importing(proc.pid) == ""  # read once, then removed

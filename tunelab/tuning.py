@@ -553,7 +553,7 @@ def _run_worker_processes(config: StudyConfig, tracking_uri: str, deadline: floa
                         f"a tunelab worker was stopped (exit code {proc.returncode})")
                 if proc.returncode != 0:
                     raise RuntimeError(f"a tunelab worker exited with code {proc.returncode}; "
-                                       "see its output above" + _died_importing(proc.pid))
+                                       "see its output above" + died_importing(proc.pid))
                 progressed = counted_trials(study) > before
                 idle_exits = 0 if progressed else idle_exits + 1
             if idle_exits > 2 * config.workers:
@@ -584,7 +584,7 @@ def _run_worker_processes(config: StudyConfig, tracking_uri: str, deadline: floa
             server.stop()
 
 
-def _died_importing(pid: int) -> str:
+def died_importing(pid: int) -> str:
     """The stderr a worker held while it imported TensorFlow, if it died there (an abort
     of TensorFlow's, an unsupported CPU): quiet mode had kept it off the terminal."""
     held = quiet.held_stderr_path(pid)
