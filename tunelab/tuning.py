@@ -33,6 +33,7 @@ from tunelab.wiring import (
     study_selection,
     trial_budget,
     trial_epochs,
+    will_confirm,
 )
 
 
@@ -325,6 +326,21 @@ def _forward_output(stream, display) -> None:
             display.message(line)
 
 
+def _import_for_confirmation() -> None:
+    """What ``confirm`` needs (TensorFlow, Keras, every model family), in a thread; ``confirm``
+    itself then waits on the import lock if this has not finished."""
+    from tunelab.models.timeline import mark
+
+    mark("preload_start")
+    try:
+        import tunelab.models.training  # noqa: F401
+        import tunelab.search.confirm  # noqa: F401
+        from tunelab.models import build_model  # noqa: F401
+    except Exception:  # noqa: S110  confirm's own import raises it where it matters
+        pass
+    mark("preload_done")
+
+
 def _worker_environment() -> tuple[dict[str, str], list[str]]:
     """The environment every local worker starts from, and the GPUs its slots take."""
     from tunelab.gpus import visible_gpus
@@ -490,6 +506,11 @@ def _run_worker_processes(config: StudyConfig, tracking_uri: str, deadline: floa
     readers = [threading.Thread(target=_forward_events, args=(read_fd, display, on_event),
                                 name="tunelab-events", daemon=True)]
     readers[0].start()
+    # The confirmation runs train in this process after the search: it imports TensorFlow
+    # for them in the background once the search's last trials are under way, so that
+    # import overlaps their training instead of following it.
+    preload = threading.Thread(target=_import_for_confirmation, name="tunelab-preload",
+                               daemon=True) if will_confirm(config) else None
     # process -> (slot, trials counted when it started, its worker index)
     running: dict[subprocess.Popen, tuple[int, int, int]] = {}
     successors: dict[subprocess.Popen, subprocess.Popen] = {}  # a recycled worker's next one
@@ -527,6 +548,10 @@ def _run_worker_processes(config: StudyConfig, tracking_uri: str, deadline: floa
                 busy.add(slot)
             if not running:
                 return
+            if preload is not None and not preload.is_alive() and preload.ident is None and (
+                    (n_trials is not None and n_trials - counted <= config.workers)
+                    or (deadline is not None and deadline - time.time() < 45)):
+                preload.start()
             if config.overlap_recycle:
                 # A worker training its last trial gets its successor now: the successor
                 # imports TensorFlow and loads the data meanwhile, and starts training the

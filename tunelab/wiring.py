@@ -188,13 +188,19 @@ def study_selection(study, config: StudyConfig):
     return select_study(study, objective_rule(config), method, top=s.confirm_top, z=s.z)
 
 
+def will_confirm(config: StudyConfig) -> bool:
+    """Whether ``tune`` retrains top candidates after the search (``confirm``)."""
+    s = config.selection
+    return s.confirms and s.candidates(config.n_trials) > 0 and not objective_rule(config).multi
+
+
 def confirm(study, config: StudyConfig, data, deadline: float | None, tracker=None) -> dict:
     """Run the confirmation of the study's top candidates (``tune``'s parent only)."""
     from tunelab.search.confirm import confirm_candidates
 
     s = config.selection
     top = s.candidates(config.n_trials)
-    if not s.confirms or top == 0 or objective_rule(config).multi:
+    if not will_confirm(config):
         return {}
     on_run = None
     if tracker is not None:

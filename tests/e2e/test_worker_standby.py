@@ -115,3 +115,23 @@ def test_a_standby_worker_exits_quietly_when_its_stdin_closes(tmp_path, ready):
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err[-2000:]
     assert "Traceback" not in err, err[-2000:]
+
+
+def test_tune_imports_tensorflow_for_the_confirmation_while_the_last_trials_train(tmp_path):
+    """The confirmation runs train in the tune process, which no longer loads TensorFlow for
+    its checks: it imports it in the background once the search's last trial is under way,
+    so the import overlaps that trial instead of following it."""
+    raw = tiny_study(tmp_path, study_name="preload", n_trials=10, max_epochs=3,
+                     **{"early_stopping.enabled": False,
+                        "selection": {"method": "confirm_mean", "confirm_top": 1,
+                                      "confirm_seeds": 1}})
+    proc, marks = _run(tmp_path, raw)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    parent = next(m["pid"] for m in marks if m["event"] == "process_start"
+                  and m.get("argv", [None])[0] == "tune")
+    ends = sorted(m["t"] for m in marks if m["event"] == "trial_end" and m["pid"] != parent)
+    assert len(ends) == 9, ends  # 9 searched, 1 confirmation run
+    preload = _first(marks, "preload_start", parent)
+    assert ends[-3] < preload < ends[-1], (ends, preload)  # during the last trial, not before
+    confirmation = _first(marks, "train_start", parent)
+    assert _first(marks, "preload_done", parent) <= confirmation
