@@ -11,7 +11,6 @@ the module and copies its namespace in. Standard library only.
 from __future__ import annotations
 
 import importlib
-import sys
 import types
 from typing import Any
 
@@ -22,13 +21,8 @@ class LazyModule(types.ModuleType):
         self._name = name
 
     def _load(self) -> types.ModuleType:
-        first = self._name.partition(".")[0] not in sys.modules
         module = importlib.import_module(self._name)
         self.__dict__.update(module.__dict__)
-        if first and self._name.partition(".")[0] == "keras":
-            from .timeline import mark
-
-            mark("keras_imported")
         return module
 
     def __getattr__(self, item: str) -> Any:

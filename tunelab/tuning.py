@@ -326,16 +326,23 @@ def _forward_output(stream, display) -> None:
             display.message(line)
 
 
+def import_training_stack() -> None:
+    """What training a trial needs: TensorFlow and Keras with every model family registered,
+    Optuna and MLflow (a standby worker's imports, and the confirmation's in ``tune``)."""
+    import tunelab.models.training  # noqa: F401  TensorFlow, Keras
+    import tunelab.search.confirm  # noqa: F401  Optuna
+    import tunelab.tracking  # noqa: F401  MLflow
+    from tunelab.models import build_model  # noqa: F401  every model family registered
+
+
 def _import_for_confirmation() -> None:
-    """What ``confirm`` needs (TensorFlow, Keras, every model family), in a thread; ``confirm``
-    itself then waits on the import lock if this has not finished."""
+    """``import_training_stack`` in a thread; ``confirm`` then waits on the import lock if
+    this has not finished."""
     from tunelab.models.timeline import mark
 
     mark("preload_start")
     try:
-        import tunelab.models.training  # noqa: F401
-        import tunelab.search.confirm  # noqa: F401
-        from tunelab.models import build_model  # noqa: F401
+        import_training_stack()
     except Exception:  # noqa: S110  confirm's own import raises it where it matters
         pass
     mark("preload_done")
@@ -389,8 +396,8 @@ class StandbyWorkers:
         return pipe
 
     def launch(self, slot: int, args: list[str]) -> subprocess.Popen | None:
-        """Hand slot's waiting process its command line (``worker ...``); None if none waits.
-        One that died while importing is returned too: its exit code tells."""
+        """Hand slot's waiting process its command line (``worker ...``); None if none waits
+        or the one waiting has died (the caller then starts a fresh worker)."""
         import json
 
         proc = self.procs.pop(slot, None)
@@ -447,10 +454,7 @@ def await_launch() -> list[str] | None:
     # a stop during the imports (Ctrl-C while `tune` loads the data) waits for their end:
     # raised inside code that TensorFlow's C++ calls back, it would come out as another error
     with stops_deferred():
-        import tunelab.models.training  # noqa: F401  TensorFlow, Keras
-        import tunelab.search  # noqa: F401  Optuna
-        import tunelab.tracking  # noqa: F401  MLflow
-        from tunelab.models import build_model  # noqa: F401  every model family registered
+        import_training_stack()
     raise_if_stopped()
     mark("standby_ready")
     line = sys.stdin.readline()
