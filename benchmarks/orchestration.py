@@ -74,6 +74,17 @@ SPACE = {
     "optimizer": ["adam", "sgd", "rmsprop"],
     "loss": ["categorical_crossentropy", "categorical_hinge"],
 }
+# --equal-work: the same compute in every trial (one architecture and batch size; the
+# learning rate and dropout do not change the cost of an epoch), every trial trains
+# EQUAL_EPOCHS epochs (no early stopping, no pruner), so tunelab and the hand-glued loop do
+# the same work whatever their samplers propose, and their wall ratio is orchestration alone
+EQUAL_SPACE = {
+    "learning_rate": {"low": 1.0e-4, "high": 1.0e-2, "log": True},
+    "batch_size": [64], "n_base": [16], "dropout": {"low": 0.0, "high": 0.5},
+    "spatial_dropout": [0.1], "batch_norm": [True], "optimizer": ["adam"],
+    "loss": ["categorical_crossentropy"],
+}
+EQUAL_EPOCHS = 10
 TRAINING_KEYS = ("learning_rate", "batch_size", "optimizer", "loss")
 PATIENCE, STARTUP_TRIALS, PRUNE_STARTUP, PRUNE_WARMUP, SEED = 5, 5, 3, 2, 42
 
@@ -101,9 +112,10 @@ GAPS = {"start-up (command to first trial)", "between trials", "worker recycles"
 
 
 def pinned_config(source: str, image_size: int, n_trials: int, max_epochs: int,
-                  per_process: int, cache_dir: Path) -> dict:
-    """Every key that shapes the study, explicit: the default study as of d06f586."""
-    return {
+                  per_process: int, cache_dir: Path, equal_work: bool = False) -> dict:
+    """Every key that shapes the study, explicit: the default study as of d06f586 (with
+    ``equal_work``: its fixed-cost variant, see EQUAL_SPACE)."""
+    config = {
         "study_name": "orchestration", "model": "lenet",
         "dataset": {"source": source, "image_size": image_size, "color_mode": "grayscale",
                     "validation_fraction": 0.2, "cache_dir": str(cache_dir), "cv_folds": 1},
@@ -121,6 +133,10 @@ def pinned_config(source: str, image_size: int, n_trials: int, max_epochs: int,
         # (later defaults add them, and the hand-glued loop has none)
         "selection": {"method": "best_validation"},
     }
+    if equal_work:
+        config.update(space=EQUAL_SPACE, pruner={"kind": "none"},
+                      early_stopping={"enabled": False})
+    return config
 
 
 # -- the two baselines, each run in its own process (--run-case) ------------------------------
@@ -173,9 +189,12 @@ def hand_glued(spec: dict) -> None:
             return trial.suggest_categorical(name, dim)
         return trial.suggest_float(name, dim["low"], dim["high"], log=dim.get("log", False))
 
+    space = EQUAL_SPACE if spec.get("equal_work") else SPACE
+    fit_callbacks = [] if spec.get("equal_work") else [_early_stopping()]
+
     def objective(trial):
         mark("trial_start", trial=trial.number)
-        p = {name: suggest(trial, name, dim) for name, dim in SPACE.items()}
+        p = {name: suggest(trial, name, dim) for name, dim in space.items()}
         mark("suggested")
         keras.backend.clear_session()
         keras.utils.set_random_seed(SEED + trial.number)
@@ -190,8 +209,9 @@ def hand_glued(spec: dict) -> None:
             data.train.x, head.encode_labels(data.train.y), batch_size=p["batch_size"],
             epochs=spec["max_epochs"], verbose=0,
             validation_data=(data.val.x, head.encode_labels(data.val.y)),
-            callbacks=[*keras_callbacks(), _early_stopping(),
-                       KerasPruningCallback(trial, "val_accuracy")]).history
+            callbacks=[*keras_callbacks(), *fit_callbacks,
+                       *([] if spec.get("equal_work") else
+                         [KerasPruningCallback(trial, "val_accuracy")])]).history
         mark("fit_end")
         return max(history["val_accuracy"])
 
@@ -541,6 +561,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lab-sized", action="store_true",
                         help="BreastMNIST upscaled to 128x128 (a lab's image size), tunelab "
                              "and the hand-glued loop, 10 trials of up to 8 epochs")
+    parser.add_argument("--equal-work", action="store_true",
+                        help="tunelab and the hand-glued loop on the same work: one "
+                             "architecture and batch size, 20 trials of 10 epochs each (no "
+                             "early stopping, no pruner), so their wall ratio is "
+                             "orchestration alone; with --lab-sized, at 128x128")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per case")
     parser.add_argument("--from-results", type=Path,
                         help="analyse the timelines of a results.json again and print them")
@@ -579,8 +604,17 @@ def main(argv: list[str] | None = None) -> None:
         else:
             print(f"breastmnist: skipped, {args.breast} is not present", flush=True)
         n_trials, max_epochs, per_process = 20, 15, 8
+    if args.equal_work and not args.quick:
+        max_epochs = EQUAL_EPOCHS
+        n_trials = 10 if args.lab_sized else n_trials
+        args.no_default = True
+        if args.cases == list(KINDS):
+            args.cases = ["tunelab", "hand-glued"]
+        if "keras-tuner" in args.cases:
+            parser.error("--equal-work compares tunelab and the hand-glued loop only")
     args.out.mkdir(parents=True, exist_ok=True)
-    results = {"commit": _commit(), "quick": args.quick, "started": time.strftime("%F %T"),
+    results = {"commit": _commit(), "quick": args.quick, "equal_work": args.equal_work,
+               "lab_sized": args.lab_sized, "started": time.strftime("%F %T"),
                "load_before": os.getloadavg(), "datasets": {}, "timelines": {}}
     wall_start = time.time()
     with tempfile.TemporaryDirectory(prefix="tunelab-orchestration-") as tmp:
@@ -592,12 +626,13 @@ def main(argv: list[str] | None = None) -> None:
                 folder.mkdir()
                 if kind == "tunelab":
                     config = pinned_config(source, size, n_trials, max_epochs, per_process,
-                                           folder / "cache")
+                                           folder / "cache", equal_work=args.equal_work)
                     (folder / "pinned.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
                     command = [*tunelab_command(), "tune", "pinned.yaml"]
                 else:
                     spec = {"kind": kind, "source": source, "image_size": size,
-                            "n_trials": n_trials, "max_epochs": max_epochs}
+                            "n_trials": n_trials, "max_epochs": max_epochs,
+                            "equal_work": args.equal_work}
                     (folder / "case.json").write_text(json.dumps(spec))
                     command = [sys.executable, str(Path(__file__).resolve()), "--run-case",
                                str(folder / "case.json")]
