@@ -42,6 +42,7 @@ class BackgroundWriter:
         self._alive = False
         self._changed = threading.Condition()
         self._send = threading.Lock()
+        self._ended = threading.Event()
 
     def start(self) -> None:
         """Start the child now (it takes a second or two to import MLflow), not at the first
@@ -74,9 +75,12 @@ class BackgroundWriter:
             self._changed.wait_for(lambda: self._done >= self._submitted)
 
     def close(self, timeout: float = 120.0) -> None:
-        """Let the child run what it has and exit; after ``timeout`` it goes on alone."""
+        """Let the child run what it has; return once it has acknowledged every call (all
+        written), without waiting for it to exit: its interpreter's teardown (MLflow,
+        SQLAlchemy) took 1 to 2 s, which sat on the critical path of every worker recycle.
+        The acknowledgement reader reaps it. After ``timeout`` it goes on alone."""
         with self._send:
-            proc, reader = self._proc, self._reader
+            proc, ended = self._proc, self._ended
             self._proc, self._reader, self._alive = None, None, False
             if proc is None:
                 return
@@ -84,15 +88,13 @@ class BackgroundWriter:
                 proc.stdin.close()
             except OSError:
                 pass
-            try:
-                proc.wait(timeout=timeout)
-                reader.join()
-            except subprocess.TimeoutExpired:
+        with self._changed:
+            if not self._changed.wait_for(
+                    lambda: self._done >= self._submitted or ended.is_set(), timeout=timeout):
                 print(f"tunelab: the tracking writer (pid {proc.pid}) is still logging; it goes "
                       "on in the background", file=sys.stderr)
-            with self._changed:  # whatever it did not acknowledge is not waited for any more
-                self._done = self._submitted
-                self._changed.notify_all()
+            self._done = self._submitted  # whatever it did not acknowledge is not waited for
+            self._changed.notify_all()
 
     def detach(self) -> None:
         """Hand the child what it has and return at once (an interrupted process): the child
@@ -118,11 +120,12 @@ class BackgroundWriter:
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
                                       start_new_session=True)
         self._alive = True
-        self._reader = threading.Thread(target=self._read_acks, args=(self._proc,),
+        self._ended = threading.Event()  # the child closed its end (exited)
+        self._reader = threading.Thread(target=self._read_acks, args=(self._proc, self._ended),
                                         daemon=True, name="tunelab-tracking-acks")
         self._reader.start()
 
-    def _read_acks(self, proc: subprocess.Popen) -> None:
+    def _read_acks(self, proc: subprocess.Popen, ended: threading.Event) -> None:
         fd = proc.stdout.fileno()
         while True:
             data = os.read(fd, 4096)
@@ -131,6 +134,9 @@ class BackgroundWriter:
             with self._changed:
                 self._done += len(data)
                 self._changed.notify_all()
+        with self._changed:
+            ended.set()
+            self._changed.notify_all()
         proc.wait()
         if self._proc is proc:  # died while in use, not closed
             self._child_gone()

@@ -117,3 +117,32 @@ def test_the_writer_finishes_what_it_received_when_its_trainer_is_killed(tmp_pat
         time.sleep(0.2)
     assert tracker.client.get_run(run_id).info.status == "FINISHED"
     assert "learning_curves.png" in artifacts(tracker, run_id)
+
+
+def test_close_waits_for_every_call_but_not_for_the_childs_exit(tmp_path):
+    """A worker's exit (a recycle's critical path) waited 1-2 s for the writer's teardown."""
+    import atexit
+
+    writer = BackgroundWriter()
+    writer.start()
+    writer.submit(atexit.register, time.sleep, 4.0)  # the child's exit takes 4 s
+    done = tmp_path / "written"
+    writer.submit(subprocess.run, ["sh", "-c", f"sleep 0.5; touch {done}"])
+    proc = writer._proc
+    start = time.monotonic()
+    writer.close()
+    took = time.monotonic() - start
+    assert done.exists()  # every call ran before close returned
+    assert took < 3.5, f"close waited {took:.1f} s: for the child's exit"
+    assert proc.poll() is None  # still in its teardown
+    proc.wait(timeout=30)  # and it does exit
+
+
+def test_close_returns_when_the_child_dies_with_calls_unacknowledged(tmp_path):
+    writer = BackgroundWriter()
+    writer.start()
+    writer.submit(os._exit, 3)  # dies without acknowledging
+    writer.submit(time.sleep, 0)
+    start = time.monotonic()
+    writer.close(timeout=60)
+    assert time.monotonic() - start < 30
