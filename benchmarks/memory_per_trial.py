@@ -28,6 +28,9 @@ def study(tmp: Path, name: str, n_trials: int, per_process: int) -> dict:
                   "learning_rate": {"low": 1e-3, "high": 1e-2, "log": True},
                   "batch_size": 64},
         "n_trials": n_trials, "max_epochs": 2, "pruner": {"kind": "none"},
+        # every trial a searched one: the default's confirmation runs would take the last
+        # six of n_trials and run in the tune process
+        "selection": {"method": "best_validation"},
         "trials_per_process": per_process,
         "storage": str(tmp / "optuna.journal"),
         "tracking_uri": f"sqlite:///{tmp / 'mlflow.db'}",
