@@ -40,6 +40,7 @@ not targeted.
     python benchmarks/orchestration.py            # full: ~15 minutes on 2 cores
     python benchmarks/orchestration.py --quick    # smoke test: digits 8x8, 3 trials x 2 epochs
     python benchmarks/orchestration.py --lab-sized  # BreastMNIST at 128x128, 10 trials x 8
+    python benchmarks/orchestration.py --equal-work # same compute for both: orchestration alone
     python benchmarks/orchestration.py --from-results benchmarks/results/orchestration/results.json
 
 Writes results.json (every phase, the per-gap breakdown, the raw timelines) and summary.md to
@@ -189,8 +190,8 @@ def hand_glued(spec: dict) -> None:
             return trial.suggest_categorical(name, dim)
         return trial.suggest_float(name, dim["low"], dim["high"], log=dim.get("log", False))
 
-    space = EQUAL_SPACE if spec.get("equal_work") else SPACE
-    fit_callbacks = [] if spec.get("equal_work") else [_early_stopping()]
+    equal_work = spec.get("equal_work", False)
+    space = EQUAL_SPACE if equal_work else SPACE
 
     def objective(trial):
         mark("trial_start", trial=trial.number)
@@ -209,9 +210,8 @@ def hand_glued(spec: dict) -> None:
             data.train.x, head.encode_labels(data.train.y), batch_size=p["batch_size"],
             epochs=spec["max_epochs"], verbose=0,
             validation_data=(data.val.x, head.encode_labels(data.val.y)),
-            callbacks=[*keras_callbacks(), *fit_callbacks,
-                       *([] if spec.get("equal_work") else
-                         [KerasPruningCallback(trial, "val_accuracy")])]).history
+            callbacks=[*keras_callbacks(), *([] if equal_work else [
+                _early_stopping(), KerasPruningCallback(trial, "val_accuracy")])]).history
         mark("fit_end")
         return max(history["val_accuracy"])
 
@@ -594,9 +594,6 @@ def main(argv: list[str] | None = None) -> None:
                          "(--breast PATH)")
         datasets = {"breastmnist-128": (str(args.breast.resolve()), 128)}
         n_trials, max_epochs, per_process = 10, 8, 8
-        args.no_default = True
-        if args.cases == list(KINDS):
-            args.cases = ["tunelab", "hand-glued"]
     else:
         datasets = {"digits": ("digits", 16)}
         if args.breast.is_file():
@@ -606,12 +603,12 @@ def main(argv: list[str] | None = None) -> None:
         n_trials, max_epochs, per_process = 20, 15, 8
     if args.equal_work and not args.quick:
         max_epochs = EQUAL_EPOCHS
-        n_trials = 10 if args.lab_sized else n_trials
-        args.no_default = True
+        if "keras-tuner" in args.cases and args.cases != list(KINDS):
+            parser.error("--equal-work compares tunelab and the hand-glued loop only")
+    if (args.equal_work and not args.quick) or args.lab_sized:
+        args.no_default = True  # tunelab against the hand-glued loop only
         if args.cases == list(KINDS):
             args.cases = ["tunelab", "hand-glued"]
-        if "keras-tuner" in args.cases:
-            parser.error("--equal-work compares tunelab and the hand-glued loop only")
     args.out.mkdir(parents=True, exist_ok=True)
     results = {"commit": _commit(), "quick": args.quick, "equal_work": args.equal_work,
                "lab_sized": args.lab_sized, "started": time.strftime("%F %T"),

@@ -25,7 +25,8 @@ def classification_metrics(y_true: np.ndarray, proba: np.ndarray,
     """scikit-learn's values (``precision_recall_fscore_support`` with ``zero_division=0``,
     ``balanced_accuracy_score``, ``roc_auc_score``; tests/models/test_metrics_numpy.py checks
     them against it) from one confusion matrix and one ranking in NumPy: scikit-learn's input
-    validation cost about 15 ms an epoch, several times the validation pass it follows."""
+    validation cost 2.5 ms an epoch on two classes and 14 ms on ten, several times the
+    validation pass it follows."""
     y_true = np.asarray(y_true).reshape(-1).astype("int64")
     proba = np.asarray(proba, dtype="float64")
     k = len(class_names)

@@ -96,6 +96,7 @@ def train_folds(trial: optuna.Trial | None, data: Any, n_folds: int, *, build: C
     attribute as they finish (``trial`` None: outside a study, as ``trial.out_of_fold``).
     """
     from tunelab.models.data.folds import k_folds
+    from tunelab.models.metrics import predict_in_batches
     from tunelab.models.training import seed_everything
     from tunelab.models.transfer import train_model
 
@@ -130,7 +131,7 @@ def train_folds(trial: optuna.Trial | None, data: Any, n_folds: int, *, build: C
         folds.append(entry)
         if trial is not None:
             trial.set_user_attr("folds", folds)
-        raw = np.asarray(model.predict(fold.data.val.x, batch_size=256, verbose=0))
+        raw = predict_in_batches(model, fold.data.val.x)  # not model.predict's set-up
         y_true.append(np.asarray(fold.data.val.y))
         y_pred.append(head.probabilities(raw).argmax(axis=1))
         outputs.append(raw)
