@@ -124,6 +124,10 @@ class TrialHooks:
         pass
 
 
+#: seconds a trial's end waits for its run id from the writer process (tracking.remote)
+RUN_ID_WAIT = 30.0
+
+
 class TrackingHooks(TrialHooks):
     """The trial's MLflow run (any tracker with ``trial_run(...)``, ``tunelab.tracking``'s
     ``StudyTracker``): opened at the start, one metrics batch per epoch, finished at the end."""
@@ -133,6 +137,7 @@ class TrackingHooks(TrialHooks):
         self.tracker, self.config, self.data_info, self.data = tracker, config, data_info, data
         self.extra_tags = extra_tags
         self.runs: dict[int, Any] = {}
+        self.unrecorded: set[int] = set()  # trials whose run id has not come back yet
 
     def trial_started(self, trial, plan):
         tags = {"optuna.trial_number": trial.number,
@@ -144,17 +149,37 @@ class TrackingHooks(TrialHooks):
         self.runs[trial.number] = run
         if self.data is not None:
             _log_augmented_samples(run, plan.settings, self.data, plan.seed)
-        return {"mlflow_run_id": run.run_id} if run.run_id else None
+        if run.run_id:
+            return {"mlflow_run_id": run.run_id}
+        # a worker's run is created by its writer process (tracking.remote): the id is
+        # recorded once it comes back, at an epoch's end, or at the trial's end
+        if hasattr(run, "wait_run_id"):
+            self.unrecorded.add(trial.number)
+        return None
+
+    def _record_run_id(self, trial, run, timeout: float = 0) -> None:
+        if trial.number not in self.unrecorded:
+            return
+        run_id = run.wait_run_id(timeout) if timeout else run.run_id
+        if run_id:
+            trial.set_user_attr("mlflow_run_id", run_id)
+            self.unrecorded.discard(trial.number)
 
     def epoch_ended(self, trial, epoch, logs):
         run = self.runs.get(trial.number)
         if run is not None:
+            self._record_run_id(trial, run)
             run.epoch_ended(epoch, logs)
 
     def trial_ended(self, trial, plan, end):
         run = self.runs.pop(trial.number, None)
         if run is None:
             return
+        # the last chance (a finished trial's attributes are fixed): what `best`, `register`
+        # and the confirmation runs link to; the writer created the run long before, unless
+        # it is far behind (a loaded machine) or the store is down
+        self._record_run_id(trial, run, timeout=RUN_ID_WAIT)
+        self.unrecorded.discard(trial.number)
         common = {"class_names": self.data.class_names if self.data is not None else None,
                   "model_summary": end.model_summary, "artifacts_dir": end.artifacts_dir}
         if end.state == "COMPLETE":

@@ -6,7 +6,9 @@ tracking added its whole CPU time to the wall time). A child process (no TensorF
 in it) does them on another core instead.
 
 Calls are pickled to the child's stdin and run in the order submitted, so a run's metrics
-always land before its end; the child acknowledges each one on its stdout. A full pipe makes
+always land before its end; the child acknowledges each one on its stdout, with the call's
+result (``call`` returns it as a future: a trial's run id, which the trainer never waits
+for at the trial's start). A full pipe makes
 ``submit`` wait rather than pile up memory. ``flush`` waits for everything submitted; ``close``
 lets the child drain and exit. A process has one writer (``shared_writer``), started with its
 first tracker and closed at exit. The child ignores Ctrl-C (it lives in its own session) and, if
@@ -18,6 +20,7 @@ cannot be pickled runs in this process, after the ones before it.
 from __future__ import annotations
 
 import atexit
+import collections
 import os
 import pickle
 import struct
@@ -25,12 +28,14 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable
+from concurrent.futures import Future
 from typing import Any
 
 _HEADER = struct.Struct("!Q")
 # below the trainer's priority: it takes a core only when training leaves one idle
+# MLflow is imported at once, while the trainer imports TensorFlow on the other core
 _CHILD = ("import os, signal; os.nice(10); signal.signal(signal.SIGINT, signal.SIG_IGN); "
-          "from tunelab.tracking.writer import serve; serve()")
+          "import tunelab.tracking.runs; from tunelab.tracking.writer import serve; serve()")
 
 
 class BackgroundWriter:
@@ -43,6 +48,8 @@ class BackgroundWriter:
         self._changed = threading.Condition()
         self._send = threading.Lock()
         self._ended = threading.Event()
+        self._futures: collections.deque[Future | None] = collections.deque()  # unacknowledged
+        self._generation = 0  # one per child; a child let go has its late answers ignored
 
     def start(self) -> None:
         """Start the child now (it takes a second or two to import MLflow), not at the first
@@ -52,17 +59,36 @@ class BackgroundWriter:
                 self._start()
 
     def submit(self, call: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        self._send_call(None, call, args, kwargs)
+
+    def call(self, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Future:
+        """``submit``, and the call's return value as a future (its exception if it raised;
+        ``WriterGone`` if the child exited first)."""
+        future: Future = Future()
+        self._send_call(future, call, args, kwargs)
+        return future
+
+    def _send_call(self, future: Future | None, call, args, kwargs) -> None:
         try:
             payload = pickle.dumps((call, args, kwargs))
         except Exception:  # e.g. a lambda: keep the order, run it here
             self.flush()
-            call(*args, **kwargs)
+            try:
+                result = call(*args, **kwargs)
+            except Exception as err:
+                if future is None:
+                    raise
+                future.set_exception(err)
+            else:
+                if future is not None:
+                    future.set_result(result)
             return
         with self._send:
             if not self._alive:
                 self._start()
             with self._changed:
                 self._submitted += 1
+                self._futures.append(future)
             try:
                 self._proc.stdin.write(_HEADER.pack(len(payload)) + payload)
                 self._proc.stdin.flush()
@@ -94,6 +120,7 @@ class BackgroundWriter:
                 print(f"tunelab: the tracking writer (pid {proc.pid}) is still logging; it goes "
                       "on in the background", file=sys.stderr)
             self._done = self._submitted  # whatever it did not acknowledge is not waited for
+            self._abandon()
             self._changed.notify_all()
 
     def detach(self) -> None:
@@ -108,7 +135,16 @@ class BackgroundWriter:
                     pass
             with self._changed:
                 self._done = self._submitted
+                self._abandon()
                 self._changed.notify_all()
+
+    def _abandon(self) -> None:
+        """Calls that will never be acknowledged here: their futures fail (lock held)."""
+        self._generation += 1
+        while self._futures:
+            future = self._futures.popleft()
+            if future is not None and not future.done():
+                future.set_exception(WriterGone("the tracking writer did not answer"))
 
     @property
     def pending(self) -> int:
@@ -121,19 +157,34 @@ class BackgroundWriter:
                                       start_new_session=True)
         self._alive = True
         self._ended = threading.Event()  # the child closed its end (exited)
-        self._reader = threading.Thread(target=self._read_acks, args=(self._proc, self._ended),
+        self._reader = threading.Thread(target=self._read_acks, args=(self._proc, self._ended, self._generation),
                                         daemon=True, name="tunelab-tracking-acks")
         self._reader.start()
 
-    def _read_acks(self, proc: subprocess.Popen, ended: threading.Event) -> None:
-        fd = proc.stdout.fileno()
+    def _read_acks(self, proc: subprocess.Popen, ended: threading.Event,
+                   generation: int) -> None:
+        stream = proc.stdout
         while True:
-            data = os.read(fd, 4096)
-            if not data:
+            header = stream.read(_HEADER.size)
+            if len(header) < _HEADER.size:
                 break
+            payload = stream.read(_HEADER.unpack(header)[0])
             with self._changed:
-                self._done += len(data)
+                if generation != self._generation:  # let go: its calls were given up
+                    continue
+                self._done += 1
+                future = self._futures.popleft() if self._futures else None
                 self._changed.notify_all()
+            if future is not None:
+                try:
+                    ok, value = pickle.loads(payload)
+                except Exception as err:  # noqa: BLE001  a result this side cannot unpickle
+                    ok, value = False, err
+                if ok:
+                    future.set_result(value)
+                else:
+                    future.set_exception(value if isinstance(value, BaseException)
+                                         else WriterGone(str(value)))
         with self._changed:
             ended.set()
             self._changed.notify_all()
@@ -145,6 +196,7 @@ class BackgroundWriter:
         with self._changed:
             lost = self._submitted - self._done
             self._done = self._submitted
+            self._abandon()
             self._alive = False
             self._changed.notify_all()
         if lost:
@@ -164,19 +216,29 @@ def serve() -> None:
         if len(header) < _HEADER.size:
             return
         payload = stdin.read(_HEADER.unpack(header)[0])
+        result: tuple[bool, Any] = (True, None)
         try:
             call, args, kwargs = pickle.loads(payload)
-            call(*args, **kwargs)
+            result = (True, call(*args, **kwargs))
         except Exception as err:  # the calls guard themselves; this is the last resort
             print(f"tunelab: a tracking call failed in the background ({type(err).__name__}:"
                   f" {err})", file=sys.stderr, flush=True)
+            result = (False, f"{type(err).__name__}: {err}")
         finally:
             if acks is not None:
                 try:
-                    acks.write(b".")
+                    try:
+                        answer = pickle.dumps(result)
+                    except Exception:  # noqa: BLE001  an unpicklable result: none
+                        answer = pickle.dumps((True, None))
+                    acks.write(_HEADER.pack(len(answer)) + answer)
                 except OSError:  # the trainer is gone: finish what was sent, unacknowledged
                     acks = None
 
+
+
+class WriterGone(RuntimeError):
+    """The writer process exited (or was let go) before it answered a call."""
 
 
 _shared: BackgroundWriter | None = None

@@ -1,7 +1,7 @@
 """The first workers start before their study is ready (issue #21): ``tune`` starts them
-before it loads the data, so their TensorFlow, Optuna and MLflow imports overlap its own
-start-up (data, checks, stores, parent run); it hands them their command line once the
-study exists. One never launched (a config error, a stop) is killed and leaves nothing.
+before it loads the data, so their TensorFlow and Optuna imports overlap its own start-up
+(data, checks, stores, parent run); it hands them their command line once the study exists.
+A worker never imports MLflow: its writer process creates and writes its trial runs. One never launched (a config error, a stop) is killed and leaves nothing.
 Real ``tunelab tune`` subprocesses and worker processes, timed by the timeline marks."""
 
 import json
@@ -44,10 +44,27 @@ def test_the_first_worker_imports_while_tune_loads_the_data_then_trains(tmp_path
     # started before the parent had its data, ready (TensorFlow and the families imported)
     # before it was handed its command line, which came once the study and parent run
     # existed; then it ran the study's trials
-    assert _first(marks, "process_start", worker) < _first(marks, "data_loaded", parent)
+    assert _first(marks, "standby_spawned", parent) < _first(marks, "data_loaded", parent)
     assert _first(marks, "standby_ready", worker) <= _first(marks, "standby_launched", worker)
     assert sum(m["event"] == "trial_end" and m["pid"] == worker for m in marks) == 2, marks
     assert "2 complete" in proc.stdout, proc.stdout[-2000:]
+    # it trained without MLflow: its writer process made the runs, whose ids reached the
+    # trials (what `best`, `register` and the confirmations link to)
+    loaded = next(m["frameworks"] for m in marks
+                  if m["event"] == "worker_exit" and m["pid"] == worker)
+    assert "tensorflow" in loaded and "optuna" in loaded and "mlflow" not in loaded, loaded
+    import optuna
+    from mlflow import MlflowClient
+
+    trials = optuna.load_study(study_name="standby", storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(raw["storage"]))).trials
+    client = MlflowClient(raw["tracking_uri"])
+    for trial in trials:
+        run = client.get_run(trial.user_attrs["mlflow_run_id"])
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["tunelab.trial"] == str(trial.number)
+        assert run.data.metrics["val_accuracy"] == pytest.approx(
+            trial.user_attrs["history"]["val_accuracy"][-1], abs=1e-5)
     # the same command again: the budget is met, so no worker is started at all
     (tmp_path / "timeline.jsonl").unlink()
     again, marks = _run(tmp_path, raw)
@@ -91,13 +108,16 @@ def test_a_config_error_after_the_start_leaves_no_standby_worker(tmp_path):
     assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "needs images of at least 32x32" in proc.stderr
     assert "Traceback" not in proc.stderr
-    started = [m for m in marks if m["event"] == "process_start"
-               and m.get("argv") == ["worker", "--standby"]]
-    assert started, marks  # the standby worker did start (and was then killed)
+    # the standby worker did start (the data check now fails within about 0.3 s, often
+    # before the standby's own first mark) and was then killed
+    started = [m["child"] for m in marks if m["event"] == "standby_spawned"]
+    assert started, marks
     deadline = time.time() + 10
     while _standby_children_of(tmp_path) and time.time() < deadline:
         time.sleep(0.2)
     assert not _standby_children_of(tmp_path)
+    for pid in started:
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie"
     assert not (tmp_path / "mlruns" / "optuna.journal").exists()  # no store was written
 
 

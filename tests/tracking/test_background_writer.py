@@ -146,3 +146,78 @@ def test_close_returns_when_the_child_dies_with_calls_unacknowledged(tmp_path):
     start = time.monotonic()
     writer.close(timeout=60)
     assert time.monotonic() - start < 30
+
+
+def test_call_returns_the_childs_result_as_a_future_in_submission_order(tmp_path):
+    """A worker's trial run is created in the writer; its id comes back as the result."""
+    from tunelab.tracking.writer import WriterGone
+
+    writer = BackgroundWriter()
+    gate = tmp_path / "gate"
+    writer.submit(*wait_for(gate))  # hold the child: the futures wait, the caller does not
+    pid = writer.call(os.getpid)
+    failed = writer.call(int, "not a number")
+    joined = writer.call(os.path.join, "a", "b")
+    assert not pid.done()
+    gate.touch()
+    assert pid.result(timeout=60) == writer._proc.pid != os.getpid()  # ran in the child
+    with pytest.raises(Exception, match="invalid literal"):
+        failed.result(timeout=60)
+    assert joined.result(timeout=60) == "a/b"
+    # the child dies: what it never answered fails instead of hanging its waiter
+    writer.submit(os._exit, 3)
+    lost = writer.call(os.getpid)
+    with pytest.raises(WriterGone):
+        lost.result(timeout=60)
+    writer.close(timeout=60)
+
+
+def test_a_worker_tracker_logs_a_trial_without_mlflow_in_its_process(tmp_path):
+    """``tracking.remote``: the run is created and written by the writer process; the worker's
+    own process never imports MLflow, and the run id comes back."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    script = textwrap.dedent(f"""
+        import sys
+        from tunelab.tracking.remote import RemoteTracker
+        tracker = RemoteTracker({uri!r}, "remote")
+        run = tracker.trial_run(0, {{"learning_rate": 0.01}}, seed=3, config={{}},
+                                data_info={{"fingerprint": "f"}})
+        for epoch in range(3):
+            run.epoch_ended(epoch, {{k: v[epoch] for k, v in {HISTORY!r}.items()}})
+        run.finish(state="COMPLETE", summary={SUMMARY!r}, history={HISTORY!r})
+        run_id = run.wait_run_id(60)
+        tracker.flush()
+        print(run_id, "mlflow" in sys.modules)
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    run_id, loaded = out.stdout.split()
+    assert loaded == "False"
+    tracker = StudyTracker(uri, "remote", background=False)
+    run = tracker.client.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["learning_rate"] == "0.01" and run.data.params["seed"] == "3"
+    steps = tracker.client.get_metric_history(run_id, "val_accuracy")
+    assert [(m.step, m.value) for m in steps] == [(1, 0.55), (2, 0.75), (3, 0.7)]
+    assert "learning_curves.png" in artifacts(tracker, run_id)
+
+
+def test_a_worker_tracker_reports_a_store_that_is_down_once_and_the_trial_goes_on(tmp_path,
+                                                                                capfd):
+    from tunelab.tracking.remote import RemoteTracker
+
+    down = tmp_path / "not-a-dir" / "file"
+    down.parent.write_text("a file where the store's folder should be")
+    writer = BackgroundWriter()
+    tracker = RemoteTracker(f"sqlite:///{down / 'mlflow.db'}", "down", writer=writer)
+    for number in range(2):
+        run = tracker.trial_run(number, {}, seed=0, config={}, data_info={})
+        run.epoch_ended(0, {"loss": 1.0})
+        run.finish(state="COMPLETE", summary={}, history={"loss": [1.0]})
+        assert run.wait_run_id(60) is None  # untracked, not an error in the trainer
+    tracker.flush()
+    writer.close(timeout=60)
+    err = capfd.readouterr().err
+    assert err.count("tunelab: tracking unavailable") == 1, err[-2000:]
+    assert "Traceback" not in err
