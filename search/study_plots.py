@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -415,6 +415,18 @@ def param_importances(study: optuna.Study, view: StudyView) -> Figure:
 
 
 # -- interactive pages and the parent run's table ------------------------------------------
+def interactive_page_of(study_name: str, trials: Sequence[optuna.trial.FrozenTrial],
+                        directions: Sequence[optuna.study.StudyDirection],
+                        config: Mapping[str, Any]) -> tuple[str | None, list[str]]:
+    """``interactive_page`` of a study given by its trials and config, rebuilt in memory:
+    what another process (the tracking writer) draws while ``tune`` draws the figures."""
+    study = optuna.create_study(storage=optuna.storages.InMemoryStorage(),
+                                study_name=study_name, directions=list(directions))
+    study.set_user_attr("config", dict(config))
+    study.add_trials(trials)
+    return interactive_page(study)
+
+
 def interactive_page(study: optuna.Study) -> tuple[str | None, list[str]]:
     """Optuna's Plotly figures in one self-contained HTML page (plotly.js embedded once, so
     it opens offline, in MLflow's artifact viewer too); None without plotly or trials."""
