@@ -187,3 +187,14 @@ def test_validation_pass_quick():
     predict_ms, batches_ms, ratio = map(float, row.groups())
     assert predict_ms > 0 and batches_ms > 0 and ratio == pytest.approx(
         predict_ms / batches_ms, rel=0.05)
+
+
+def test_startup_quick():
+    out = run_quick("startup.py")
+    imported = number_after("import tensorflow   median", out)
+    first = number_after("tunelab tune       median", out)
+    assert 0 < imported < first  # the first epoch comes after the import it needs
+    assert number_after("hand-written       median", out) > imported
+    assert "tunelab first epoch minus the TensorFlow import: median" in out
+    assert number_after("import, lean       median", out) > 0
+    assert "standby_ready" in out and "epoch_begin" in out
