@@ -191,10 +191,12 @@ def test_validation_pass_quick():
 
 def test_startup_quick():
     out = run_quick("startup.py")
-    imported = number_after("import tensorflow   median", out)
+    lean = number_after("import, lean       median", out)
     first = number_after("tunelab tune       median", out)
-    assert 0 < imported < first  # the first epoch comes after the import it needs
-    assert number_after("hand-written       median", out) > imported
+    # tunelab's worker imports at least the lean import before its first epoch; the bare
+    # import (scikit-learn and pandas too) and the hand-written script cost more than it
+    assert 0 < lean < first
+    assert number_after("import tensorflow  median", out) > lean
+    assert number_after("hand-written       median", out) > lean
     assert "tunelab first epoch minus the TensorFlow import: median" in out
-    assert number_after("import, lean       median", out) > 0
     assert "standby_ready" in out and "epoch_begin" in out
