@@ -33,7 +33,7 @@ from typing import Any
 
 _HEADER = struct.Struct("!Q")
 # below the trainer's priority: it takes a core only when training leaves one idle
-# MLflow is imported at once, while the trainer imports TensorFlow on the other core
+# MLflow is imported at once: the first calls (a trial run's creation) need it
 _CHILD = ("import os, signal; os.nice(10); signal.signal(signal.SIGINT, signal.SIG_IGN); "
           "import tunelab.tracking.runs; from tunelab.tracking.writer import serve; serve()")
 
@@ -62,8 +62,8 @@ class BackgroundWriter:
         self._send_call(None, call, args, kwargs)
 
     def call(self, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Future:
-        """``submit``, and the call's return value as a future (its exception if it raised;
-        ``WriterGone`` if the child exited first)."""
+        """``submit``, and the call's return value as a future (``CallFailed`` if it raised
+        in the child; ``WriterGone`` if the child exited first)."""
         future: Future = Future()
         self._send_call(future, call, args, kwargs)
         return future
@@ -157,8 +157,9 @@ class BackgroundWriter:
                                       start_new_session=True)
         self._alive = True
         self._ended = threading.Event()  # the child closed its end (exited)
-        self._reader = threading.Thread(target=self._read_acks, args=(self._proc, self._ended, self._generation),
-                                        daemon=True, name="tunelab-tracking-acks")
+        self._reader = threading.Thread(
+            target=self._read_acks, args=(self._proc, self._ended, self._generation),
+            daemon=True, name="tunelab-tracking-acks")
         self._reader.start()
 
     def _read_acks(self, proc: subprocess.Popen, ended: threading.Event,
@@ -184,7 +185,7 @@ class BackgroundWriter:
                     future.set_result(value)
                 else:
                     future.set_exception(value if isinstance(value, BaseException)
-                                         else WriterGone(str(value)))
+                                         else CallFailed(str(value)))
         with self._changed:
             ended.set()
             self._changed.notify_all()
@@ -239,6 +240,10 @@ def serve() -> None:
 
 class WriterGone(RuntimeError):
     """The writer process exited (or was let go) before it answered a call."""
+
+
+class CallFailed(RuntimeError):
+    """A call raised in the writer process (its message: the error's type and text)."""
 
 
 _shared: BackgroundWriter | None = None

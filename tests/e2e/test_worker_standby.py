@@ -1,7 +1,8 @@
 """The first workers start before their study is ready (issue #21): ``tune`` starts them
 before it loads the data, so their TensorFlow and Optuna imports overlap its own start-up
 (data, checks, stores, parent run); it hands them their command line once the study exists.
-A worker never imports MLflow: its writer process creates and writes its trial runs. One never launched (a config error, a stop) is killed and leaves nothing.
+A worker never imports MLflow: its writer process creates and writes its trial runs. One
+never launched (a config error, a stop) is killed and leaves nothing.
 Real ``tunelab tune`` subprocesses and worker processes, timed by the timeline marks."""
 
 import json

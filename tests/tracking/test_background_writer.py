@@ -150,7 +150,7 @@ def test_close_returns_when_the_child_dies_with_calls_unacknowledged(tmp_path):
 
 def test_call_returns_the_childs_result_as_a_future_in_submission_order(tmp_path):
     """A worker's trial run is created in the writer; its id comes back as the result."""
-    from tunelab.tracking.writer import WriterGone
+    from tunelab.tracking.writer import CallFailed, WriterGone
 
     writer = BackgroundWriter()
     gate = tmp_path / "gate"
@@ -161,7 +161,7 @@ def test_call_returns_the_childs_result_as_a_future_in_submission_order(tmp_path
     assert not pid.done()
     gate.touch()
     assert pid.result(timeout=60) == writer._proc.pid != os.getpid()  # ran in the child
-    with pytest.raises(Exception, match="invalid literal"):
+    with pytest.raises(CallFailed, match="ValueError: invalid literal"):
         failed.result(timeout=60)
     assert joined.result(timeout=60) == "a/b"
     # the child dies: what it never answered fails instead of hanging its waiter
