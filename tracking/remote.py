@@ -1,10 +1,11 @@
 """A worker's tracker that never imports MLflow: its trial runs live in the writer process.
 
-A worker trains; its writer process (``writer.py``, started before the worker imports
-TensorFlow) imports MLflow on the other core, opens the study's experiment and creates each
-trial's run. The worker only submits calls. Measured before this: building an MLflow client
-and importing MLflow's SQL store in the worker, then looking up the experiment and parent run,
-put about 1.3 s on the path to the first epoch (BENCHMARKS.md, start-up).
+A worker trains; its writer process (``writer.py``, started when the worker is launched,
+after its TensorFlow import) imports MLflow on the other core while the worker opens the
+study and builds its first model, then opens the study's experiment and creates each trial's
+run. The worker only submits calls. Measured before this: importing MLflow in the worker,
+building its client and looking up the experiment and parent run put about 1.5 s on the
+path to the first epoch (BENCHMARKS.md, start-up).
 
 A trial run is named by a token the worker makes (``RemoteTrialRun``); the writer maps it to
 the run it created, so the trial's epochs and end are submitted at once, in order, without
