@@ -147,6 +147,11 @@ class BackgroundWriter:
                 future.set_exception(WriterGone("the tracking writer did not answer"))
 
     @property
+    def running(self) -> bool:
+        """Whether the child is started (a call now does not wait for its imports)."""
+        return self._alive
+
+    @property
     def pending(self) -> int:
         return max(0, self._submitted - self._done)
 

@@ -844,9 +844,11 @@ def finish_tracking(study, tracker, status: str, config: StudyConfig, end=None) 
     end = end or study_end_report(study, config)
     # the Plotly page is drawn by the tracking writer, on the other core, while this process
     # draws the figures (together 0.9 s of a study's end, measured, drawn one after the other)
+    # when that writer already runs (trials in this process): starting one here costs its
+    # MLflow, Optuna and Plotly imports, 2 s, more than the page
     writer = getattr(tracker, "writer", None)
     page_job = None
-    if status != "KILLED" and writer is not None:
+    if status != "KILLED" and writer is not None and writer.running:
         page_job = writer.call(interactive_page_of, study.study_name,
                                study.get_trials(deepcopy=False),
                                study.directions, study.user_attrs.get("config") or {})
