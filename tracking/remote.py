@@ -33,7 +33,7 @@ _tokens = itertools.count()
 
 class RemoteTracker:
     """The ``StudyTracker`` calls a worker makes (``trial_run``, ``mark_failed``, the writer's
-    ``start_writer``, ``flush``, ``detach``), each run in the writer process."""
+    ``flush`` and ``detach``), each run in the writer process."""
 
     def __init__(self, tracking_uri: str, study_name: str, parent_run_id: str | None = None,
                  writer: BackgroundWriter | None = None):
@@ -55,9 +55,6 @@ class RemoteTracker:
 
     def mark_failed(self, run_id: str, reason: str) -> None:
         self.writer.submit(_mark_failed, self._key, run_id, reason)
-
-    def start_writer(self) -> None:
-        self.writer.start()
 
     def flush(self) -> None:
         self.writer.flush()

@@ -289,7 +289,7 @@ class StudyTracker:
             self.client = MlflowClient(tracking_uri=self.tracking_uri)
             self.client.search_experiments(max_results=1)
         # trial runs log through it so training never waits on plots or the store; it starts
-        # at the first trial run (or start_writer), so trackers that log no trials start none
+        # at the first call handed to it, so trackers that log no trials start none
         self.writer = shared_writer() if background else None
         self.study_name = study_name
         with first_use_lock(self.tracking_uri):  # schema creation, then the experiment's
@@ -412,11 +412,6 @@ class StudyTracker:
     def reopen_trial_run(self, run_id: str, number: int) -> TrialRun:
         """A finished trial's run, to log more epochs to it (``tunelab continue``)."""
         return TrialRun(self.client, run_id, number)
-
-    def start_writer(self) -> None:
-        """Start the writer process now, so its imports overlap this process's own."""
-        if self.writer is not None:
-            self.writer.start()
 
     def flush(self) -> None:
         """Wait for every trial run's background calls (figures, metrics, run ends)."""
