@@ -65,21 +65,29 @@ def confusion_matrix(y_true: Sequence[int], y_pred: Sequence[int],
     matrix = np.zeros((n, n), dtype=int)
     np.add.at(matrix, (np.asarray(y_true, dtype=int), np.asarray(y_pred, dtype=int)), 1)
     size = max(3.5, 0.45 * n + 2)
-    fig = Figure(figsize=(size, size))
+    rotated = n > 4
+    chars = max([len(str(c)) for c in class_names] + [1])
+    # fixed margins from the longest class name (tight_layout measured every text, and made
+    # savefig lay the figure out again: a third of the figure's cost, once per trial)
+    left, bottom = 0.75 + 0.085 * chars, 0.55 + (0.06 * chars if rotated else 0.22)
+    width, height = size + 0.085 * chars, size + (0.06 * chars if rotated else 0.0)
+    fig = Figure(figsize=(width, height))
     ax = fig.subplots()
+    fig.subplots_adjust(left=left / width, right=1 - 0.2 / width, bottom=bottom / height,
+                        top=1 - 0.62 / height)
     ax.imshow(matrix, cmap="Blues")
     threshold = matrix.max() / 2 if matrix.size else 0
     for i in range(n):
         for j in range(n):
             ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=8,
                     color="white" if matrix[i, j] > threshold else "black")
-    ax.set_xticks(range(n), class_names, rotation=45 if n > 4 else 0)
+    ax.set_xticks(range(n), class_names, rotation=45 if rotated else 0,
+                  ha="right" if rotated else "center", rotation_mode="anchor")
     ax.set_yticks(range(n), class_names)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     accuracy = np.trace(matrix) / max(1, matrix.sum())
     ax.set_title(f"{title}\naccuracy {accuracy:.3f} on {matrix.sum()} images".strip())
-    fig.tight_layout()
     return fig
 
 

@@ -123,6 +123,22 @@ class _Run:
         finally:
             plots.close(fig)
 
+    @_guarded
+    def log_pngs(self, figures: Mapping[str, Any], artifact_path: str, dpi: int = 110) -> None:
+        """Figures (matplotlib, or PNG bytes drawn elsewhere) as ``artifact_path/NAME.png``,
+        in one artifact upload."""
+        with tempfile.TemporaryDirectory(prefix="tunelab-figures-") as tmp:
+            for name, fig in figures.items():
+                path = Path(tmp) / f"{name}.png"
+                if isinstance(fig, (bytes, bytearray)):
+                    path.write_bytes(fig)
+                else:
+                    try:
+                        fig.savefig(path, dpi=dpi)
+                    finally:
+                        plots.close(fig)
+            self.client.log_artifacts(self.run_id, tmp, artifact_path)
+
     def log_image_grid(self, images, row_labels, name: str, title: str = "") -> None:
         """A grid of images: one row per sample, columns as given (see plots.image_grid)."""
         self.later(self._log_image_grid, images, row_labels, name, title)
@@ -442,12 +458,12 @@ class StudyTracker:
                      html: Mapping[str, str] | None = None,
                      top: Sequence[Mapping[str, Any]] = (),
                      config: Mapping[str, Any] | None = None) -> None:
-        """The study plots (PNG, and HTML pages under ``study/``), the summary, and the
-        parent run's note: the counts and the ``top`` trials (dicts of number, value, gap,
-        best_epoch, epochs, state, params)."""
+        """The study plots (PNG: figures or their bytes, and HTML pages under ``study/``),
+        the summary, and the parent run's note: the counts and the ``top`` trials (dicts of
+        number, value, gap, best_epoch, epochs, state, params)."""
         self.flush()
-        for name, fig in figures.items():
-            self.parent.log_figure(fig, f"study/{name}.png")
+        if figures:  # matplotlib figures, or PNG bytes the writer drew
+            self.parent.log_pngs(figures, "study")
         for name, page in (html or {}).items():
             self.parent.log_text(page, f"study/{name}.html")
         metrics = {k: v for k, v in summary.items() if isinstance(v, (int, float))}

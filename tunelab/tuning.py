@@ -838,31 +838,51 @@ def run_keras_tuner_engine(study, config: StudyConfig, data, tracker, deadline: 
 def finish_tracking(study, tracker, status: str, config: StudyConfig, end=None) -> None:
     """The parent run's end: study plots, the summary, the Pareto front when there is one."""
     from tunelab.search import close_all, study_figures
-    from tunelab.search.study_plots import interactive_page, interactive_page_of, top_rows
+    from tunelab.search.study_plots import (
+        WRITER_FIGURES,
+        figure_order,
+        interactive_page,
+        png_bytes,
+        study_outputs_of,
+        top_rows,
+    )
     from tunelab.tracking.plots import pareto_front
 
     end = end or study_end_report(study, config)
-    # the Plotly page is drawn by the tracking writer, on the other core, while this process
-    # draws the figures (together 0.9 s of a study's end, measured, drawn one after the other)
-    # when that writer already runs (trials in this process): starting one here costs its
-    # MLflow, Optuna and Plotly imports, 2 s, more than the page
-    writer = getattr(tracker, "writer", None)
-    page_job = None
-    if status != "KILLED" and writer is not None and writer.running:
-        page_job = writer.call(interactive_page_of, study.study_name,
-                               study.get_trials(deepcopy=False),
-                               study.directions, study.user_attrs.get("config") or {})
-    # interrupted: exit within seconds; the study plots are drawn at the study's next end
-    figures, notes = study_figures(study) if status != "KILLED" else ({}, [])
+    figures: dict = {}
+    notes: list[str] = []
     page = None
-    if status != "KILLED":
+    if status != "KILLED":  # interrupted: exit within seconds; drawn at the next study end
+        # the tracking writer draws the Plotly page and WRITER_FIGURES on the other core
+        # while this process draws and encodes the rest (1.0 s of a study's end, measured,
+        # when this process drew them all; the writer also has the last trial's figures to
+        # draw then) when that writer already runs (trials in this process): starting one
+        # here costs its MLflow, Optuna and Plotly imports, 2 s, more than it saves
+        writer = getattr(tracker, "writer", None)
+        job = None
+        if writer is not None and writer.running:
+            try:
+                job = writer.call(study_outputs_of, study.study_name,
+                                  study.get_trials(deepcopy=False), study.directions,
+                                  study.user_attrs.get("config") or {}, WRITER_FIGURES)
+            except Exception:  # noqa: BLE001  the writer is gone: all drawn here
+                job = None
+        figures, notes = study_figures(study, skip=WRITER_FIGURES if job else ())
+        figures = {name: png_bytes(fig) for name, fig in figures.items()}  # while it draws
+        close_all()
         try:
-            page, page_notes = page_job.result() if page_job is not None else (None, None)
+            pngs, png_notes, page, page_notes = job.result() if job else ({}, [], None, None)
         except Exception:  # noqa: BLE001  the writer is gone: drawn here instead
-            page, page_notes = None, None
+            pngs, png_notes, page, page_notes = {}, [], None, None
+        if job and page_notes is None:  # its figures too
+            pngs, png_notes = study_figures(study)
+            pngs = {n: fig for n, fig in pngs.items() if n in WRITER_FIGURES}
+            png_notes = [n for n in png_notes if n not in notes]
         if page_notes is None:
             page, page_notes = interactive_page(study)  # Plotly, drawn once per study
-        notes += page_notes
+        drawn = {**figures, **pngs}
+        figures = {name: drawn[name] for name in figure_order(study) if name in drawn}
+        notes += png_notes + page_notes
     if end["pareto_points"] and status != "KILLED":
         figures["pareto_front"] = pareto_front(
             end["pareto_points"], metric=config.objective.metric, direction=config.direction,
