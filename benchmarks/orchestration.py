@@ -34,6 +34,11 @@ the reason when absent):
                  the same space, ``tunelab.models.build_model``, plain ``model.fit`` with
                  early stopping and ``KerasPruningCallback``; no tracking, no checkpoints
     keras-tuner  KerasTuner RandomSearch, the same trials, builder, epochs, early stopping
+    hand-glued, same trials
+                 the hand-glued loop replaying tunelab's trials of the same run (their
+                 parameters enqueued, in order, each trained for the epochs tunelab trained
+                 it): the two searches diverge after TPE's random start-up trials, so only
+                 this one compares equal work on the pinned configs (--no-replay: skipped)
 and once, beside them, ``tunelab tune`` with no arguments (today's default study), reported,
 not targeted.
 
@@ -108,6 +113,7 @@ PHASES = (
     "other",
 )
 KINDS = ("tunelab", "hand-glued", "keras-tuner")
+REPLAY = "hand-glued, same trials"  # the loop replaying tunelab's trials (--no-replay: off)
 GAPS = {"start-up (command to first trial)", "between trials", "worker recycles",
         "study end (to exit)"}
 
@@ -192,6 +198,11 @@ def hand_glued(spec: dict) -> None:
 
     equal_work = spec.get("equal_work", False)
     space = EQUAL_SPACE if equal_work else SPACE
+    # --replay: tunelab's own trials (its parameters, in its order), each trained for the
+    # epochs tunelab trained it (early stopping and pruning decided there): the same work
+    replay = spec.get("replay")
+    for planned in replay or ():
+        study.enqueue_trial(planned["params"])
 
     def objective(trial):
         mark("trial_start", trial=trial.number)
@@ -208,16 +219,33 @@ def hand_glued(spec: dict) -> None:
         mark("compiled")
         history = model.fit(
             data.train.x, head.encode_labels(data.train.y), batch_size=p["batch_size"],
-            epochs=spec["max_epochs"], verbose=0,
+            epochs=replay[trial.number]["epochs"] if replay else spec["max_epochs"], verbose=0,
             validation_data=(data.val.x, head.encode_labels(data.val.y)),
-            callbacks=[*keras_callbacks(), *([] if equal_work else [
+            callbacks=[*keras_callbacks(), *([] if equal_work or replay else [
                 _early_stopping(), KerasPruningCallback(trial, "val_accuracy")])]).history
         mark("fit_end")
         return max(history["val_accuracy"])
 
-    study.optimize(objective, n_trials=spec["n_trials"],
+    study.optimize(objective, n_trials=len(replay) if replay else spec["n_trials"],
                    callbacks=[lambda s, t: mark("trial_end", trial=t.number)])
     mark("study_end")
+
+
+def tunelab_trials(folder: Path, events: list[dict]) -> list[dict]:
+    """The trials tunelab's case trained, in its order: each one's parameters (from its
+    journal) and the epochs it trained (from its timeline, as the analysis counts them)."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(
+        str(folder / "mlruns" / "optuna.journal")))
+    study = optuna.load_study(study_name="orchestration", storage=storage)
+    epochs = {row["trial"]: row["epochs"] for row in analyse(events)["per_trial"]}
+    out = []
+    for trial in sorted(study.trials, key=lambda t: t.number):
+        if epochs.get(trial.number):
+            out.append({"params": dict(trial.params), "epochs": epochs[trial.number]})
+    return out
 
 
 def keras_tuner(spec: dict) -> None:
@@ -483,7 +511,14 @@ def headlines(results: dict) -> list[str]:
     for dataset, cases in results["datasets"].items():
         if "tunelab" in cases and "hand-glued" in cases:
             ratio = cases["tunelab"]["wall"] / cases["hand-glued"]["wall"]
-            lines.append(f"  {dataset}: tunelab wall / hand-glued loop wall = {ratio:.2f}")
+            lines.append(f"  {dataset}: tunelab wall / hand-glued loop wall = {ratio:.2f} "
+                         f"({cases['tunelab']['epochs']} against "
+                         f"{cases['hand-glued']['epochs']} epochs: the two searches diverge)")
+        if "tunelab" in cases and REPLAY in cases:
+            ratio = cases["tunelab"]["wall"] / cases[REPLAY]["wall"]
+            lines.append(f"  {dataset}: tunelab wall / hand-glued loop on tunelab's trials = "
+                         f"{ratio:.2f} ({cases['tunelab']['epochs']} against "
+                         f"{cases[REPLAY]['epochs']} epochs: the same work)")
         for case, r in cases.items():
             lines.append(f"  {dataset}: {case} wall / steady epoch compute = "
                          f"{r['wall_over_compute']:.2f} ({r['wall']:.1f} s / "
@@ -566,6 +601,10 @@ def main(argv: list[str] | None = None) -> None:
                              "architecture and batch size, 20 trials of 10 epochs each (no "
                              "early stopping, no pruner), so their wall ratio is "
                              "orchestration alone; with --lab-sized, at 128x128")
+    parser.add_argument("--no-replay", action="store_true",
+                        help="skip the hand-glued loop replaying tunelab's own trials (its "
+                             "parameters, each for the epochs tunelab trained it: the same "
+                             "work, so the ratio is orchestration alone)")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per case")
     parser.add_argument("--from-results", type=Path,
                         help="analyse the timelines of a results.json again and print them")
@@ -634,6 +673,12 @@ def main(argv: list[str] | None = None) -> None:
                     command = [sys.executable, str(Path(__file__).resolve()), "--run-case",
                                str(folder / "case.json")]
                 runs.append((dataset, kind, folder, command))
+                if kind == "tunelab" and not args.no_replay and not args.equal_work:
+                    replay = tmp / f"{dataset}-{REPLAY}"
+                    replay.mkdir()
+                    runs.append((dataset, REPLAY, replay,
+                                 [sys.executable, str(Path(__file__).resolve()), "--run-case",
+                                  str(replay / "case.json")]))
         if not args.quick and not args.no_default:
             folder = tmp / "default"
             folder.mkdir()
@@ -641,9 +686,17 @@ def main(argv: list[str] | None = None) -> None:
                          [*tunelab_command(), "tune"]))
         for dataset, kind, folder, command in runs:
             key = f"{dataset}/{kind}"
+            if kind == REPLAY:  # tunelab's trials, read from its case just run
+                spec = {"kind": "hand-glued", "source": datasets[dataset][0],
+                        "image_size": datasets[dataset][1], "n_trials": n_trials,
+                        "max_epochs": max_epochs, "equal_work": False,
+                        "replay": tunelab_trials(tmp / f"{dataset}-tunelab",
+                                                 results["timelines"][f"{dataset}/tunelab"])}
+                (folder / "case.json").write_text(json.dumps(spec))
             load = os.getloadavg()[0]
             events = run_case(key, command, folder, folder / "timeline.jsonl",
-                              args.out / f"{dataset}-{kind.split()[0]}"
+                              args.out / f"{dataset}-"
+                              f"{'hand-glued-same-trials' if kind == REPLAY else kind.split()[0]}"
                               f"{'-default' if 'default' in kind else ''}.log", args.timeout)
             results["timelines"][key] = events
             results["datasets"].setdefault(dataset, {})[kind] = analyse(events)

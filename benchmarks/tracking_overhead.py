@@ -1,9 +1,14 @@
 """Tracking overhead: the same study with MLflow tracking on and off, side by side.
 
-Each repeat runs the study twice through ``tunelab.tune`` (in process), once with
-``tracking: true`` and once with ``tracking: false``, in alternating order, with the same seed;
-no pruner, so both train the same number of epochs. All studies share one MLflow store, as
-a lab's studies share ``mlruns/mlflow.db``; creating it is timed once, apart. It reports
+Each repeat runs the study twice through ``tunelab.tune``, once with ``tracking: true`` and
+once with ``tracking: false``, in alternating order, with the same seed; no pruner, so both
+train the same number of epochs. Each timed study is the second study of a fresh process,
+after a 1-trial warm-up with the same tracking setting (``--in-process``: all in this one,
+the earlier method, where every study is slower than the one before it as TensorFlow's state
+grows, so the second of a pair is penalized by about 1 s); the warm-up's extra cost when
+tracked (the MLflow import and the writer's start in a new process) is reported apart. All
+studies share one MLflow store, as a lab's studies share ``mlruns/mlflow.db``; creating it
+is timed once, apart. It reports
 
 * the wall-time ratio on / off per repeat (median and range; target <= 1.03, issue #21), and what
   tracking adds split into the study end (study plots, parent run) and each trial,
@@ -139,6 +144,42 @@ def study(tmp: Path, name: str, *, tracking: bool, seed: int, n_trials: int, epo
     }
 
 
+def load_study(raw: dict):
+    import optuna
+
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(raw["storage"]))
+    return optuna.load_study(study_name=raw["study_name"], storage=storage)
+
+
+def run_study(spec_path: Path) -> None:
+    """``--run-study``: one study in this fresh process; its timings as JSON to ``out``."""
+    import json
+    import logging
+
+    import tunelab
+    from tunelab import tuning  # noqa: F401  imported before the clock starts
+
+    spec = json.loads(spec_path.read_text())
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    # first an untimed-for-the-ratio warm-up study with the same tracking setting: the first
+    # study of a process also pays for tracing and, tracked, the MLflow import and the
+    # writer's start; its wall is reported apart
+    start = time.perf_counter()
+    tunelab.tune(spec["warmup"], in_process=True)
+    warmup = time.perf_counter() - start
+    handoffs = CallTimer()
+    handoffs.install_handoffs()
+    handoffs.active = spec["raw"]["tracking"]
+    start = time.perf_counter()
+    tunelab.tune(spec["raw"], in_process=True)
+    wall = time.perf_counter() - start
+    handoffs.active = False
+    Path(spec["out"]).write_text(json.dumps({
+        "wall": wall, "warmup": warmup, "study_end": handoffs.seconds.get(STUDY_END, 0.0),
+        "calls": dict(handoffs.calls), "seconds": dict(handoffs.seconds)}))
+
+
 def consistency(study_obj, raw: dict) -> tuple[int, int]:
     """(MLflow trial runs in a terminal state, Optuna finished trials)."""
     import optuna
@@ -154,6 +195,35 @@ def consistency(study_obj, raw: dict) -> tuple[int, int]:
     return sum(r.info.status in TERMINAL for r in runs), finished
 
 
+def fresh_study(tmp: Path, name: str, tracking: bool, handoffs: CallTimer, **kw
+                ) -> tuple[float, float, dict]:
+    """One timed study in a fresh process (``--run-study``): (its ``tune`` wall, its study
+    end, its config); the training process's hand-offs are added to ``handoffs``."""
+    import json
+    import subprocess
+    import sys
+
+    raw = study(tmp, name, tracking=tracking, **kw)
+    warmup = study(tmp, f"{name}-warmup", tracking=tracking,
+                   **{**kw, "seed": 99, "n_trials": 1, "epochs": 1})
+    spec = tmp / f"{name}.json"
+    out = tmp / f"{name}.out.json"
+    spec.write_text(json.dumps({"raw": raw, "warmup": warmup, "out": str(out)}))
+    done = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--run-study",
+                           str(spec)], capture_output=True, text=True, timeout=3600)
+    if done.returncode != 0:
+        raise SystemExit(f"{name} failed:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}")
+    result = json.loads(out.read_text())
+    for label, n in result["calls"].items():
+        handoffs.calls[label] += n
+        handoffs.seconds[label] += result["seconds"][label]
+    WARMUPS[tracking].append(result["warmup"])
+    return result["wall"], result["study_end"], raw
+
+
+WARMUPS: dict[bool, list[float]] = {True: [], False: []}  # the fresh processes' first studies
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="digits 8x8, 1 repeat, 2 trials")
@@ -163,7 +233,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dataset", default=BREAST, help="'digits' or a .npz")
     parser.add_argument("--image-size", type=int, default=None,
                         help="resize images (longer trials); default: native size")
+    parser.add_argument("--in-process", action="store_true",
+                        help="every timed study in this process (the earlier method)")
+    parser.add_argument("--run-study", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.run_study:
+        run_study(args.run_study)
+        return
     source, image_size = args.dataset, args.image_size
     if args.quick:
         args.repeats, args.trials, args.epochs, source, image_size = 1, 2, 1, "digits", 8
@@ -193,21 +269,31 @@ def main(argv: list[str] | None = None) -> None:
                             image_size=image_size, **kw)
                 return tunelab.tune(raw, in_process=True), raw
 
-            if not args.quick:
+            if not args.quick and args.in_process:
                 run("warmup", True, seed=99, n_trials=1, epochs=1)
             for rep in range(args.repeats):
                 pair = {}
                 for tracking in ((True, False) if rep % 2 == 0 else (False, True)):
-                    handoffs.active = tracking
-                    before = handoffs.seconds[STUDY_END]
-                    start = time.perf_counter()
-                    s, raw = run(f"r{rep}-{'on' if tracking else 'off'}", tracking, seed=rep,
-                                 n_trials=args.trials, epochs=args.epochs)
-                    pair[tracking] = time.perf_counter() - start
-                    handoffs.active = False
+                    name = f"r{rep}-{'on' if tracking else 'off'}"
+                    if args.in_process:
+                        handoffs.active = tracking
+                        before = handoffs.seconds[STUDY_END]
+                        start = time.perf_counter()
+                        s, raw = run(name, tracking, seed=rep, n_trials=args.trials,
+                                     epochs=args.epochs)
+                        pair[tracking] = time.perf_counter() - start
+                        handoffs.active = False
+                        end_seconds = handoffs.seconds[STUDY_END] - before
+                    else:
+                        pair[tracking], end_seconds, raw = fresh_study(
+                            tmp, name, tracking, handoffs, seed=rep, n_trials=args.trials,
+                            epochs=args.epochs, source=source, image_size=image_size)
+                        s = load_study(raw)
                     walls[tracking].append(pair[tracking])
+                    print(f"[{time.strftime('%H:%M:%S')}] {name}: {pair[tracking]:.2f} s",
+                          flush=True)
                     if tracking:
-                        study_ends.append(handoffs.seconds[STUDY_END] - before)
+                        study_ends.append(end_seconds)
                         checks.append(consistency(s, raw))
                         tracked_trials += len(s.trials)
                 ratios.append(pair[True] / pair[False])
@@ -230,7 +316,9 @@ def main(argv: list[str] | None = None) -> None:
         handoffs.uninstall()
         calls.uninstall()
     print(f"\ntracking on vs off: {args.repeats} repeat(s) x {args.trials} trials x "
-          f"{args.epochs} epochs on {Path(source).stem} at {image_size or 'native'} px")
+          f"{args.epochs} epochs on {Path(source).stem} at {image_size or 'native'} px, "
+          + ("every study in this process" if args.in_process
+             else "each study in a fresh process"))
     for i, r in enumerate(ratios):
         print(f"  repeat {i}: on {walls[True][i]:.1f} s, off {walls[False][i]:.1f} s, "
               f"ratio {r:.3f}")
@@ -243,6 +331,12 @@ def main(argv: list[str] | None = None) -> None:
           f"study end (study plots, parent run) is {statistics.median(study_ends):.2f} s and "
           f"the trials {statistics.median(per_trial):.3f} s each (trials of {untracked:.1f} s "
           "untracked)")
+    if WARMUPS[True] and WARMUPS[False]:
+        print(f"a process's first study (1 trial x 1 epoch, not counted above): tracked "
+              f"{statistics.median(WARMUPS[True]):.2f} s, untracked "
+              f"{statistics.median(WARMUPS[False]):.2f} s (median): tracking adds "
+              f"{statistics.median(WARMUPS[True]) - statistics.median(WARMUPS[False]):.2f} s "
+              "there (the MLflow import and the writer's start in this process)")
     print(f"creating the MLflow store (once per store, not counted above): "
           f"{store_seconds:.1f} s")
     print(f"\ntime the training process spends on tracking ({tracked_trials} tracked trials, "

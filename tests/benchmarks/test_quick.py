@@ -153,7 +153,10 @@ def test_orchestration_quick(tmp_path):
     out = run_quick("orchestration.py", "--out", str(tmp_path), timeout=900)
     results = json.loads((tmp_path / "results.json").read_text())
     cases = results["datasets"]["digits"]
-    assert set(cases) == {"tunelab", "hand-glued", "keras-tuner"}
+    assert set(cases) == {"tunelab", "hand-glued", "keras-tuner", "hand-glued, same trials"}
+    # the replay trained tunelab's trials, in order, for the epochs tunelab trained them
+    replay = [r for r in cases["hand-glued, same trials"]["per_trial"]]
+    assert [r["epochs"] for r in replay] == [r["epochs"] for r in cases["tunelab"]["per_trial"]]
     for name, r in cases.items():
         assert (r["trials"], r["epochs"]) == (3, 6), name  # 3 trials x 2 epochs, no pruning
         assert sum(r["phases"].values()) == pytest.approx(r["wall"])  # the phases add up
@@ -177,6 +180,8 @@ def test_orchestration_quick(tmp_path):
     assert memory["peak_mb"] == max(memory["peak_overlap_mb"], memory["peak_single_mb"])
     assert cases["hand-glued"]["memory"]["peak_mb"] > 200
     assert 0 < number_after("tunelab wall / hand-glued loop wall =", out) < float("inf")
+    assert 0 < number_after("tunelab wall / hand-glued loop on tunelab's trials =", out) < \
+        float("inf")
     assert "| **wall / steady epoch compute** |" in (tmp_path / "summary.md").read_text()
 
 
