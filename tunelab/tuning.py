@@ -874,9 +874,9 @@ def finish_tracking(study, tracker, status: str, config: StudyConfig, end=None) 
             pngs, png_notes, page, page_notes = job.result() if job else ({}, [], None, None)
         except Exception:  # noqa: BLE001  the writer is gone: drawn here instead
             pngs, png_notes, page, page_notes = {}, [], None, None
-        if job and page_notes is None:  # its figures too
-            pngs, png_notes = study_figures(study)
-            pngs = {n: fig for n, fig in pngs.items() if n in WRITER_FIGURES}
+        if job and page_notes is None:  # its figures too, and only those
+            pngs, png_notes = study_figures(study, skip=[
+                n for n in figure_order(study) if n not in WRITER_FIGURES])
             png_notes = [n for n in png_notes if n not in notes]
         if page_notes is None:
             page, page_notes = interactive_page(study)  # Plotly, drawn once per study
