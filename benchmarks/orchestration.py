@@ -513,7 +513,9 @@ def headlines(results: dict) -> list[str]:
             ratio = cases["tunelab"]["wall"] / cases["hand-glued"]["wall"]
             lines.append(f"  {dataset}: tunelab wall / hand-glued loop wall = {ratio:.2f} "
                          f"({cases['tunelab']['epochs']} against "
-                         f"{cases['hand-glued']['epochs']} epochs: the two searches diverge)")
+                         f"{cases['hand-glued']['epochs']} epochs: "
+                         + ("the same work)" if cases["tunelab"]["epochs"]
+                            == cases["hand-glued"]["epochs"] else "the two searches diverge)"))
         if "tunelab" in cases and REPLAY in cases:
             ratio = cases["tunelab"]["wall"] / cases[REPLAY]["wall"]
             lines.append(f"  {dataset}: tunelab wall / hand-glued loop on tunelab's trials = "
