@@ -180,6 +180,12 @@ class ImageClassifier(mlflow.pyfunc.PythonModel):
     input_shape, and for binary tasks ``threshold``, the decision threshold ``predict``
     applies to ``prob_<class 1>``)."""
 
+    # MLflow wraps a subclass's untyped ``predict`` and warns, in yellow, at every definition
+    # of the class: on import and again in every process that loads the model (the class is
+    # pickled by value). The input is checked here (see the module's docstring), not by
+    # MLflow's type-hint validation, so it is turned off, warning and all.
+    _skip_type_hint_validation = True
+
     def __init__(self, model: Any = None, meta: Mapping[str, Any] | None = None):
         self.model, self.meta = model, dict(meta or {})
 
