@@ -45,11 +45,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
 
-import warnings  # noqa: E402
-
 import numpy as np  # noqa: E402
-
-warnings.filterwarnings("ignore", message="Add type hints")  # MLflow, on import of pyfunc
 
 REPO = Path(__file__).resolve().parents[1]
 # the shared data beside the checkout (../shared/data), or beside a worktree's parent folder
