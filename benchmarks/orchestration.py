@@ -236,10 +236,11 @@ def tunelab_trials(folder: Path, events: list[dict]) -> list[dict]:
     journal) and the epochs it trained (from its timeline, as the analysis counts them)."""
     import optuna
 
+    from tunelab.search.study import open_storage
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(
+    study = optuna.load_study(study_name="orchestration", storage=open_storage(
         str(folder / "mlruns" / "optuna.journal")))
-    study = optuna.load_study(study_name="orchestration", storage=storage)
     epochs = {row["trial"]: row["epochs"] for row in analyse(events)["per_trial"]}
     out = []
     for trial in sorted(study.trials, key=lambda t: t.number):

@@ -147,9 +147,9 @@ def study(tmp: Path, name: str, *, tracking: bool, seed: int, n_trials: int, epo
 def load_study(raw: dict):
     import optuna
 
-    storage = optuna.storages.JournalStorage(
-        optuna.storages.journal.JournalFileBackend(raw["storage"]))
-    return optuna.load_study(study_name=raw["study_name"], storage=storage)
+    from tunelab.search.study import open_storage
+
+    return optuna.load_study(study_name=raw["study_name"], storage=open_storage(raw["storage"]))
 
 
 def run_study(spec_path: Path) -> None:

@@ -155,7 +155,7 @@ def test_orchestration_quick(tmp_path):
     cases = results["datasets"]["digits"]
     assert set(cases) == {"tunelab", "hand-glued", "keras-tuner", "hand-glued, same trials"}
     # the replay trained tunelab's trials, in order, for the epochs tunelab trained them
-    replay = [r for r in cases["hand-glued, same trials"]["per_trial"]]
+    replay = cases["hand-glued, same trials"]["per_trial"]
     assert [r["epochs"] for r in replay] == [r["epochs"] for r in cases["tunelab"]["per_trial"]]
     for name, r in cases.items():
         assert (r["trials"], r["epochs"]) == (3, 6), name  # 3 trials x 2 epochs, no pruning
