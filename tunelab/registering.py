@@ -822,6 +822,7 @@ def continue_training(trial: int, epochs: int, study_name: str | None = None,
             "summary": summary, "continued": int(meta.get("continued", 0)) + 1}
     save_checkpoint(model, path, meta)
     if run is not None:
+        run.write_pending()  # the last epochs, held back for the next write (runs.py)
         run.log_metrics({f"continued_{k}": v for k, v in summary.items()},
                         step=meta["epochs_trained"])
         run.set_tags({"tunelab.continued_to_epoch": meta["epochs_trained"]})

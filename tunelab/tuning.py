@@ -249,7 +249,7 @@ def _tune_study(config: StudyConfig, stored: StoredStudy | None, accept: tuple[s
                 run_worker(study_name=config.study_name, storage=config.storage_url,
                            tracking_uri=tracking_uri, deadline=searching, started_at=started,
                            data=data, config=config, worker_index=0,
-                           progress=display.handle)
+                           progress=display.handle, in_study_process=True)
             else:
                 _run_worker_processes(config, tracking_uri, searching, started, n_trials,
                                       display, standby)
@@ -689,7 +689,8 @@ def run_worker(*, study_name: str, storage: str, tracking_uri: str | None = None
                max_trials: int | None = None, deadline: float | None = None,
                started_at: float | None = None, data=None, config: StudyConfig | None = None,
                worker_index: int | None = None, events_fd: int | None = None,
-               progress=None, after_pid: int | None = None) -> str:
+               progress=None, after_pid: int | None = None,
+               in_study_process: bool = False) -> str:
     """Join a study and run its trials until the budget is met (any number of these may run
     at once, on any machines that reach the storage). Returns why it stopped.
 
@@ -698,7 +699,10 @@ def run_worker(*, study_name: str, storage: str, tracking_uri: str | None = None
 
     ``after_pid``: a recycled worker's successor, started while that worker trains its last
     trial; it imports TensorFlow, loads the data and opens the stores, then waits for that
-    process to exit before it asks for a trial (one trainer per slot at a time)."""
+    process to exit before it asks for a trial (one trainer per slot at a time).
+
+    ``in_study_process``: the trials run inside ``tune`` (``in_process``), whose study end
+    waits for the tracking writer itself, after drawing the study plots meanwhile."""
     import logging
 
     from tunelab.search import run_trials
@@ -776,8 +780,10 @@ def run_worker(*, study_name: str, storage: str, tracking_uri: str | None = None
     finally:
         if display is not None:
             display.stop()
-        if tracker is not None:
-            tracker.flush()  # the last trial's figures and run end, drawn in the background
+        if tracker is not None and not in_study_process:
+            # the last trial's figures and run end, drawn in the background (the study's
+            # own process draws its study plots meanwhile: finish_tracking waits for both)
+            tracker.flush()
         # which frameworks this process loaded (MLflow belongs to its writer process alone)
         mark("worker_exit", frameworks=sorted(
             m for m in ("tensorflow", "optuna", "mlflow", "sklearn", "pandas", "matplotlib")
@@ -891,6 +897,7 @@ def finish_tracking(study, tracker, status: str, config: StudyConfig, end=None) 
                   "and the overfitting gap")
     from tunelab.search.study import ended_trials
 
+    tracker.flush()  # the trials' own run ends first
     tracker.end_stray_runs(ended_trials(study))
     tracker.finish_study(status=status, figures=figures, summary=end["summary"], notes=notes,
                          html={"interactive": page} if page else None,

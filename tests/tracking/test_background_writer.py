@@ -222,3 +222,56 @@ def test_a_worker_tracker_reports_a_store_that_is_down_once_and_the_trial_goes_o
     err = capfd.readouterr().err
     assert err.count("tunelab: tracking unavailable") == 1, err[-2000:]
     assert "Traceback" not in err
+
+
+def test_epochs_closer_than_the_live_interval_are_written_together_and_all_land(tmp_path,
+                                                                               monkeypatch):
+    """Short epochs cost one store round trip a couple of seconds, not one each; the run's
+    final batch carries the rest, every epoch at its step and in order."""
+    from tunelab.tracking import runs
+
+    tracker = StudyTracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "live", background=False)
+    run = tracker.trial_run(0, {"n_base": 8}, seed=0, config={}, data_info={})
+    for epoch in range(3):
+        run.epoch_ended(epoch, {k: v[epoch] for k, v in HISTORY.items()})
+    # the first epoch is live at once; the next two came within the interval
+    assert [m.step for m in tracker.client.get_metric_history(run.run_id, "loss")] == [1]
+    run.finish(state="COMPLETE", summary=SUMMARY, history=HISTORY)
+    history = tracker.client.get_metric_history(run.run_id, "val_accuracy")
+    assert [(m.step, m.value) for m in history] == list(enumerate(HISTORY["val_accuracy"], 1))
+    assert [m.timestamp for m in history] == sorted(m.timestamp for m in history)
+    assert tracker.client.get_run(run.run_id).data.metrics["best_epoch"] == 2
+
+    monkeypatch.setattr(runs, "LIVE_INTERVAL", 0.0)  # epochs slower than the interval
+    run = tracker.trial_run(1, {"n_base": 8}, seed=0, config={}, data_info={})
+    for epoch in range(3):
+        run.epoch_ended(epoch, {k: v[epoch] for k, v in HISTORY.items()})
+        assert len(tracker.client.get_metric_history(run.run_id, "loss")) == epoch + 1
+
+
+def test_epochs_a_killed_trainer_left_unwritten_land_when_its_writer_exits(tmp_path):
+    """The writer holds a short epoch back for the next write; if the trainer dies before
+    the trial ends, the writer writes what it holds as it exits."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    script = textwrap.dedent(f"""
+        import os, signal
+        from tunelab.tracking.remote import RemoteTracker
+        tracker = RemoteTracker({uri!r}, "dead")
+        run = tracker.trial_run(0, {{"n_base": 8}}, seed=0, config={{}}, data_info={{}})
+        for epoch in range(3):
+            run.epoch_ended(epoch, {{k: v[epoch] for k, v in {HISTORY!r}.items()}})
+        run_id = run.wait_run_id(60)
+        tracker.flush()  # the writer has every epoch; the trainer dies mid-trial
+        print(run_id, tracker.writer._proc.pid, flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == -signal.SIGKILL, out.stderr[-3000:]
+    run_id, writer_pid = out.stdout.split()
+    deadline = time.time() + 60
+    while os.path.exists(f"/proc/{writer_pid}") and time.time() < deadline:
+        time.sleep(0.1)
+    tracker = StudyTracker(uri, "dead", background=False)
+    steps = tracker.client.get_metric_history(run_id, "val_accuracy")
+    assert [(m.step, m.value) for m in steps] == [(1, 0.55), (2, 0.75), (3, 0.7)]
