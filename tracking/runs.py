@@ -188,6 +188,8 @@ _unwritten: set[TrialRun] = set()
 def write_unwritten() -> None:
     for run in list(_unwritten):
         run.write_pending()
+
+
 _clients: dict[str, MlflowClient] = {}
 
 
