@@ -116,7 +116,9 @@ class _Run:
         """Every epoch's metrics (epochs from 1, as trials log them) in as few round trips
         as MLflow's batch limit allows: one call per value took about 5 s for a 15-epoch
         history on a SQLite store."""
-        items = history_metrics(history, int(time.time() * 1000))
+        self._log_metric_items(history_metrics(history, int(time.time() * 1000)))
+
+    def _log_metric_items(self, items: Sequence[Metric]) -> None:
         for i in range(0, len(items), MAX_METRICS_PER_CALL):
             self.client.log_batch(self.run_id, metrics=items[i:i + MAX_METRICS_PER_CALL],
                                   synchronous=True)
@@ -248,9 +250,7 @@ class TrialRun(_Run):
     def write_pending(self) -> None:
         items, self._pending = self._pending, []
         _unwritten.discard(self)
-        for i in range(0, len(items), MAX_METRICS_PER_CALL):
-            self.client.log_batch(self.run_id, metrics=items[i:i + MAX_METRICS_PER_CALL],
-                                  synchronous=True)
+        self._log_metric_items(items)
 
     def finish(self, *, state: str, summary: Mapping[str, float] | None = None,
                history: Mapping[str, Sequence[float]] | None = None, **details: Any) -> None:
