@@ -59,6 +59,9 @@ def confirm_candidates(study: optuna.Study, *, rule: ObjectiveRule, data: Any,
     folds = None
     out: dict[int, Confirmation] = {}
     for record in candidates:
+        # runs of another kind (a study confirmed again after `confirm_kind` changed) stay
+        # stored; the ranking uses the latest kind (selection_methods)
+        others = [e for e in stored.get(record.number, []) if e.get("kind") != kind]
         done = [e for e in stored.get(record.number, []) if e.get("kind") == kind]
         for index in range(runs):
             if any(e.get("index") == index for e in done):
@@ -87,7 +90,7 @@ def confirm_candidates(study: optuna.Study, *, rule: ObjectiveRule, data: Any,
                      "best_epoch": int(summary["best_epoch"]),
                      "seconds": round(time.time() - started, 2)}
             done.append(entry)
-            study.set_user_attr(confirmation_key(record.number), done)  # resumable
+            study.set_user_attr(confirmation_key(record.number), others + done)  # resumable
             log(f"tunelab: confirmation of trial {record.number}, "
                 f"{'seed' if kind == 'seeds' else 'fold'} {index + 1}/{runs}: "
                 f"{rule.metric} {entry['metric']:.4f} (search: {record.value:.4f})")

@@ -168,10 +168,15 @@ def choose(records: Iterable[TrialRecord], method: str, rule: ObjectiveRule, *,
 
 def confirmations_from_records(records: Iterable[TrialRecord]) -> dict[int, Confirmation]:
     """Confirmations kept in the records (``extra["confirmations"]``: a list of
-    ``{"seed"|"fold": ..., "score": ...}`` written by ``search/confirm.py``)."""
+    ``{"kind", "index", "score", ...}`` written by ``search/confirm.py``). A trial confirmed
+    with both kinds (``confirm_kind`` changed between two confirmations) is ranked by the
+    runs of the kind stored last."""
     out = {}
     for r in records:
         runs = r.extra.get("confirmations") or []
+        if runs:
+            latest = runs[-1].get("kind", "seeds")
+            runs = [c for c in runs if c.get("kind", "seeds") == latest]
         scores = tuple(float(c["score"]) for c in runs
                        if c.get("score") is not None and math.isfinite(c["score"]))
         if scores:

@@ -161,3 +161,39 @@ def test_register_an_ensemble_of_the_confirmed_candidates(study, capsys):
                             tracking_uri=raw["tracking_uri"], study_name="tiny",
                             storage=raw["storage"])
     assert result.evaluation.report["split"]["n"] == len(data.val)
+
+
+def test_confirming_again_with_folds_keeps_the_seed_runs_and_ranks_by_the_folds(study):
+    """A study confirmed with fresh seeds, then again with `confirm_kind: cv` (as the
+    selection benchmark does, and a user who changes the kind and confirms again): the seed
+    runs stay stored beside the fold runs, and the ranking uses the folds, the latest kind."""
+    from tunelab.search.confirm import confirm_candidates
+    from tunelab.search.selection import records_from_study
+    from tunelab.search.selection_methods import select_by_method
+    from tunelab.wiring import objective_rule, training_settings
+
+    _, raw = study
+    opened = open_finished_study("tiny", raw["storage"])
+    before = stored_confirmations(opened.study)
+    config = opened.config
+    rule = objective_rule(config)
+    try:
+        confirm_candidates(opened.study, rule=rule, data=load_data(config), model=config.model,
+                           training=training_settings(config), seed=config.seed, top=2,
+                           kind="cv", runs=2, log=lambda m: None)
+        after = stored_confirmations(open_finished_study("tiny", raw["storage"]).study)
+        assert set(after) == set(before)
+        for number, runs in after.items():
+            assert [r for r in runs if r["kind"] == "seeds"] == before[number]
+            assert sorted(r["index"] for r in runs if r["kind"] == "cv") == [0, 1]
+        records = records_from_study(opened.study, rule.metric)
+        s = select_by_method(records, rule, "confirm_mean", top=2)
+        assert s.choice.confirmed
+        for c in s.choice.candidates:
+            if c.confirmation is not None:
+                assert c.confirmation.kind == "cv" and c.confirmation.n == 2
+                folds = [r["score"] for r in after[c.record.number] if r["kind"] == "cv"]
+                assert c.confirmation.mean == pytest.approx(sum(folds) / 2)
+    finally:  # the module's other tests read the seed runs only
+        for number, runs in before.items():
+            opened.study.set_user_attr(confirmation_key(number), runs)
