@@ -13,6 +13,9 @@ no method ever sees it. Then, on the same wall-clock budget ``--seconds`` per me
                                            seeds (their time is measured and reported);
     ensemble                               the averaged probabilities of confirm_mean's top 3
                                            confirmed candidates;
+    confirm_cv                             the same candidates confirmed instead by a
+                                           ``--confirm-folds``-fold CV on train + validation
+                                           (``confirm_kind: cv``), in a reserve of its own;
 * KerasTuner Hyperband and RandomSearch (best validation value, their own pick).
 
 Each pick's model (the search trial's, as ``tunelab register`` logs it) is scored on the
@@ -55,7 +58,7 @@ DATASETS = {"digits": "digits",
             "breastmnist": str(SHARED / "breastmnist.npz"),
             "pneumoniamnist": str(SHARED / "pneumoniamnist.npz")}
 TUNELAB_METHODS = ("best_validation", "gap_penalized", "rule", "confirm_mean", "confirm_lcb",
-                   "ensemble", "cv_from_start")
+                   "ensemble", "confirm_cv", "cv_from_start")
 REFERENCES = ("kt-hyperband", "kt-random")
 # --quick only: a space small enough for seconds of digits
 QUICK_SPACE = {"learning_rate": {"low": 1.0e-3, "high": 1.0e-2, "log": True},
@@ -383,6 +386,9 @@ def run_tunelab(name: str, seed: int, args, tmp: Path, data, holdout) -> list[di
                               extra={"members": members, **timing}))
     else:
         out.append({"method": "ensemble", "trial": None})
+    if args.confirm_folds >= 2:
+        out.append(confirm_by_folds(study, rule, config, data, probe, holdout, seed, args,
+                                    early, timing))
     # the decision threshold on the default pick (binary only), as register fits it
     if default_pick is not None and data.n_classes == 2:
         loss, val_out, hold_out = probe.outputs[default_pick.number]
@@ -392,6 +398,33 @@ def run_tunelab(name: str, seed: int, args, tmp: Path, data, holdout) -> list[di
                 e["thresholds"] = fitted
                 e["thresholds_fitted_on"] = "validation"
     return out
+
+
+def confirm_by_folds(study, rule, config, data, probe, holdout, seed, args, early,
+                     timing) -> dict:
+    """``confirm_cv``: the candidates of the same early cut confirmed by k-fold CV on train +
+    validation instead of fresh seeds, with a reserve of its own (the search part is shared,
+    so both confirmations see the same 70%; each gets the 30% `tune` would give it). Ranked
+    by the mean of the folds; the pick's model is the search trial's, as for confirm_mean."""
+    from tunelab import wiring
+    from tunelab.search.confirm import confirm_candidates
+    from tunelab.search.selection import records_from_study
+    from tunelab.search.selection_methods import select_by_method
+
+    t0 = time.time()
+    confirm_candidates(study, rule=rule, data=data, model=config.model,
+                       training=wiring.training_settings(config), seed=seed,
+                       top=args.confirm_top, kind="cv", runs=args.confirm_folds,
+                       records=early, log=lambda m: None,
+                       deadline=None if args.quick else t0 + args.seconds * args.reserve)
+    numbers = {r.number for r in early}
+    confirmed = [r for r in records_from_study(study, rule.metric) if r.number in numbers]
+    s = select_by_method(confirmed, rule, "confirm_mean", top=args.confirm_top)
+    est = s.choice.estimate if s.choice is not None else None
+    return pick_entry("confirm_cv", s.chosen and s.chosen.number, est, probe, holdout, seed,
+                      extra={**timing, "confirm_seconds": round(time.time() - t0, 1),
+                             "confirm_folds": args.confirm_folds,
+                             "confirmed": bool(s.choice and s.choice.confirmed)})
 
 
 # -- report ---------------------------------------------------------------------------------
@@ -487,6 +520,13 @@ def summary(rows: list[dict], settings: str) -> str:
                 f"{r['confirm_seconds']} of {r['confirm_budget']} reserved" for r in timed)
                 + "; trials (all / by the early cut): " + ", ".join(
                 f"{r['n_trials']}/{r['n_early']}" for r in timed)]
+        folds = [r for r in mine if r["method"] == "confirm_cv"]
+        if folds:
+            lines.append(f"CV confirmation ({folds[0]['confirm_folds']} folds) time (s) per "
+                         "seed: " + ", ".join(
+                             f"{r['confirm_seconds']} of {r['confirm_budget']} reserved"
+                             + ("" if r.get("confirmed") else " (nothing confirmed)")
+                             for r in folds))
         counts = []
         for method, what in (("confirm_mean", "tunelab"), ("cv_from_start", "tunelab-cv"),
                              ("kt-hyperband", "kt-hyperband"), ("kt-random", "kt-random")):
@@ -527,6 +567,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--reserve", type=float, default=0.3)
     parser.add_argument("--confirm-top", type=int, default=3)
     parser.add_argument("--confirm-seeds", type=int, default=2)
+    parser.add_argument("--confirm-folds", type=int, default=3,
+                        help="confirm_cv: folds per candidate, in a reserve of its own "
+                             "(0: not run)")
     parser.add_argument("--default", default="confirm_mean")
     parser.add_argument("--references", nargs="*", default=list(REFERENCES))
     parser.add_argument("--cv-folds", type=int, default=3,
@@ -552,6 +595,7 @@ def main(argv: list[str] | None = None) -> None:
         args.datasets, args.seeds, args.seconds, args.n_trials = ["digits"], [0], 30.0, 4
         args.max_epochs, args.patience, args.image_size, args.confirm_top = 2, 1, 8, 2
         args.confirm_seeds, args.references, args.pruner = 1, ["kt-hyperband"], "none"
+        args.confirm_folds = 2
         args.reserve = 0.0  # every trial may be confirmed: the budget is trials here
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -597,7 +641,8 @@ def main(argv: list[str] | None = None) -> None:
                 f"{cfg.pruner.n_warmup_steps} epochs), image size "
                 f"{args.image_size or 'native'}, space {', '.join(cfg.space)}; confirm top "
                 f"{args.confirm_top} x {args.confirm_seeds} seeds in {args.reserve:.0%} of the "
-                f"budget; each study in a fresh process: {not args.in_one_process}; "
+                f"budget (confirm_cv: x {args.confirm_folds} folds in a reserve of its own); "
+                f"each study in a fresh process: {not args.in_one_process}; "
                 f"total run time {total / 60:.1f} min")
     text = summary(rows, settings)
     (out / "summary.md").write_text(text)

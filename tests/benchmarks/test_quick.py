@@ -112,7 +112,9 @@ def test_selection_quality_quick(tmp_path):
     rows = json.loads((tmp_path / "results.json").read_text())["rows"]
     methods = {r["method"] for r in rows}
     assert {"best_validation", "gap_penalized", "confirm_mean", "confirm_lcb",
-            "cv_from_start", "kt-hyperband"} <= methods  # digits: < 50 per validation class
+            "confirm_cv", "cv_from_start", "kt-hyperband"} <= methods  # digits: < 50 a class
+    folds = next(r for r in rows if r["method"] == "confirm_cv")
+    assert folds["confirm_folds"] == 2 and folds["confirmed"] and folds["trial"] is not None
     for r in rows:
         if r.get("trial") is not None:
             assert 0.0 <= r["auc"] <= 1.0 and 0.0 <= r["acc"] <= 1.0
