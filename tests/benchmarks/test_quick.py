@@ -200,8 +200,8 @@ def test_startup_quick():
     out = run_quick("startup.py")
     lean = number_after("import, lean       median", out)
     first = number_after("tunelab tune       median", out)
-    # tunelab's worker imports at least the lean import before its first epoch; the bare
-    # import (scikit-learn and pandas too) and the hand-written script cost more than it
+    # tunelab's worker imports at least the lean import before its first epoch; the
+    # hand-written script (scikit-learn and pandas too, then a model) costs more than it
     assert 0 < lean < first
     # the lean import does strictly less than the bare one; --quick measures each once, and on
     # a loaded machine two near-equal single samples swap (10.94 s lean against 10.54 s bare
