@@ -330,7 +330,6 @@ def smallest_val_class(name: str, args) -> int:
 def run_tunelab(name: str, seed: int, args, tmp: Path, data, holdout) -> list[dict]:
     """One tunelab study shared by every tunelab selection method."""
     from tunelab import wiring
-    from tunelab.search.confirm import confirm_candidates
     from tunelab.search.selection import records_from_study
     from tunelab.search.selection_methods import choose, select_by_method
 
@@ -351,19 +350,8 @@ def run_tunelab(name: str, seed: int, args, tmp: Path, data, holdout) -> list[di
     sel = select_by_method(records, rule, "rule")
     out.append(pick_entry("rule", sel.chosen and sel.chosen.number,
                           sel.chosen and sel.chosen.value, probe, holdout, seed))
-    t0 = time.time()
-    confirm_candidates(study, rule=rule, data=data, model=config.model,
-                       training=wiring.training_settings(config), seed=seed,
-                       top=args.confirm_top, kind="seeds", runs=args.confirm_seeds,
-                       records=early, log=lambda m: None,
-                       # equal wall time: no confirmation run starts after the reserve (the
-                       # methods pick among the trials of the first (1 - reserve) x budget,
-                       # as `tune` would have stopped its search there); --quick's budget is
-                       # trials, not time
-                       deadline=None if args.quick else t0 + args.seconds * args.reserve)
-    confirm_seconds = time.time() - t0
-    early_numbers = {r.number for r in early}
-    confirmed = [r for r in records_from_study(study, rule.metric) if r.number in early_numbers]
+    confirmed, confirm_seconds = confirm_early(study, rule, config, data, seed, args, early,
+                                               kind="seeds", runs=args.confirm_seeds)
     timing = {"search_seconds": round(search_end - started, 1),
               "confirm_seconds": round(confirm_seconds, 1),
               "confirm_budget": round(args.seconds * args.reserve, 1),
@@ -400,29 +388,44 @@ def run_tunelab(name: str, seed: int, args, tmp: Path, data, holdout) -> list[di
     return out
 
 
+def confirm_early(study, rule, config, data, seed, args, early, *, kind: str,
+                  runs: int) -> tuple[list, float]:
+    """Confirm the top candidates of the early cut (``kind`` seeds or cv) in a reserve of
+    ``reserve`` x budget; return those trials' records, re-read with their confirmations,
+    and the seconds it took."""
+    from tunelab import wiring
+    from tunelab.search.confirm import confirm_candidates
+    from tunelab.search.selection import records_from_study
+
+    t0 = time.time()
+    confirm_candidates(study, rule=rule, data=data, model=config.model,
+                       training=wiring.training_settings(config), seed=seed,
+                       top=args.confirm_top, kind=kind, runs=runs, records=early,
+                       log=lambda m: None,
+                       # equal wall time: no confirmation run starts after the reserve (the
+                       # methods pick among the trials of the first (1 - reserve) x budget,
+                       # as `tune` would have stopped its search there); --quick's budget is
+                       # trials, not time
+                       deadline=None if args.quick else t0 + args.seconds * args.reserve)
+    seconds = time.time() - t0
+    numbers = {r.number for r in early}
+    return [r for r in records_from_study(study, rule.metric) if r.number in numbers], seconds
+
+
 def confirm_by_folds(study, rule, config, data, probe, holdout, seed, args, early,
                      timing) -> dict:
     """``confirm_cv``: the candidates of the same early cut confirmed by k-fold CV on train +
     validation instead of fresh seeds, with a reserve of its own (the search part is shared,
     so both confirmations see the same 70%; each gets the 30% `tune` would give it). Ranked
     by the mean of the folds; the pick's model is the search trial's, as for confirm_mean."""
-    from tunelab import wiring
-    from tunelab.search.confirm import confirm_candidates
-    from tunelab.search.selection import records_from_study
     from tunelab.search.selection_methods import select_by_method
 
-    t0 = time.time()
-    confirm_candidates(study, rule=rule, data=data, model=config.model,
-                       training=wiring.training_settings(config), seed=seed,
-                       top=args.confirm_top, kind="cv", runs=args.confirm_folds,
-                       records=early, log=lambda m: None,
-                       deadline=None if args.quick else t0 + args.seconds * args.reserve)
-    numbers = {r.number for r in early}
-    confirmed = [r for r in records_from_study(study, rule.metric) if r.number in numbers]
+    confirmed, seconds = confirm_early(study, rule, config, data, seed, args, early,
+                                       kind="cv", runs=args.confirm_folds)
     s = select_by_method(confirmed, rule, "confirm_mean", top=args.confirm_top)
     est = s.choice.estimate if s.choice is not None else None
     return pick_entry("confirm_cv", s.chosen and s.chosen.number, est, probe, holdout, seed,
-                      extra={**timing, "confirm_seconds": round(time.time() - t0, 1),
+                      extra={**timing, "confirm_seconds": round(seconds, 1),
                              "confirm_folds": args.confirm_folds,
                              "confirmed": bool(s.choice and s.choice.confirmed)})
 
