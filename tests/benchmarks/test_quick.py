@@ -27,7 +27,7 @@ def run_quick(script: str, *args: str, timeout: int = 300) -> str:
 
 
 def number_after(label: str, text: str) -> float:
-    match = re.search(re.escape(label) + r"\s*([0-9.]+)", text)
+    match = re.search(re.escape(label) + r"\s*(-?[0-9.]+)", text)
     assert match, f"{label!r} not in output:\n{text[-2000:]}"
     return float(match.group(1))
 
@@ -198,15 +198,24 @@ def test_validation_pass_quick():
 
 def test_startup_quick():
     out = run_quick("startup.py")
+    bare = number_after("import tensorflow  median", out)
     lean = number_after("import, lean       median", out)
     first = number_after("tunelab tune       median", out)
-    # tunelab's worker imports at least the lean import before its first epoch; the
-    # hand-written script (scikit-learn and pandas too, then a model) costs more than it
-    assert 0 < lean < first
-    # the lean import does strictly less than the bare one; --quick measures each once, and on
-    # a loaded machine two near-equal single samples swap (10.94 s lean against 10.54 s bare
-    # in one clean-clone run): the ordering itself is the 5-repeat benchmark's claim
-    assert lean < 1.25 * number_after("import tensorflow  median", out)
-    assert number_after("hand-written       median", out) > lean
-    assert "tunelab first epoch minus the TensorFlow import: median" in out
-    assert "standby_ready" in out and "epoch_begin" in out
+    hand = number_after("hand-written       median", out)
+    assert min(bare, lean, first, hand) > 0
+    # --quick times each case once, in separate processes at separate moments; under the
+    # suite's load two such samples swap (lean 15.43 s against bare 11.84 s in one CI run),
+    # so orderings of time are the 5-repeat benchmark's claim. What holds on any machine: the
+    # lean import loads fewer modules than the bare one (no scikit-learn, no pandas) ...
+    assert number_after("import, lean", out.split("modules loaded:")[1]) < \
+        number_after("modules loaded: import tensorflow", out)
+    # ... the printed differences are those of the rows ...
+    assert number_after("minus the TensorFlow import: median", out) == pytest.approx(
+        first - bare, abs=0.011)
+    assert number_after("minus the hand-written script's: median", out) == pytest.approx(
+        first - hand, abs=0.011)
+    # ... and tunelab's own marks run in order up to the first epoch the row reports
+    marks = dict(re.findall(r"(\w+) ([0-9.]+)", out.split("tunelab's marks")[1].splitlines()[0]))
+    assert float(marks["trial_ask"]) <= float(marks["model_built"]) <= \
+        float(marks["epoch_begin"]) == pytest.approx(first, abs=0.011)
+    assert "standby_ready" in marks
