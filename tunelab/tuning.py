@@ -14,7 +14,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -251,8 +251,9 @@ def _tune_study(config: StudyConfig, stored: StoredStudy | None, accept: tuple[s
                            data=data, config=config, worker_index=0,
                            progress=display.handle, in_study_process=True)
             else:
-                _run_worker_processes(config, tracking_uri, searching, started, n_trials,
-                                      display, standby)
+                _run_worker_processes(
+                    config, tracking_uri, searching, started, n_trials, display, standby,
+                    on_last_trials=(lambda: warm_study_end(study, tracker)) if tracker else None)
         finally:
             display.stop()
             if quiet.verbose() and display.live:
@@ -276,6 +277,7 @@ def _tune_study(config: StudyConfig, stored: StoredStudy | None, accept: tuple[s
         status = "FAILED"
         raise
     finally:
+        mark("study_end_start")
         end = study_end_report(study, config)  # the study's trials as the workers left them
         if tracker is not None:
             finish_tracking(study, tracker, status, config, end)
@@ -348,6 +350,29 @@ def _import_for_confirmation() -> None:
     except Exception:  # noqa: S110  confirm's own import raises it where it matters
         pass
     mark("preload_done")
+
+
+def warm_study_end(study, tracker) -> None:
+    """While the search's last trials train: start this process's tracking writer and have
+    it draw its share of the study end (``WRITER_FIGURES`` and the interactive page) on the
+    trials so far, result discarded, so that at the study end it is running and its Plotly
+    figure classes are built (the page's first drawing in a process took 0.3 to 0.4 s, a
+    second one about 0.2 s; benchmarks/study_end.py). The workers' writers are gone by the
+    study end: without it ``tune`` drew every figure and the page alone, on one core.
+    ``TUNELAB_WARM_STUDY_END=0`` turns it off (that benchmark's comparison)."""
+    writer = getattr(tracker, "writer", None)
+    if writer is None or os.environ.get("TUNELAB_WARM_STUDY_END", "1") == "0":
+        return
+    from tunelab.models.timeline import mark
+    from tunelab.search.study_plots import WRITER_FIGURES, study_outputs_of
+
+    try:
+        writer.call(study_outputs_of, study.study_name, study.get_trials(deepcopy=False),
+                    study.directions, study.user_attrs.get("config") or {},
+                    WRITER_FIGURES).add_done_callback(lambda _: mark("study_end_warm_done"))
+    except Exception:  # noqa: BLE001  the study end draws in this process then
+        return
+    mark("study_end_warm_start")
 
 
 def _worker_environment() -> tuple[dict[str, str], list[str]]:
@@ -479,7 +504,8 @@ def await_launch() -> list[str] | None:
 
 def _run_worker_processes(config: StudyConfig, tracking_uri: str, deadline: float | None,
                           started: float, n_trials: int | None, display,
-                          standby: StandbyWorkers | None = None) -> None:
+                          standby: StandbyWorkers | None = None,
+                          on_last_trials: Callable[[], None] | None = None) -> None:
     """Keep ``config.workers`` worker processes busy until the budget is met; each exits
     after ``trials_per_process`` trials and is replaced by a fresh one. They send their
     trials' events to this process over one pipe; only this process draws."""
@@ -565,10 +591,14 @@ def _run_worker_processes(config: StudyConfig, tracking_uri: str, deadline: floa
                 busy.add(slot)
             if not running:
                 return
-            if preload is not None and not preload.is_alive() and preload.ident is None and (
-                    (n_trials is not None and n_trials - counted <= config.workers)
-                    or (deadline is not None and deadline - time.time() < 45)):
+            last_ones = ((n_trials is not None and n_trials - counted <= config.workers)
+                         or (deadline is not None and deadline - time.time() < 45))
+            if preload is not None and preload.ident is None and last_ones:
                 preload.start()
+            if on_last_trials is not None and last_ones and started_trials:
+                # once a trial trains: not beside the workers' TensorFlow imports
+                on_last_trials()
+                on_last_trials = None
             if config.overlap_recycle:
                 # A worker training its last trial gets its successor now: the successor
                 # imports TensorFlow and loads the data meanwhile, and starts training the

@@ -219,3 +219,28 @@ def test_startup_quick():
     assert float(marks["trial_ask"]) <= float(marks["model_built"]) <= \
         float(marks["epoch_begin"]) == pytest.approx(first, abs=0.011)
     assert "standby_ready" in marks
+
+
+def test_figure_cost_quick():
+    out = run_quick("figure_cost.py")
+    rows = re.findall(r"^((?:study|trial): \w[\w ]*?)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)$", out,
+                      re.M)
+    names = {r[0] for r in rows}
+    assert {"study: optimization_history", "study: overfitting", "study: slice",
+            "trial: learning curves", "trial: confusion matrix"} <= names, out
+    assert all(int(ms6) > 0 and int(ms1) > 0 and int(kib6) > 0 for _, ms6, ms1, kib6, _ in rows)
+    # zlib level 1 trades size for speed: never smaller than level 6 on these figures
+    for group in ("study", "trial"):
+        assert number_after(f"{group} figures: level 1 / level 6 CPU =", out) > 0
+        assert 1.0 <= number_after("size", out.split(f"{group} figures:")[1]) < 1.5
+
+
+@pytest.mark.slow
+def test_study_end_quick():
+    out = run_quick("study_end.py")  # exits non-zero if the warm-up is missing or ran cold
+    warm = number_after("warm  study end median", out)
+    cold = number_after("cold  study end median", out)
+    assert warm > 0 and cold > 0
+    assert number_after("study end warm / cold: median", out) == pytest.approx(warm / cold,
+                                                                               abs=0.01)
+    assert "warm-up done before the study end began by: median" in out

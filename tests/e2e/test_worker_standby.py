@@ -66,6 +66,20 @@ def test_the_first_worker_imports_while_tune_loads_the_data_then_trains(tmp_path
         assert run.data.tags["tunelab.trial"] == str(trial.number)
         assert run.data.metrics["val_accuracy"] == pytest.approx(
             trial.user_attrs["history"]["val_accuracy"][-1], abs=1e-5)
+    # during the last trial tune started its own tracking writer, which drew its share of
+    # the study end once on the trials so far (its Plotly classes warm); so at the end the
+    # writer was running and the parent run got every study figure and the page
+    assert _first(marks, "study_end_warm_start", parent) < _first(marks, "study_end_start",
+                                                                  parent)
+    assert any(m["event"] == "study_end_warm_done" and m["pid"] == parent for m in marks)
+    experiment = client.get_experiment_by_name("standby")
+    study_run = [r for r in client.search_runs([experiment.experiment_id])
+                 if r.data.tags.get("tunelab.role") == "study"][0]
+    logged = {a.path for a in client.list_artifacts(study_run.info.run_id, "study")}
+    assert {"study/interactive.html", "study/slice.png", "study/intermediate_values.png",
+            "study/overfitting.png"} <= logged, logged
+    # and the writer's in-memory copies of the study stay off the terminal
+    assert "created in memory" not in proc.stdout + proc.stderr, proc.stderr[-2000:]
     # the same command again: the budget is met, so no worker is started at all
     (tmp_path / "timeline.jsonl").unlink()
     again, marks = _run(tmp_path, raw)
